@@ -1,0 +1,281 @@
+//! `Job`: a scheduled reconciler that replaces one of the stack's Python sidecars.
+//!
+//! The common fields (schedule, timeout, jitter, concurrency, catch-up) are shared by
+//! every job; exactly one typed body says what the job does.
+
+use super::Duration;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A scheduled job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobSpec {
+    /// `@every 5m`, `@hourly`, `@daily`, or a five-field cron line (`30 3 * * *`),
+    /// evaluated in UTC.
+    pub schedule: String,
+    /// A run still going after this long is cancelled and counted as `timeout`.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// Random delay added to each scheduled start, spreading load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Duration>,
+    /// What happens when a run is due while the previous one is still going.
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// A run missed while obsd was down is started at startup if it is at most this
+    /// late; without it, missed runs are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_deadline: Option<Duration>,
+    /// Stop scheduling (manual `obsctl jobs run` still works).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+    /// Runs kept in the job's history.
+    #[serde(default = "default_history")]
+    pub history_limit: u32,
+    /// Cloudflare / Stripe / Plausible business metrics → textfile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_poller: Option<CloudPollerJob>,
+    /// Off-box backup to R2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupJob>,
+    /// App Runner self-heal on `/api/ready` 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_heal: Option<SelfHealJob>,
+    /// `container_name_info{short_id,name}` for the cAdvisor join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_names: Option<DockerNamesJob>,
+    /// Public status page `status.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_page: Option<StatusPageJob>,
+}
+
+fn default_timeout() -> Duration {
+    Duration::secs(300)
+}
+fn default_history() -> u32 {
+    20
+}
+
+impl JobSpec {
+    /// Names of the bodies that are set (validation wants exactly one).
+    pub fn bodies(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.cloud_poller.is_some() {
+            v.push("cloudPoller");
+        }
+        if self.backup.is_some() {
+            v.push("backup");
+        }
+        if self.self_heal.is_some() {
+            v.push("selfHeal");
+        }
+        if self.docker_names.is_some() {
+            v.push("dockerNames");
+        }
+        if self.status_page.is_some() {
+            v.push("statusPage");
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    /// Skip the new run while one is in flight (default).
+    #[default]
+    Forbid,
+    /// Cancel the running one and start the new run.
+    Replace,
+}
+
+/// cloud-poller (LLD section 6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CloudPollerJob {
+    /// Textfile name written in the Stack's `textfileDir`.
+    #[serde(default = "cloud_textfile")]
+    pub textfile: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudflare: Option<CloudflareSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe: Option<StripeSource>,
+    /// Off unless configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plausible: Option<PlausibleSource>,
+}
+
+fn cloud_textfile() -> String {
+    "cloud.prom".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CloudflareSource {
+    #[serde(default = "cf_base")]
+    pub api_base: String,
+    /// Env-file variable holding the Analytics:Read API token.
+    #[serde(default = "cf_token_env")]
+    pub token_env: String,
+    /// Explicit zone IDs; when empty, zones are discovered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zone_tags: Vec<String>,
+}
+
+fn cf_base() -> String {
+    "https://api.cloudflare.com/client/v4".into()
+}
+fn cf_token_env() -> String {
+    "CF_API_TOKEN".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StripeSource {
+    #[serde(default = "stripe_base")]
+    pub api_base: String,
+    /// Env-file variable holding the restricted read-only key.
+    #[serde(default = "stripe_key_env")]
+    pub key_env: String,
+}
+
+fn stripe_base() -> String {
+    "https://api.stripe.com".into()
+}
+fn stripe_key_env() -> String {
+    "STRIPE_API_KEY".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PlausibleSource {
+    #[serde(default = "plausible_base")]
+    pub api_base: String,
+    #[serde(default = "plausible_key_env")]
+    pub key_env: String,
+    pub site_ids: Vec<String>,
+}
+
+fn plausible_base() -> String {
+    "https://plausible.io".into()
+}
+fn plausible_key_env() -> String {
+    "PLAUSIBLE_API_KEY".into()
+}
+
+/// backup-r2 (LLD section 2). The body is declared so the stack's desired state is
+/// complete; the runner for it is a later piece of work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackupJob {
+    /// R2 bucket.
+    pub bucket: String,
+    /// `Volume` resources to archive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// Daily copies to keep.
+    #[serde(default = "keep_daily")]
+    pub keep_daily: u32,
+    /// Bucket-lock retention (must be below `keepDaily`).
+    #[serde(default = "lock_days")]
+    pub lock_retention_days: u32,
+    /// Size budget for the bucket, in GB.
+    #[serde(default = "max_gb")]
+    pub max_bucket_gb: u32,
+    /// Env-file variable holding the healthchecks.io ping URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_man_url_env: Option<String>,
+}
+
+fn keep_daily() -> u32 {
+    14
+}
+fn lock_days() -> u32 {
+    7
+}
+fn max_gb() -> u32 {
+    9
+}
+
+/// self-heal (LLD section 10).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SelfHealJob {
+    /// AWS region of the App Runner services.
+    pub region: String,
+    /// Override of `https://apprunner.<region>.amazonaws.com` (tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    #[serde(default = "aws_key_env")]
+    pub access_key_id_env: String,
+    #[serde(default = "aws_secret_env")]
+    pub secret_access_key_env: String,
+    /// Minimum time between two deployments of the same app (survives restarts).
+    #[serde(default = "cooldown")]
+    pub cooldown: Duration,
+    /// Per-probe timeout.
+    #[serde(default = "probe_timeout")]
+    pub probe_timeout: Duration,
+    pub apps: Vec<SelfHealApp>,
+}
+
+fn aws_key_env() -> String {
+    "SELFHEAL_AWS_ACCESS_KEY_ID".into()
+}
+fn aws_secret_env() -> String {
+    "SELFHEAL_AWS_SECRET_ACCESS_KEY".into()
+}
+fn cooldown() -> Duration {
+    Duration::secs(1800)
+}
+fn probe_timeout() -> Duration {
+    Duration::secs(10)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SelfHealApp {
+    pub name: String,
+    /// Deep readiness URL; only HTTP 503 triggers a deployment.
+    pub ready_url: String,
+    pub service_arn: String,
+}
+
+/// docker-names (LLD section 7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DockerNamesJob {
+    #[serde(default = "names_textfile")]
+    pub textfile: String,
+}
+
+fn names_textfile() -> String {
+    "docker_names.prom".into()
+}
+
+/// status-gen (LLD section 9).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StatusPageJob {
+    /// Prometheus base URL, e.g. `http://127.0.0.1:9090`.
+    pub prometheus_url: String,
+    /// Directory `status.json` is written to (served by Caddy at `/status`).
+    pub output_dir: String,
+    /// SLO target as a fraction.
+    #[serde(default = "slo")]
+    pub slo_target: f64,
+    pub surfaces: Vec<StatusSurface>,
+}
+
+fn slo() -> f64 {
+    0.999
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StatusSurface {
+    /// Display name.
+    pub name: String,
+    /// The probed URL (`instance` label of the blackbox probe).
+    pub url: String,
+}

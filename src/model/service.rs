@@ -1,0 +1,335 @@
+//! `Service`: one container, with compose-level expressiveness.
+
+use super::{de, Duration};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One long-running container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Image reference: `repo:tag`, `repo@sha256:<digest>` or `repo:tag@sha256:<digest>`.
+    /// A tag that moves to another image ID is `image_changed` drift.
+    pub image: String,
+    /// When to pull the image.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+    /// Overrides the image's `CMD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "de::opt_string_vec")]
+    pub command: Option<Vec<String>>,
+    /// Overrides the image's `ENTRYPOINT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "de::opt_string_vec")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Working directory inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Plain environment variables (shown in `obsctl diff`). Values may use `${VAR}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(deserialize_with = "de::string_map")]
+    pub env: BTreeMap<String, String>,
+    /// Secret environment variables: container variable → name of the env-file variable
+    /// holding the value. Values come only from the Stack's env file and are masked
+    /// (`***`) in every output.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
+    /// Host ports to publish. Only the edge proxy should need any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    /// Container ports other services reach on the stack network (documentation and
+    /// image metadata; never published on the host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<u16>,
+    /// Named volumes (each a `Volume` resource) mounted into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
+    /// Host paths bind-mounted into the container (e.g. `/` for node-exporter, the
+    /// Docker socket). Not checked for existence: they live on the target host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<BindMount>,
+    /// Files or directories from the desired-state directory, bind-mounted read-only.
+    /// Their *content* is part of the spec hash; `onChange` says what a change does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_files: Vec<ConfigFile>,
+    /// Networks to join (`Network` resource names); default: the Stack's `defaultNetwork`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// Services that must be up first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
+    /// Docker restart policy; obsd repairs on top of it.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// `uid[:gid]` or a user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Capabilities to add (e.g. `NET_ADMIN`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities to drop (e.g. `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Run privileged (cAdvisor needs it). Avoid elsewhere.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// Host devices, `host[:container[:perms]]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// Security options (e.g. `no-new-privileges:true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+    /// Read-only root filesystem.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// tmpfs mounts, `path[:options]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    /// PID namespace: `host` to share the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    /// Extra `/etc/hosts` entries, `name:ip` (`host-gateway` allowed as ip).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// Container labels (obsd adds its own `obs.tlsstress.art/*` labels).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(deserialize_with = "de::string_map")]
+    pub labels: BTreeMap<String, String>,
+    /// Signal that stops the container (default: the image's, usually SIGTERM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// Grace period between the stop signal and SIGKILL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum PullPolicy {
+    /// Pull only when the image is not present locally (default).
+    #[default]
+    IfNotPresent,
+    /// Pull on every reconcile that creates or checks the container; a moved tag is
+    /// `image_changed` drift.
+    Always,
+    /// Never pull; a missing image is an error for this service.
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    Always,
+    #[default]
+    UnlessStopped,
+    OnFailure,
+}
+
+impl RestartPolicy {
+    pub fn docker_name(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+            RestartPolicy::OnFailure => "on-failure",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PortSpec {
+    /// Port on the host.
+    pub host: u16,
+    /// Port in the container.
+    pub container: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Host address to bind (default all addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+}
+
+/// A named volume mount.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VolumeMount {
+    /// Name of a `Volume` resource.
+    pub volume: String,
+    /// Absolute path in the container.
+    pub target: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+/// A host path bind mount.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BindMount {
+    /// Absolute path on the host.
+    pub source: String,
+    /// Absolute path in the container.
+    pub target: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// Mount propagation (`rslave` for node-exporter's `/:/host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<String>,
+}
+
+/// A config file or directory from the desired-state directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigFile {
+    /// Path relative to the desired-state directory (must stay inside it). A directory
+    /// is hashed recursively.
+    pub source: String,
+    /// Absolute path in the container (mounted read-only).
+    pub target: String,
+    /// What a content change does to the running container.
+    #[serde(default)]
+    pub on_change: OnChange,
+}
+
+/// Reaction to a config content change.
+///
+/// Written as `recreate`, `restart`, `none`, or `{signal: SIGHUP}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnChange {
+    /// Replace the container (default).
+    #[default]
+    Recreate,
+    /// Restart the container in place.
+    Restart,
+    /// Send a signal (e.g. `SIGHUP`) so the process reloads.
+    Signal(String),
+    /// Do nothing; the process watches the file itself.
+    None,
+}
+
+/// A start-order dependency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Dependency {
+    /// Name of another `Service`.
+    pub service: String,
+    #[serde(default)]
+    pub condition: DependencyCondition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DependencyCondition {
+    /// The dependency's container is running (default).
+    #[default]
+    Started,
+    /// The dependency reports healthy (it must have a healthcheck).
+    Healthy,
+}
+
+/// Container healthcheck.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Healthcheck {
+    /// `["CMD", "wget", "-qO-", "http://localhost:9090/-/ready"]`, `["CMD-SHELL", "…"]`,
+    /// or `["NONE"]` to disable the image's healthcheck.
+    #[serde(deserialize_with = "de::string_vec")]
+    pub test: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<Duration>,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    /// Memory limit: bytes, or with a suffix `k`, `m`, `g` (e.g. `512m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// CPU limit in cores (e.g. `0.5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+}
+
+/// Container log driver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Logging {
+    /// Log driver (default `json-file`).
+    #[serde(default = "json_file")]
+    pub driver: String,
+    /// Driver options, e.g. `max-size: 10m`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(deserialize_with = "de::string_map")]
+    pub options: BTreeMap<String, String>,
+}
+
+fn json_file() -> String {
+    "json-file".into()
+}
+
+/// Parses `512m`, `1g`, `1024` into bytes.
+pub fn parse_memory(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_suffix('b').unwrap_or(&s);
+    let s = s.strip_suffix('i').unwrap_or(s);
+    let (num, mult) = match s.chars().last()? {
+        'k' => (&s[..s.len() - 1], 1024i64),
+        'm' => (&s[..s.len() - 1], 1024 * 1024),
+        'g' => (&s[..s.len() - 1], 1024 * 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: f64 = num.trim().parse().ok()?;
+    if n < 0.0 {
+        return None;
+    }
+    Some((n * mult as f64) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_suffixes() {
+        assert_eq!(parse_memory("512m"), Some(512 * 1024 * 1024));
+        assert_eq!(parse_memory("1Gi"), Some(1024 * 1024 * 1024));
+        assert_eq!(parse_memory("1024"), Some(1024));
+        assert_eq!(parse_memory("lots"), None);
+    }
+}
