@@ -3,10 +3,19 @@
 //! The library holds everything; `src/bin/obsd.rs` (daemon) and `src/bin/obsctl.rs`
 //! (CLI) are thin shells over it. See ARCHITECTURE.md for the code map and invariants.
 
+pub mod api;
+pub mod compose;
 pub mod diag;
+pub mod docker;
+pub mod exec;
 pub mod load;
 pub mod model;
+pub mod plan;
+pub mod reconcile;
+pub mod render;
 pub mod schedule;
+pub mod schema;
 pub mod secret;
+pub mod state;
 pub mod validate;
 pub mod yaml;

@@ -151,6 +151,9 @@ struct RawDoc {
 /// Loads and validates a desired-state directory.
 pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErrors> {
     let limits = opts.limits.unwrap_or_default();
+    // Absolute, so config-file bind mounts name the same host path from anywhere.
+    let canonical = dir.canonicalize();
+    let dir = canonical.as_deref().unwrap_or(dir);
     let mut diags: Vec<Diagnostic> = Vec::new();
     let mut hasher = Sha256::new();
 

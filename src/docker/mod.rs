@@ -1,0 +1,214 @@
+//! The Docker boundary: a small trait the planner's callers depend on, with the bollard
+//! implementation ([`engine::Engine`]) and a recording fake ([`fake::FakeDocker`]).
+//!
+//! Invariant: only `docker/engine.rs` imports bollard. Everything above this module
+//! speaks these plain types, so the executor is unit-tested against the fake and
+//! integration-tested against a real engine with the same code.
+
+pub mod engine;
+pub mod fake;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+/// Label keys (contract: prefix `obs.tlsstress.art/`).
+pub mod labels {
+    pub const STACK: &str = "obs.tlsstress.art/stack";
+    pub const KIND: &str = "obs.tlsstress.art/kind";
+    pub const NAME: &str = "obs.tlsstress.art/name";
+    pub const SPEC_HASH: &str = "obs.tlsstress.art/spec-hash";
+    /// Per config file content hashes, comma separated, in `configFiles` order.
+    pub const CONFIG_HASH: &str = "obs.tlsstress.art/config-hash";
+    /// The applied spec with secrets masked, for field-level `obsctl diff`.
+    pub const APPLIED: &str = "obs.tlsstress.art/applied-spec";
+}
+
+/// Docker-level failure, with enough context for a status line and a bounded metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("docker engine unreachable: {0}")]
+    Unreachable(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("image {image}: {message}")]
+    Image { image: String, message: String },
+    #[error("{0}")]
+    Api(String),
+}
+
+impl DockerError {
+    /// Low-cardinality label for metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            DockerError::Unreachable(_) => "unreachable",
+            DockerError::NotFound(_) => "not_found",
+            DockerError::Conflict(_) => "conflict",
+            DockerError::Image { .. } => "image",
+            DockerError::Api(_) => "api",
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, DockerError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// A container as listed by the engine.
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    /// Image reference the container was created with.
+    pub image: String,
+    /// Image ID (`sha256:…`) the container runs.
+    pub image_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: RunState,
+    pub health: Option<Health>,
+    /// Engine's human status line (`Up 3 minutes (healthy)`, `Exited (1) 2 seconds ago`).
+    pub status: String,
+}
+
+impl ContainerInfo {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub mountpoint: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Everything needed to create a container; produced by `render`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreateContainer {
+    pub name: String,
+    pub image: String,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    /// `KEY=value`, secrets in clear (only the engine sees this).
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub exposed_ports: Vec<String>,
+    /// container port (`9090/tcp`) → (host ip, host port)
+    pub port_bindings: Vec<(String, Option<String>, u16)>,
+    /// Docker `Mounts`: (type, source, target, read_only, propagation)
+    pub mounts: Vec<Mount>,
+    /// Networks with the aliases to register (first one at create time).
+    pub networks: Vec<(String, Vec<String>)>,
+    pub restart: String,
+    pub user: Option<String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    pub devices: Vec<String>,
+    pub security_opt: Vec<String>,
+    pub read_only: bool,
+    pub tmpfs: BTreeMap<String, String>,
+    pub pid: Option<String>,
+    pub memory: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub pids_limit: Option<i64>,
+    pub log_driver: Option<(String, BTreeMap<String, String>)>,
+    pub extra_hosts: Vec<String>,
+    /// test, interval ns, timeout ns, retries, start period ns
+    pub healthcheck: Option<(Vec<String>, i64, i64, i64, i64)>,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mount {
+    /// `volume`, `bind` or `tmpfs`.
+    pub kind: &'static str,
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+    pub propagation: Option<String>,
+}
+
+/// A Docker event reduced to what the daemon uses as a hint.
+#[derive(Debug, Clone)]
+pub struct EngineEvent {
+    /// `container`, `network`, `volume`, `image`.
+    pub kind: String,
+    pub action: String,
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The operations obsd performs on the engine. Every method is one API call (or a
+/// stream), so a recording fake can assert exactly which calls a scenario makes.
+pub trait Docker: Send + Sync + 'static {
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+    /// All containers (running or not) whose label `key` equals `value`.
+    fn list_containers_labeled(&self, key: &str, value: &str) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send;
+    /// The container holding exactly this name, if any (owned or not).
+    fn container_by_name(&self, name: &str) -> impl Future<Output = Result<Option<ContainerInfo>>> + Send;
+    /// All containers (for docker-names and name-conflict checks).
+    fn list_all_containers(&self) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send;
+    /// Image ID a reference resolves to locally, `None` when absent.
+    fn image_id(&self, reference: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    fn pull_image(&self, reference: &str) -> impl Future<Output = Result<()>> + Send;
+    fn list_volumes(&self) -> impl Future<Output = Result<Vec<VolumeInfo>>> + Send;
+    fn create_volume(&self, name: &str, driver: Option<&str>, labels: &BTreeMap<String, String>) -> impl Future<Output = Result<()>> + Send;
+    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn list_networks(&self) -> impl Future<Output = Result<Vec<NetworkInfo>>> + Send;
+    fn create_network(&self, name: &str, driver: Option<&str>, internal: bool, labels: &BTreeMap<String, String>) -> impl Future<Output = Result<()>> + Send;
+    fn remove_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Creates (not starts) a container and connects its extra networks; returns its ID.
+    fn create_container(&self, spec: &CreateContainer) -> impl Future<Output = Result<String>> + Send;
+    fn start_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn stop_container(&self, id: &str, timeout_secs: Option<i64>) -> impl Future<Output = Result<()>> + Send;
+    fn restart_container(&self, id: &str, timeout_secs: Option<i64>) -> impl Future<Output = Result<()>> + Send;
+    fn kill_container(&self, id: &str, signal: &str) -> impl Future<Output = Result<()>> + Send;
+    fn remove_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn rename_container(&self, id: &str, new_name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Engine events from now on; the stream ends when the connection drops.
+    fn events(&self) -> impl futures_util::Stream<Item = Result<EngineEvent>> + Send + 'static;
+}
+
+/// Parses the health suffix of an engine status line.
+pub fn health_from_status(status: &str) -> Option<Health> {
+    if status.contains("(healthy)") {
+        Some(Health::Healthy)
+    } else if status.contains("(unhealthy)") {
+        Some(Health::Unhealthy)
+    } else if status.contains("(health: starting)") {
+        Some(Health::Starting)
+    } else {
+        None
+    }
+}

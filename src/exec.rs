@@ -1,0 +1,379 @@
+//! The executor: observes the engine, and carries out a [`Plan`] in dependency order with
+//! bounded concurrency and per-service backoff. One broken service never blocks the
+//! others: its failure is recorded and the rest of the plan goes on.
+//!
+//! Replacement is crash-safe: the new container is created under `<name>--next`, the
+//! old one stopped and removed, the new one renamed and started. Whatever step a crash
+//! interrupts, the next plan sees either a leftover temp (removed, or adopted when it
+//! is complete and the original is gone) or the old container — never two live copies.
+
+use crate::docker::{Docker, DockerError, RunState};
+use crate::load::DesiredState;
+use crate::model::service::{DependencyCondition, PullPolicy};
+use crate::plan::{InfraAction, Observed, Plan, ServicePlan, Step, NEXT_SUFFIX};
+use crate::state::{backoff_delay_ms, Persisted};
+use futures_util::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Reads everything the planner needs: 3 list calls plus one image inspect per distinct
+/// image reference.
+pub async fn observe<D: Docker>(docker: &D, desired: &DesiredState, persisted: &Persisted) -> Result<Observed, DockerError> {
+    let (containers, volumes, networks) = tokio::try_join!(
+        docker.list_all_containers(),
+        docker.list_volumes(),
+        docker.list_networks()
+    )?;
+    let refs: BTreeSet<&str> = desired.services.values().map(|s| s.spec.image.as_str()).collect();
+    let lookups = futures_util::future::try_join_all(refs.iter().map(|r| async move {
+        docker.image_id(r).await.map(|id| (r.to_string(), id))
+    }))
+    .await?;
+    let live: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+    Ok(Observed {
+        images: lookups.into_iter().collect(),
+        applied_config: persisted
+            .applied_config
+            .iter()
+            .filter(|(id, _)| live.contains(id.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        containers,
+        volumes,
+        networks,
+    })
+}
+
+/// Pulls every `pullPolicy: Always` image. Failures are returned per image; a service
+/// whose image is then still absent fails on its own Pull step.
+pub async fn pull_always<D: Docker>(docker: &D, desired: &DesiredState) -> BTreeMap<String, String> {
+    let refs: BTreeSet<&str> = desired
+        .services
+        .values()
+        .filter(|s| s.spec.pull_policy == PullPolicy::Always)
+        .map(|s| s.spec.image.as_str())
+        .collect();
+    let mut errors = BTreeMap::new();
+    for r in refs {
+        if let Err(e) = docker.pull_image(r).await {
+            errors.insert(r.to_string(), e.to_string());
+        }
+    }
+    errors
+}
+
+/// What happened to one service in one pass.
+#[derive(Debug, Clone)]
+pub enum ServiceResult {
+    Done { actions: Vec<&'static str> },
+    Failed { action: &'static str, error: String },
+    /// Skipped: a dependency is not ready yet.
+    Waiting { on: String },
+    /// Skipped: backing off after earlier failures.
+    BackingOff { retry_at_ms: i64 },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub services: BTreeMap<String, ServiceResult>,
+    pub infra_errors: Vec<String>,
+    /// Every action with its result, for metrics: (action, ok).
+    pub actions: Vec<(&'static str, bool)>,
+}
+
+impl Report {
+    pub fn failed(&self) -> bool {
+        !self.infra_errors.is_empty() || self.services.values().any(|r| matches!(r, ServiceResult::Failed { .. }))
+    }
+
+    /// Something was skipped and another pass is needed soon.
+    pub fn needs_requeue(&self) -> bool {
+        self.services
+            .values()
+            .any(|r| matches!(r, ServiceResult::Waiting { .. } | ServiceResult::BackingOff { .. }))
+    }
+}
+
+pub struct ExecOptions {
+    pub concurrency: usize,
+    pub backoff_cap_ms: i64,
+    pub now_ms: i64,
+}
+
+/// Executes `plan`. `persisted` receives in-place config records and backoff updates.
+pub async fn execute<D: Docker>(
+    docker: &D,
+    desired: &DesiredState,
+    plan: &Plan,
+    observed: &Observed,
+    persisted: &mut Persisted,
+    opts: &ExecOptions,
+) -> Report {
+    let mut report = Report::default();
+
+    // 1. Networks and volumes, before any container needs them.
+    let infra = futures_util::stream::iter(plan.infra.iter().map(|a| run_infra(docker, desired, a)))
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    for (action, r) in infra {
+        report.actions.push((action, r.is_ok()));
+        if let Err(e) = r {
+            report.infra_errors.push(e);
+        }
+    }
+
+    // 2. Services in waves: each wave runs those whose dependencies are satisfied.
+    let planned: BTreeMap<&str, &ServicePlan> = plan.services.iter().map(|s| (s.service.as_str(), s)).collect();
+    let mut pending: BTreeSet<&str> = planned.keys().copied().collect();
+    let mut done_ok: BTreeSet<String> = BTreeSet::new();
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+
+    // Back off services that failed recently.
+    for name in pending.clone() {
+        if let Some(b) = persisted.backoff.get(name) {
+            if b.retry_at_ms > opts.now_ms {
+                report.services.insert(name.to_string(), ServiceResult::BackingOff { retry_at_ms: b.retry_at_ms });
+                pending.remove(name);
+                failed.insert(name.to_string());
+            }
+        }
+    }
+
+    let infra_failed = !report.infra_errors.is_empty();
+    loop {
+        let mut wave = Vec::new();
+        let mut blocked = Vec::new();
+        for name in &pending {
+            let sp = planned[name];
+            match readiness(desired, observed, sp, &pending, &done_ok, &failed) {
+                Ready::Yes => wave.push(*name),
+                Ready::Later(on) => blocked.push((*name, on, false)),
+                Ready::Never(on) => blocked.push((*name, on, true)),
+            }
+        }
+        if wave.is_empty() {
+            for (name, on, _) in blocked {
+                report.services.insert(name.to_string(), ServiceResult::Waiting { on });
+            }
+            break;
+        }
+        let results = futures_util::stream::iter(wave.iter().map(|name| {
+            let sp = planned[name];
+            async move { (sp.service.clone(), run_service(docker, desired, sp, infra_failed).await) }
+        }))
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+        for (name, (res, records, actions)) in results {
+            pending.remove(name.as_str());
+            report.actions.extend(actions);
+            for (id, hashes) in records {
+                persisted.applied_config.insert(id, hashes);
+            }
+            match &res {
+                ServiceResult::Done { .. } => {
+                    persisted.backoff.remove(&name);
+                    done_ok.insert(name.clone());
+                }
+                ServiceResult::Failed { error, .. } => {
+                    let b = persisted.backoff.entry(name.clone()).or_default();
+                    b.failures += 1;
+                    b.retry_at_ms = opts.now_ms + backoff_delay_ms(b.failures, opts.backoff_cap_ms);
+                    b.last_error = Some(error.clone());
+                    failed.insert(name.clone());
+                }
+                _ => {}
+            }
+            report.services.insert(name, res);
+        }
+    }
+
+    // 3. Removals of what is no longer desired.
+    for a in &plan.cleanup {
+        let (action, r) = run_infra(docker, desired, a).await;
+        report.actions.push((action, r.is_ok()));
+        if let Err(e) = r {
+            report.infra_errors.push(e);
+        }
+    }
+    // Forget records of containers that no longer exist.
+    let live: BTreeSet<&str> = observed.containers.iter().map(|c| c.id.as_str()).collect();
+    persisted
+        .applied_config
+        .retain(|id, _| live.contains(id.as_str()));
+    report
+}
+
+enum Ready {
+    Yes,
+    Later(String),
+    Never(String),
+}
+
+fn readiness(
+    desired: &DesiredState,
+    observed: &Observed,
+    sp: &ServicePlan,
+    pending: &BTreeSet<&str>,
+    done_ok: &BTreeSet<String>,
+    failed: &BTreeSet<String>,
+) -> Ready {
+    for (dep, cond) in &sp.depends_on {
+        if failed.contains(dep) {
+            return Ready::Never(format!("{dep} (failed)"));
+        }
+        if pending.contains(dep.as_str()) {
+            return Ready::Later(dep.clone());
+        }
+        let cname = desired.container_name(dep);
+        let c = observed.containers.iter().find(|c| c.name == cname);
+        match cond {
+            DependencyCondition::Started => {
+                let running = done_ok.contains(dep) || c.is_some_and(|c| c.state == RunState::Running);
+                if !running {
+                    return Ready::Never(format!("{dep} to start"));
+                }
+            }
+            DependencyCondition::Healthy => {
+                // Just (re)created in this pass → health unknown yet: wait for a later pass.
+                let healthy = !done_ok.contains(dep)
+                    && c.is_some_and(|c| c.state == RunState::Running && c.health == Some(crate::docker::Health::Healthy));
+                if !healthy {
+                    return Ready::Never(format!("{dep} to be healthy"));
+                }
+            }
+        }
+    }
+    Ready::Yes
+}
+
+type Records = Vec<(String, Vec<String>)>;
+
+async fn run_service<D: Docker>(
+    docker: &D,
+    desired: &DesiredState,
+    sp: &ServicePlan,
+    infra_failed: bool,
+) -> (ServiceResult, Records, Vec<(&'static str, bool)>) {
+    let mut records = Vec::new();
+    let mut actions = Vec::new();
+    let mut done = Vec::new();
+    let Some(rendered) = &sp.rendered else {
+        return (
+            ServiceResult::Failed {
+                action: "render",
+                error: "service could not be rendered".into(),
+            },
+            records,
+            actions,
+        );
+    };
+    let cname = desired.container_name(&sp.service);
+    for step in &sp.steps {
+        let name = step.action_name();
+        let r: Result<(), DockerError> = async {
+            match step {
+                Step::CleanupTemp { id } | Step::RemoveDuplicate { id } => docker.remove_container(id).await,
+                Step::Adopt { id } => {
+                    docker.rename_container(id, &cname).await?;
+                    docker.start_container(id).await
+                }
+                Step::Pull { image } => docker.pull_image(image).await,
+                Step::Create => {
+                    let id = docker.create_container(&rendered.create).await?;
+                    if let Err(e) = docker.start_container(&id).await {
+                        // Leave no half-made container behind; the next pass starts over.
+                        let _ = docker.remove_container(&id).await;
+                        return Err(e);
+                    }
+                    Ok(())
+                }
+                Step::Replace { old_id } => {
+                    let mut next = rendered.create.clone();
+                    next.name = format!("{cname}{NEXT_SUFFIX}");
+                    let new_id = docker.create_container(&next).await?;
+                    let stop_timeout = rendered.create.stop_timeout;
+                    if let Err(e) = async {
+                        docker.stop_container(old_id, stop_timeout).await?;
+                        docker.remove_container(old_id).await
+                    }
+                    .await
+                    {
+                        let _ = docker.remove_container(&new_id).await;
+                        return Err(e);
+                    }
+                    docker.rename_container(&new_id, &cname).await?;
+                    docker.start_container(&new_id).await
+                }
+                Step::Start { id } => docker.start_container(id).await,
+                Step::Restart { id } => docker.restart_container(id, rendered.create.stop_timeout).await,
+                Step::Signal { id, signal } => docker.kill_container(id, signal).await,
+                Step::RecordConfig { id, hashes } => {
+                    records.push((id.clone(), hashes.clone()));
+                    Ok(())
+                }
+            }
+        }
+        .await;
+        if step.is_write() {
+            actions.push((name, r.is_ok()));
+        }
+        if let Err(e) = r {
+            let mut error = e.to_string();
+            if infra_failed {
+                error.push_str(" (a network or volume could not be created in this pass)");
+            }
+            return (ServiceResult::Failed { action: name, error }, records, actions);
+        }
+        if step.is_write() {
+            done.push(name);
+        }
+    }
+    (ServiceResult::Done { actions: done }, records, actions)
+}
+
+async fn run_infra<D: Docker>(docker: &D, desired: &DesiredState, a: &InfraAction) -> (&'static str, Result<(), String>) {
+    let project = desired.project();
+    let mut labels = BTreeMap::new();
+    labels.insert(crate::docker::labels::STACK.to_string(), project.to_string());
+    match a {
+        InfraAction::CreateNetwork { name, docker_name } => {
+            let spec = &desired.networks[name].spec;
+            labels.insert(crate::docker::labels::KIND.into(), "Network".into());
+            labels.insert(crate::docker::labels::NAME.into(), name.clone());
+            (
+                "create_network",
+                docker
+                    .create_network(docker_name, spec.driver.as_deref(), spec.internal, &labels)
+                    .await
+                    .map_err(|e| format!("network {name}: {e}")),
+            )
+        }
+        InfraAction::CreateVolume { name, docker_name } => {
+            let spec = &desired.volumes[name].spec;
+            labels.insert(crate::docker::labels::KIND.into(), "Volume".into());
+            labels.insert(crate::docker::labels::NAME.into(), name.clone());
+            (
+                "create_volume",
+                docker
+                    .create_volume(docker_name, spec.driver.as_deref(), &labels)
+                    .await
+                    .map_err(|e| format!("volume {name}: {e}")),
+            )
+        }
+        InfraAction::RemoveOrphanContainer { service, id, .. } => (
+            "remove",
+            docker
+                .remove_container(id)
+                .await
+                .map_err(|e| format!("orphan {service}: {e}")),
+        ),
+        InfraAction::RemoveNetwork { docker_name } => (
+            "remove_network",
+            docker
+                .remove_network(docker_name)
+                .await
+                .map_err(|e| format!("network {docker_name}: {e}")),
+        ),
+    }
+}

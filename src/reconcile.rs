@@ -1,0 +1,159 @@
+//! One reconcile pass — observe, plan, (optionally) execute, record — shared by the
+//! daemon, `obsctl apply` and `obsctl diff`, so all three make the same decisions.
+
+use crate::docker::Docker;
+use crate::exec::{self, ExecOptions, Report, ServiceResult};
+use crate::load::DesiredState;
+use crate::plan::{self, Plan, ResourceStatus};
+use crate::render::HostKey;
+use crate::state::{now_ms, Persisted, ResourceRecord};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Outcome of one pass.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub plan: Plan,
+    pub report: Option<Report>,
+    /// Errors from pulling `Always` images (image → error).
+    pub pull_errors: BTreeMap<String, String>,
+}
+
+impl Pass {
+    pub fn failed(&self) -> bool {
+        self.report.as_ref().is_some_and(Report::failed)
+    }
+}
+
+/// Runs one pass. With `apply == false` nothing is written anywhere.
+pub async fn pass<D: Docker>(
+    docker: &D,
+    desired: &DesiredState,
+    key: &HostKey,
+    persisted: &mut Persisted,
+    apply: bool,
+    pull_always: bool,
+) -> Result<Pass, crate::docker::DockerError> {
+    let pull_errors = if apply && pull_always {
+        exec::pull_always(docker, desired).await
+    } else {
+        BTreeMap::new()
+    };
+    let observed = exec::observe(docker, desired, persisted).await?;
+    let plan = plan::plan(desired, &observed, key);
+    if !apply {
+        return Ok(Pass {
+            plan,
+            report: None,
+            pull_errors,
+        });
+    }
+    let now = now_ms();
+    let report = if plan.is_noop() {
+        Report::default()
+    } else {
+        exec::execute(
+            docker,
+            desired,
+            &plan,
+            &observed,
+            persisted,
+            &ExecOptions {
+                concurrency: desired.stack.spec.concurrency as usize,
+                backoff_cap_ms: 300_000,
+                now_ms: now,
+            },
+        )
+        .await
+    };
+    record(persisted, &plan, &report, now);
+    Ok(Pass {
+        plan,
+        report: Some(report),
+        pull_errors,
+    })
+}
+
+fn key_of(r: &ResourceStatus) -> String {
+    format!("{}/{}", r.kind, r.name)
+}
+
+/// Updates per-resource history (last action, last error, since when).
+fn record(persisted: &mut Persisted, plan: &Plan, report: &Report, now: i64) {
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &plan.resources {
+        let k = key_of(r);
+        seen.insert(k.clone());
+        let rec = persisted.resources.entry(k).or_insert_with(|| ResourceRecord {
+            since_ms: Some(now),
+            ..Default::default()
+        });
+        let ok_now = r.in_sync;
+        if rec.in_sync != ok_now || rec.since_ms.is_none() {
+            rec.since_ms = Some(now);
+            rec.in_sync = ok_now;
+        }
+        if r.kind == "Service" {
+            match report.services.get(&r.name) {
+                Some(ServiceResult::Done { actions }) if !actions.is_empty() => {
+                    rec.last_action = Some(actions.join("+"));
+                    rec.last_action_at_ms = Some(now);
+                    rec.last_error = None;
+                }
+                Some(ServiceResult::Failed { action, error }) => {
+                    rec.last_action = Some(format!("{action} (failed)"));
+                    rec.last_action_at_ms = Some(now);
+                    rec.last_error = Some(error.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    persisted.resources.retain(|k, _| seen.contains(k));
+    if !report.failed() {
+        persisted.last_success_ms = Some(now);
+    }
+}
+
+/// One row of `obsctl status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    #[serde(flatten)]
+    pub resource: ResourceStatus,
+    pub last_action: Option<String>,
+    pub last_action_at_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub since_ms: Option<i64>,
+    pub retry_at_ms: Option<i64>,
+}
+
+/// Joins a plan's resources with their recorded history.
+pub fn status_rows(plan: &Plan, persisted: &Persisted) -> Vec<StatusRow> {
+    plan.resources
+        .iter()
+        .map(|r| {
+            let rec = persisted.resources.get(&key_of(r)).cloned().unwrap_or_default();
+            let backoff = (r.kind == "Service")
+                .then(|| persisted.backoff.get(&r.name))
+                .flatten();
+            let mut resource = r.clone();
+            if let Some(b) = backoff {
+                if !resource.drift.contains(&plan::Reason::Failed) {
+                    resource.drift.push(plan::Reason::Failed);
+                    resource.in_sync = false;
+                }
+                if resource.message.is_none() {
+                    resource.message = b.last_error.clone();
+                }
+            }
+            StatusRow {
+                resource,
+                last_action: rec.last_action,
+                last_action_at_ms: rec.last_action_at_ms,
+                last_error: rec.last_error.or_else(|| backoff.and_then(|b| b.last_error.clone())),
+                since_ms: rec.since_ms,
+                retry_at_ms: backoff.map(|b| b.retry_at_ms),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,243 @@
+//! The state directory: the single-instance lock, the per-host HMAC key, and the small
+//! amount of state that must survive a restart (generations, in-place config records,
+//! per-resource backoff). Every write is atomic (temp file in the same directory,
+//! fsync, rename), so a crash leaves either the old or the new file, never half of one.
+
+use crate::render::HostKey;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another obsd already holds {0} (one daemon per state directory)")]
+    Locked(PathBuf),
+    #[error("state file {path} is corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically with `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// An exclusive `flock` on `<state>/obsd.lock`, released when dropped (or when the
+/// process dies, including by SIGKILL).
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    pub fn acquire(state_dir: &Path) -> Result<Lock, StateError> {
+        let path = state_dir.join("obsd.lock");
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        // SAFETY: flock on a valid open descriptor owned by `file`.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(StateError::Locked(path));
+        }
+        let _ = file.set_len(0);
+        let _ = (&file).write_all(format!("{}\n", std::process::id()).as_bytes());
+        Ok(Lock { _file: file })
+    }
+}
+
+/// Creates the state directory (0700) if needed.
+pub fn ensure_dir(state_dir: &Path) -> Result<(), StateError> {
+    std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+    let meta = std::fs::metadata(state_dir).map_err(io(state_dir))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        let _ = std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// Loads the host key, creating it (32 random bytes, mode 0600) on first use.
+pub fn host_key(state_dir: &Path) -> Result<HostKey, StateError> {
+    let path = state_dir.join("host.key");
+    match std::fs::read(&path) {
+        Ok(b) if b.len() == 32 => {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&b);
+            Ok(HostKey(k))
+        }
+        Ok(_) => Err(StateError::Corrupt {
+            path,
+            message: "expected 32 bytes".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ensure_dir(state_dir)?;
+            let k: [u8; 32] = rand::random();
+            write_atomic(&path, &k, 0o600)?;
+            Ok(HostKey(k))
+        }
+        Err(e) => Err(StateError::Io { path, source: e }),
+    }
+}
+
+/// Backoff of one resource.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Backoff {
+    pub failures: u32,
+    /// Unix milliseconds before which the resource is not retried.
+    pub retry_at_ms: i64,
+    pub last_error: Option<String>,
+}
+
+/// Per-resource history for status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ResourceRecord {
+    pub last_action: Option<String>,
+    pub last_action_at_ms: Option<i64>,
+    pub last_error: Option<String>,
+    /// When the current drift (or sync) began.
+    pub since_ms: Option<i64>,
+    pub in_sync: bool,
+}
+
+/// Everything persisted across restarts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Persisted {
+    pub desired_generation: u64,
+    pub applied_generation: u64,
+    /// Digest of the desired state `desired_generation` refers to.
+    pub desired_digest: String,
+    /// Config hashes applied in place, per container ID.
+    pub applied_config: BTreeMap<String, Vec<String>>,
+    /// Backoff per service name.
+    pub backoff: BTreeMap<String, Backoff>,
+    pub resources: BTreeMap<String, ResourceRecord>,
+    pub last_success_ms: Option<i64>,
+}
+
+impl Persisted {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("state.json")
+    }
+
+    pub fn load(state_dir: &Path) -> Result<Persisted, StateError> {
+        let path = Self::path(state_dir);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| StateError::Corrupt {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Persisted::default()),
+            Err(e) => Err(StateError::Io { path, source: e }),
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("serializable");
+        write_atomic(&Self::path(state_dir), &bytes, 0o600)
+    }
+
+    /// Bumps the generation when the desired state's digest changed.
+    pub fn observe_desired(&mut self, digest: &str) -> u64 {
+        if self.desired_digest != digest {
+            self.desired_digest = digest.to_string();
+            self.desired_generation += 1;
+        }
+        self.desired_generation
+    }
+}
+
+/// Exponential backoff: 2 s, 4 s, 8 s … capped.
+pub fn backoff_delay_ms(failures: u32, cap_ms: i64) -> i64 {
+    let base: i64 = 2_000;
+    let exp = failures.saturating_sub(1).min(20);
+    (base.saturating_mul(1i64 << exp)).min(cap_ms)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_is_exclusive_and_released_on_drop() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Lock::acquire(d.path()).unwrap();
+        assert!(matches!(Lock::acquire(d.path()), Err(StateError::Locked(_))));
+        drop(a);
+        Lock::acquire(d.path()).unwrap();
+    }
+
+    #[test]
+    fn host_key_is_stable_and_private() {
+        let d = tempfile::tempdir().unwrap();
+        let k1 = host_key(d.path()).unwrap();
+        let k2 = host_key(d.path()).unwrap();
+        assert_eq!(k1.0, k2.0);
+        let mode = std::fs::metadata(d.path().join("host.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn persisted_roundtrip_and_generation() {
+        let d = tempfile::tempdir().unwrap();
+        let mut p = Persisted::load(d.path()).unwrap();
+        assert_eq!(p.observe_desired("a"), 1);
+        assert_eq!(p.observe_desired("a"), 1);
+        assert_eq!(p.observe_desired("b"), 2);
+        p.save(d.path()).unwrap();
+        assert_eq!(Persisted::load(d.path()).unwrap(), p);
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_delay_ms(1, 300_000), 2_000);
+        assert_eq!(backoff_delay_ms(2, 300_000), 4_000);
+        assert_eq!(backoff_delay_ms(30, 300_000), 300_000);
+    }
+}
