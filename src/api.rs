@@ -27,7 +27,9 @@ pub fn socket_in(state_dir: &Path) -> PathBuf {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach obsd at {path}: {source} (is the daemon running? `systemctl status obsd`)")]
+    #[error(
+        "cannot reach obsd at {path}: {source} (is the daemon running? `systemctl status obsd`)"
+    )]
     Connect {
         path: PathBuf,
         #[source]
@@ -38,7 +40,11 @@ pub enum ClientError {
 }
 
 /// One HTTP/1.1 request over the unix socket; returns status and body.
-pub async fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, String), ClientError> {
+pub async fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+) -> Result<(u16, String), ClientError> {
     let proto = |message: String| ClientError::Protocol {
         path: socket.to_path_buf(),
         message,
@@ -49,7 +55,9 @@ pub async fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, St
             path: socket.to_path_buf(),
             source,
         })?;
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: obsd\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: obsd\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
     stream
         .write_all(req.as_bytes())
         .await
@@ -68,10 +76,15 @@ pub async fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, St
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| proto("malformed status line".into()))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
 }
 

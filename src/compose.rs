@@ -46,9 +46,17 @@ pub fn import_file(path: &Path) -> Result<String, ComposeError> {
 
 fn secret_like(var: &str) -> bool {
     let v = var.to_ascii_uppercase();
-    ["PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PRIVATE", "DSN"]
-        .iter()
-        .any(|w| v.contains(w))
+    [
+        "PASSWORD",
+        "SECRET",
+        "TOKEN",
+        "KEY",
+        "CREDENTIAL",
+        "PRIVATE",
+        "DSN",
+    ]
+    .iter()
+    .any(|w| v.contains(w))
 }
 
 fn normalize(p: &Path) -> PathBuf {
@@ -123,7 +131,9 @@ fn shell_words(s: &str) -> Vec<String> {
 }
 
 fn duration(v: &Value) -> Option<crate::model::Duration> {
-    as_str(v).and_then(|s| humantime::parse_duration(s.trim()).ok()).map(crate::model::Duration)
+    as_str(v)
+        .and_then(|s| humantime::parse_duration(s.trim()).ok())
+        .map(crate::model::Duration)
 }
 
 fn dns_name(s: &str) -> String {
@@ -142,11 +152,17 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let root: Value = serde_saphyr::from_str(&text).map_err(|e| err(e.to_string()))?;
-    let base = normalize(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")));
-    let project = root
-        .get("name")
-        .and_then(as_str)
-        .unwrap_or_else(|| base.file_name().and_then(|n| n.to_str()).unwrap_or("stack").to_string());
+    let base = normalize(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    );
+    let project = root.get("name").and_then(as_str).unwrap_or_else(|| {
+        base.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("stack")
+            .to_string()
+    });
     let project = project.to_ascii_lowercase();
     let mut warnings = Vec::new();
 
@@ -158,7 +174,10 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
             if let Some(d) = spec.get("driver").and_then(as_str) {
                 n.driver = Some(d);
             }
-            n.internal = spec.get("internal").and_then(Value::as_bool).unwrap_or(false);
+            n.internal = spec
+                .get("internal")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             if let Some(nm) = spec.get("name").and_then(as_str) {
                 n.name = Some(nm);
             }
@@ -189,17 +208,18 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
     for (cname, s) in svcs {
         let name = dns_name(cname);
         if name != *cname {
-            warnings.push(format!("service `{cname}` renamed to `{name}` (names are DNS labels)"));
+            warnings.push(format!(
+                "service `{cname}` renamed to `{name}` (names are DNS labels)"
+            ));
         }
         let serr = |m: String| ComposeError::Service {
             file: path.to_path_buf(),
             service: cname.clone(),
             message: m,
         };
-        let image = s
-            .get("image")
-            .and_then(as_str)
-            .ok_or_else(|| serr("no `image` (build: is not supported; build and tag the image first)".into()))?;
+        let image = s.get("image").and_then(as_str).ok_or_else(|| {
+            serr("no `image` (build: is not supported; build and tag the image first)".into())
+        })?;
         let mut spec = ServiceSpec {
             image,
             pull_policy: PullPolicy::IfNotPresent,
@@ -220,7 +240,10 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
             user: s.get("user").and_then(as_str),
             cap_add: s.get("cap_add").map(str_list).unwrap_or_default(),
             cap_drop: s.get("cap_drop").map(str_list).unwrap_or_default(),
-            privileged: s.get("privileged").and_then(Value::as_bool).unwrap_or(false),
+            privileged: s
+                .get("privileged")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             devices: s.get("devices").map(str_list).unwrap_or_default(),
             security_opt: s.get("security_opt").map(str_list).unwrap_or_default(),
             read_only: s.get("read_only").and_then(Value::as_bool).unwrap_or(false),
@@ -281,21 +304,30 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
         if s.get("env_file").is_some() {
             warnings.push(format!("service `{name}`: env_file is not imported; list the variables under env/secretEnv"));
         }
-        for p in s.get("ports").map(|v| match v {
-            Value::Array(a) => a.clone(),
-            _ => Vec::new(),
-        }).unwrap_or_default()
+        for p in s
+            .get("ports")
+            .map(|v| match v {
+                Value::Array(a) => a.clone(),
+                _ => Vec::new(),
+            })
+            .unwrap_or_default()
         {
             spec.ports.push(port(&p).map_err(serr)?);
         }
         for e in s.get("expose").map(str_list).unwrap_or_default() {
             let e = e.split('/').next().unwrap_or("").to_string();
-            spec.expose.push(e.parse().map_err(|_| serr(format!("invalid expose `{e}`")))?);
+            spec.expose.push(
+                e.parse()
+                    .map_err(|_| serr(format!("invalid expose `{e}`")))?,
+            );
         }
-        for v in s.get("volumes").map(|v| match v {
-            Value::Array(a) => a.clone(),
-            _ => Vec::new(),
-        }).unwrap_or_default()
+        for v in s
+            .get("volumes")
+            .map(|v| match v {
+                Value::Array(a) => a.clone(),
+                _ => Vec::new(),
+            })
+            .unwrap_or_default()
         {
             mount(&v, &base, &mut spec, &mut volumes).map_err(serr)?;
         }
@@ -357,8 +389,14 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
                 });
             }
         }
-        let limits = s.get("deploy").and_then(|d| d.get("resources")).and_then(|r| r.get("limits"));
-        let memory = s.get("mem_limit").and_then(as_str).or_else(|| limits.and_then(|l| l.get("memory")).and_then(as_str));
+        let limits = s
+            .get("deploy")
+            .and_then(|d| d.get("resources"))
+            .and_then(|r| r.get("limits"));
+        let memory = s
+            .get("mem_limit")
+            .and_then(as_str)
+            .or_else(|| limits.and_then(|l| l.get("memory")).and_then(as_str));
         let cpus = s
             .get("cpus")
             .and_then(as_str)
@@ -366,24 +404,44 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
             .and_then(|c| c.parse::<f64>().ok());
         let pids_limit = s.get("pids_limit").and_then(Value::as_i64);
         if memory.is_some() || cpus.is_some() || pids_limit.is_some() {
-            spec.resources = Some(Resources { memory, cpus, pids_limit });
+            spec.resources = Some(Resources {
+                memory,
+                cpus,
+                pids_limit,
+            });
         }
         if let Some(l) = s.get("logging") {
             spec.logging = Some(Logging {
-                driver: l.get("driver").and_then(as_str).unwrap_or_else(|| "json-file".into()),
+                driver: l
+                    .get("driver")
+                    .and_then(as_str)
+                    .unwrap_or_else(|| "json-file".into()),
                 options: match l.get("options") {
-                    Some(Value::Object(o)) => o.iter().map(|(k, v)| (k.clone(), as_str(v).unwrap_or_default())).collect(),
+                    Some(Value::Object(o)) => o
+                        .iter()
+                        .map(|(k, v)| (k.clone(), as_str(v).unwrap_or_default()))
+                        .collect(),
                     _ => BTreeMap::new(),
                 },
             });
         }
         match s.get("extra_hosts") {
-            Some(Value::Object(m)) => spec.extra_hosts = m.iter().map(|(k, v)| format!("{k}:{}", as_str(v).unwrap_or_default())).collect(),
+            Some(Value::Object(m)) => {
+                spec.extra_hosts = m
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{}", as_str(v).unwrap_or_default()))
+                    .collect()
+            }
             Some(v) => spec.extra_hosts = str_list(v),
             None => {}
         }
         match s.get("labels") {
-            Some(Value::Object(m)) => spec.labels = m.iter().map(|(k, v)| (k.clone(), as_str(v).unwrap_or_default())).collect(),
+            Some(Value::Object(m)) => {
+                spec.labels = m
+                    .iter()
+                    .map(|(k, v)| (k.clone(), as_str(v).unwrap_or_default()))
+                    .collect()
+            }
             Some(Value::Array(a)) => {
                 spec.labels = a
                     .iter()
@@ -396,7 +454,19 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
             }
             _ => {}
         }
-        for unsupported in ["build", "container_name", "hostname", "network_mode", "sysctls", "ulimits", "secrets", "configs", "profiles", "links", "init"] {
+        for unsupported in [
+            "build",
+            "container_name",
+            "hostname",
+            "network_mode",
+            "sysctls",
+            "ulimits",
+            "secrets",
+            "configs",
+            "profiles",
+            "links",
+            "init",
+        ] {
             if s.get(unsupported).is_some() {
                 warnings.push(format!("service `{name}`: `{unsupported}` is not imported"));
             }
@@ -427,12 +497,23 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
 
 fn port(v: &Value) -> Result<PortSpec, String> {
     if let Value::Object(m) = v {
-        let container = m.get("target").and_then(Value::as_u64).ok_or("port without target")? as u16;
-        let host = m.get("published").and_then(as_str).and_then(|p| p.parse().ok()).ok_or("port without published")?;
+        let container = m
+            .get("target")
+            .and_then(Value::as_u64)
+            .ok_or("port without target")? as u16;
+        let host = m
+            .get("published")
+            .and_then(as_str)
+            .and_then(|p| p.parse().ok())
+            .ok_or("port without published")?;
         return Ok(PortSpec {
             host,
             container,
-            protocol: if m.get("protocol").and_then(as_str).as_deref() == Some("udp") { Protocol::Udp } else { Protocol::Tcp },
+            protocol: if m.get("protocol").and_then(as_str).as_deref() == Some("udp") {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            },
             host_ip: m.get("host_ip").and_then(as_str),
         });
     }
@@ -443,23 +524,49 @@ fn port(v: &Value) -> Result<PortSpec, String> {
         None => (s, Protocol::Tcp),
     };
     let parts: Vec<&str> = s.rsplitn(3, ':').collect();
-    let parse = |x: &str| x.parse::<u16>().map_err(|_| format!("invalid port `{s}` (ranges are not supported)"));
+    let parse = |x: &str| {
+        x.parse::<u16>()
+            .map_err(|_| format!("invalid port `{s}` (ranges are not supported)"))
+    };
     match parts.as_slice() {
-        [c, h, ip] => Ok(PortSpec { host: parse(h)?, container: parse(c)?, protocol: proto, host_ip: Some(ip.to_string()) }),
-        [c, h] => Ok(PortSpec { host: parse(h)?, container: parse(c)?, protocol: proto, host_ip: None }),
-        [c] => Err(format!("port `{c}` publishes on a random host port; give an explicit host port")),
+        [c, h, ip] => Ok(PortSpec {
+            host: parse(h)?,
+            container: parse(c)?,
+            protocol: proto,
+            host_ip: Some(ip.to_string()),
+        }),
+        [c, h] => Ok(PortSpec {
+            host: parse(h)?,
+            container: parse(c)?,
+            protocol: proto,
+            host_ip: None,
+        }),
+        [c] => Err(format!(
+            "port `{c}` publishes on a random host port; give an explicit host port"
+        )),
         _ => Err(format!("invalid port `{s}`")),
     }
 }
 
-fn mount(v: &Value, base: &Path, spec: &mut ServiceSpec, volumes: &mut BTreeMap<String, VolumeSpec>) -> Result<(), String> {
+fn mount(
+    v: &Value,
+    base: &Path,
+    spec: &mut ServiceSpec,
+    volumes: &mut BTreeMap<String, VolumeSpec>,
+) -> Result<(), String> {
     let (source, target, read_only, propagation, kind) = match v {
         Value::Object(m) => (
             m.get("source").and_then(as_str).unwrap_or_default(),
-            m.get("target").and_then(as_str).ok_or("volume without target")?,
+            m.get("target")
+                .and_then(as_str)
+                .ok_or("volume without target")?,
             m.get("read_only").and_then(Value::as_bool).unwrap_or(false),
-            m.get("bind").and_then(|b| b.get("propagation")).and_then(as_str),
-            m.get("type").and_then(as_str).unwrap_or_else(|| "volume".into()),
+            m.get("bind")
+                .and_then(|b| b.get("propagation"))
+                .and_then(as_str),
+            m.get("type")
+                .and_then(as_str)
+                .unwrap_or_else(|| "volume".into()),
         ),
         other => {
             let s = as_str(other).ok_or("invalid volume entry")?;
@@ -471,12 +578,23 @@ fn mount(v: &Value, base: &Path, spec: &mut ServiceSpec, volumes: &mut BTreeMap<
                 _ => return Err(format!("invalid volume `{s}`")),
             };
             let opts: Vec<&str> = opts.split(',').filter(|o| !o.is_empty()).collect();
-            let kind = if src.starts_with('/') || src.starts_with('.') || src.starts_with('~') { "bind" } else { "volume" };
+            let kind = if src.starts_with('/') || src.starts_with('.') || src.starts_with('~') {
+                "bind"
+            } else {
+                "volume"
+            };
             (
                 src,
                 tgt,
                 opts.contains(&"ro"),
-                opts.iter().find(|o| ["rslave", "slave", "rshared", "shared", "rprivate", "private"].contains(o)).map(|s| s.to_string()),
+                opts.iter()
+                    .find(|o| {
+                        [
+                            "rslave", "slave", "rshared", "shared", "rprivate", "private",
+                        ]
+                        .contains(o)
+                    })
+                    .map(|s| s.to_string()),
                 kind.to_string(),
             )
         }
@@ -484,7 +602,11 @@ fn mount(v: &Value, base: &Path, spec: &mut ServiceSpec, volumes: &mut BTreeMap<
     match kind.as_str() {
         "bind" => {
             let p = Path::new(&source);
-            let abs = if p.is_absolute() { p.to_path_buf() } else { normalize(&base.join(p)) };
+            let abs = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                normalize(&base.join(p))
+            };
             spec.binds.push(BindMount {
                 source: abs.to_string_lossy().into_owned(),
                 target,
@@ -495,7 +617,9 @@ fn mount(v: &Value, base: &Path, spec: &mut ServiceSpec, volumes: &mut BTreeMap<
         "tmpfs" => spec.tmpfs.push(target),
         _ => {
             if source.is_empty() {
-                return Err(format!("anonymous volume at {target} is not supported; give it a name"));
+                return Err(format!(
+                    "anonymous volume at {target} is not supported; give it a name"
+                ));
             }
             volumes.entry(source.clone()).or_default();
             spec.volumes.push(VolumeMount {
@@ -533,7 +657,11 @@ pub fn to_yaml(imp: &Imported) -> String {
             out.push('\n');
         }
     };
-    push(yaml(&doc("Stack", &imp.project.replace('_', "-"), imp.stack.clone())));
+    push(yaml(&doc(
+        "Stack",
+        &imp.project.replace('_', "-"),
+        imp.stack.clone(),
+    )));
     for (n, s) in &imp.networks {
         push(yaml(&doc("Network", n, s.clone())));
     }
@@ -557,8 +685,14 @@ mod tests {
     #[test]
     fn ports_and_words() {
         let p = port(&Value::String("127.0.0.1:8080:80/udp".into())).unwrap();
-        assert_eq!((p.host, p.container, p.protocol, p.host_ip.as_deref()), (8080, 80, Protocol::Udp, Some("127.0.0.1")));
+        assert_eq!(
+            (p.host, p.container, p.protocol, p.host_ip.as_deref()),
+            (8080, 80, Protocol::Udp, Some("127.0.0.1"))
+        );
         assert!(port(&Value::String("80".into())).is_err());
-        assert_eq!(shell_words("sh -c 'echo hi; sleep 1'"), vec!["sh", "-c", "echo hi; sleep 1"]);
+        assert_eq!(
+            shell_words("sh -c 'echo hi; sleep 1'"),
+            vec!["sh", "-c", "echo hi; sleep 1"]
+        );
     }
 }

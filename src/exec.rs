@@ -17,16 +17,25 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Reads everything the planner needs: 3 list calls plus one image inspect per distinct
 /// image reference.
-pub async fn observe<D: Docker>(docker: &D, desired: &DesiredState, persisted: &Persisted) -> Result<Observed, DockerError> {
+pub async fn observe<D: Docker>(
+    docker: &D,
+    desired: &DesiredState,
+    persisted: &Persisted,
+) -> Result<Observed, DockerError> {
     let (containers, volumes, networks) = tokio::try_join!(
         docker.list_all_containers(),
         docker.list_volumes(),
         docker.list_networks()
     )?;
-    let refs: BTreeSet<&str> = desired.services.values().map(|s| s.spec.image.as_str()).collect();
-    let lookups = futures_util::future::try_join_all(refs.iter().map(|r| async move {
-        docker.image_id(r).await.map(|id| (r.to_string(), id))
-    }))
+    let refs: BTreeSet<&str> = desired
+        .services
+        .values()
+        .map(|s| s.spec.image.as_str())
+        .collect();
+    let lookups = futures_util::future::try_join_all(
+        refs.iter()
+            .map(|r| async move { docker.image_id(r).await.map(|id| (r.to_string(), id)) }),
+    )
     .await?;
     let live: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
     Ok(Observed {
@@ -45,7 +54,10 @@ pub async fn observe<D: Docker>(docker: &D, desired: &DesiredState, persisted: &
 
 /// Pulls every `pullPolicy: Always` image. Failures are returned per image; a service
 /// whose image is then still absent fails on its own Pull step.
-pub async fn pull_always<D: Docker>(docker: &D, desired: &DesiredState) -> BTreeMap<String, String> {
+pub async fn pull_always<D: Docker>(
+    docker: &D,
+    desired: &DesiredState,
+) -> BTreeMap<String, String> {
     let refs: BTreeSet<&str> = desired
         .services
         .values()
@@ -64,12 +76,21 @@ pub async fn pull_always<D: Docker>(docker: &D, desired: &DesiredState) -> BTree
 /// What happened to one service in one pass.
 #[derive(Debug, Clone)]
 pub enum ServiceResult {
-    Done { actions: Vec<&'static str> },
-    Failed { action: &'static str, error: String },
+    Done {
+        actions: Vec<&'static str>,
+    },
+    Failed {
+        action: &'static str,
+        error: String,
+    },
     /// Skipped: a dependency is not ready yet.
-    Waiting { on: String },
+    Waiting {
+        on: String,
+    },
     /// Skipped: backing off after earlier failures.
-    BackingOff { retry_at_ms: i64 },
+    BackingOff {
+        retry_at_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -82,14 +103,21 @@ pub struct Report {
 
 impl Report {
     pub fn failed(&self) -> bool {
-        !self.infra_errors.is_empty() || self.services.values().any(|r| matches!(r, ServiceResult::Failed { .. }))
+        !self.infra_errors.is_empty()
+            || self
+                .services
+                .values()
+                .any(|r| matches!(r, ServiceResult::Failed { .. }))
     }
 
     /// Something was skipped and another pass is needed soon.
     pub fn needs_requeue(&self) -> bool {
-        self.services
-            .values()
-            .any(|r| matches!(r, ServiceResult::Waiting { .. } | ServiceResult::BackingOff { .. }))
+        self.services.values().any(|r| {
+            matches!(
+                r,
+                ServiceResult::Waiting { .. } | ServiceResult::BackingOff { .. }
+            )
+        })
     }
 }
 
@@ -111,10 +139,11 @@ pub async fn execute<D: Docker>(
     let mut report = Report::default();
 
     // 1. Networks and volumes, before any container needs them.
-    let infra = futures_util::stream::iter(plan.infra.iter().map(|a| run_infra(docker, desired, a)))
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
+    let infra =
+        futures_util::stream::iter(plan.infra.iter().map(|a| run_infra(docker, desired, a)))
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
     for (action, r) in infra {
         report.actions.push((action, r.is_ok()));
         if let Err(e) = r {
@@ -123,7 +152,11 @@ pub async fn execute<D: Docker>(
     }
 
     // 2. Services in waves: each wave runs those whose dependencies are satisfied.
-    let planned: BTreeMap<&str, &ServicePlan> = plan.services.iter().map(|s| (s.service.as_str(), s)).collect();
+    let planned: BTreeMap<&str, &ServicePlan> = plan
+        .services
+        .iter()
+        .map(|s| (s.service.as_str(), s))
+        .collect();
     let mut pending: BTreeSet<&str> = planned.keys().copied().collect();
     let mut done_ok: BTreeSet<String> = BTreeSet::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
@@ -132,7 +165,12 @@ pub async fn execute<D: Docker>(
     for name in pending.clone() {
         if let Some(b) = persisted.backoff.get(name) {
             if b.retry_at_ms > opts.now_ms {
-                report.services.insert(name.to_string(), ServiceResult::BackingOff { retry_at_ms: b.retry_at_ms });
+                report.services.insert(
+                    name.to_string(),
+                    ServiceResult::BackingOff {
+                        retry_at_ms: b.retry_at_ms,
+                    },
+                );
                 pending.remove(name);
                 failed.insert(name.to_string());
             }
@@ -153,13 +191,20 @@ pub async fn execute<D: Docker>(
         }
         if wave.is_empty() {
             for (name, on, _) in blocked {
-                report.services.insert(name.to_string(), ServiceResult::Waiting { on });
+                report
+                    .services
+                    .insert(name.to_string(), ServiceResult::Waiting { on });
             }
             break;
         }
         let results = futures_util::stream::iter(wave.iter().map(|name| {
             let sp = planned[name];
-            async move { (sp.service.clone(), run_service(docker, desired, sp, infra_failed).await) }
+            async move {
+                (
+                    sp.service.clone(),
+                    run_service(docker, desired, sp, infra_failed).await,
+                )
+            }
         }))
         .buffer_unordered(opts.concurrency.max(1))
         .collect::<Vec<_>>()
@@ -229,7 +274,8 @@ fn readiness(
         let c = observed.containers.iter().find(|c| c.name == cname);
         match cond {
             DependencyCondition::Started => {
-                let running = done_ok.contains(dep) || c.is_some_and(|c| c.state == RunState::Running);
+                let running =
+                    done_ok.contains(dep) || c.is_some_and(|c| c.state == RunState::Running);
                 if !running {
                     return Ready::Never(format!("{dep} to start"));
                 }
@@ -237,7 +283,10 @@ fn readiness(
             DependencyCondition::Healthy => {
                 // Just (re)created in this pass → health unknown yet: wait for a later pass.
                 let healthy = !done_ok.contains(dep)
-                    && c.is_some_and(|c| c.state == RunState::Running && c.health == Some(crate::docker::Health::Healthy));
+                    && c.is_some_and(|c| {
+                        c.state == RunState::Running
+                            && c.health == Some(crate::docker::Health::Healthy)
+                    });
                 if !healthy {
                     return Ready::Never(format!("{dep} to be healthy"));
                 }
@@ -273,7 +322,9 @@ async fn run_service<D: Docker>(
         let name = step.action_name();
         let r: Result<(), DockerError> = async {
             match step {
-                Step::CleanupTemp { id } | Step::RemoveDuplicate { id } => docker.remove_container(id).await,
+                Step::CleanupTemp { id } | Step::RemoveDuplicate { id } => {
+                    docker.remove_container(id).await
+                }
                 Step::Adopt { id } => {
                     docker.rename_container(id, &cname).await?;
                     docker.start_container(id).await
@@ -306,7 +357,11 @@ async fn run_service<D: Docker>(
                     docker.start_container(&new_id).await
                 }
                 Step::Start { id } => docker.start_container(id).await,
-                Step::Restart { id } => docker.restart_container(id, rendered.create.stop_timeout).await,
+                Step::Restart { id } => {
+                    docker
+                        .restart_container(id, rendered.create.stop_timeout)
+                        .await
+                }
                 Step::Signal { id, signal } => docker.kill_container(id, signal).await,
                 Step::RecordConfig { id, hashes } => {
                     records.push((id.clone(), hashes.clone()));
@@ -323,7 +378,14 @@ async fn run_service<D: Docker>(
             if infra_failed {
                 error.push_str(" (a network or volume could not be created in this pass)");
             }
-            return (ServiceResult::Failed { action: name, error }, records, actions);
+            return (
+                ServiceResult::Failed {
+                    action: name,
+                    error,
+                },
+                records,
+                actions,
+            );
         }
         if step.is_write() {
             done.push(name);
@@ -332,10 +394,17 @@ async fn run_service<D: Docker>(
     (ServiceResult::Done { actions: done }, records, actions)
 }
 
-async fn run_infra<D: Docker>(docker: &D, desired: &DesiredState, a: &InfraAction) -> (&'static str, Result<(), String>) {
+async fn run_infra<D: Docker>(
+    docker: &D,
+    desired: &DesiredState,
+    a: &InfraAction,
+) -> (&'static str, Result<(), String>) {
     let project = desired.project();
     let mut labels = BTreeMap::new();
-    labels.insert(crate::docker::labels::STACK.to_string(), project.to_string());
+    labels.insert(
+        crate::docker::labels::STACK.to_string(),
+        project.to_string(),
+    );
     match a {
         InfraAction::CreateNetwork { name, docker_name } => {
             let spec = &desired.networks[name].spec;

@@ -23,6 +23,8 @@ pub struct Source {
     pub file: PathBuf,
     /// The document's tree, for looking up positions of fields by path.
     pub root: Node,
+    /// `${VAR}`s left unexpanded because the env file is missing.
+    pub unresolved: Vec<String>,
 }
 
 impl Source {
@@ -139,6 +141,8 @@ pub struct LoadOptions {
     /// environment); `None` means use `std::env::vars()`.
     pub process_env: Option<BTreeMap<String, String>>,
     pub limits: Option<Limits>,
+    /// Use this env file instead of the Stack's `envFile`.
+    pub env_file: Option<PathBuf>,
 }
 
 struct RawDoc {
@@ -201,7 +205,9 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
     }
 
     // 2. The Stack first: it names the env file used for interpolation.
-    let stacks: Vec<usize> = (0..raw.len()).filter(|i| raw[*i].kind == Kind::Stack).collect();
+    let stacks: Vec<usize> = (0..raw.len())
+        .filter(|i| raw[*i].kind == Kind::Stack)
+        .collect();
     if stacks.is_empty() && diags.iter().all(|d| !d.is_error()) {
         diags.push(Diagnostic::error(
             dir,
@@ -229,8 +235,16 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
     let mut env = EnvFile::default();
     if let Some(&si) = stacks.first() {
         let r = &raw[si];
-        if let Some(ef) = r.root.get("spec").and_then(|s| s.get("envFile")).and_then(Node::as_str) {
-            let path = resolve_path(dir, ef);
+        let configured = r
+            .root
+            .get("spec")
+            .and_then(|s| s.get("envFile"))
+            .and_then(Node::as_str);
+        let chosen = opts
+            .env_file
+            .clone()
+            .or_else(|| configured.map(|ef| resolve_path(dir, ef)));
+        if let Some(path) = chosen {
             let pos = r.root.locate(&keys(&["spec", "envFile"]));
             match read_env_file(&path) {
                 Ok(Some(values)) => {
@@ -268,10 +282,22 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
     let mut networks = Vec::new();
     let mut jobs = Vec::new();
     for mut r in raw {
-        interpolate(&r.file, &mut r.root, &env, &process_env, &mut diags);
+        let unresolved = interpolate(&r.file, &mut r.root, &env, &process_env, &mut diags);
+        if !unresolved.is_empty() {
+            diags.push(Diagnostic::warning(
+                &r.file,
+                r.doc_pos,
+                "",
+                format!(
+                    "{} not set and the env file is missing; this resource will not be applied until they are",
+                    unresolved.join(", ")
+                ),
+            ));
+        }
         let source = Source {
             file: r.file.clone(),
             root: r.root,
+            unresolved,
         };
         match r.kind {
             Kind::Stack => {
@@ -395,9 +421,12 @@ fn read_bounded(path: &Path, max: usize) -> Result<String, String> {
     }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() > max {
-        return Err(format!("file grew past the limit of {max} bytes while reading"));
+        return Err(format!(
+            "file grew past the limit of {max} bytes while reading"
+        ));
     }
-    String::from_utf8(bytes).map_err(|e| format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))
+    String::from_utf8(bytes)
+        .map_err(|e| format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))
 }
 
 fn resolve_path(dir: &Path, p: &str) -> PathBuf {
@@ -429,7 +458,10 @@ fn check_envelope(file: &Path, root: &Node, diags: &mut Vec<Diagnostic>) -> Opti
                 file,
                 root.locate(&keys(&["apiVersion"])),
                 "apiVersion",
-                format!("unsupported apiVersion `{other}`; expected `{}`", model::API_VERSION),
+                format!(
+                    "unsupported apiVersion `{other}`; expected `{}`",
+                    model::API_VERSION
+                ),
             ));
         }
         None => {
@@ -438,7 +470,10 @@ fn check_envelope(file: &Path, root: &Node, diags: &mut Vec<Diagnostic>) -> Opti
                 file,
                 root.pos,
                 "apiVersion",
-                format!("missing field `apiVersion` (expected `{}`)", model::API_VERSION),
+                format!(
+                    "missing field `apiVersion` (expected `{}`)",
+                    model::API_VERSION
+                ),
             ));
         }
     }
@@ -461,7 +496,12 @@ fn check_envelope(file: &Path, root: &Node, diags: &mut Vec<Diagnostic>) -> Opti
             }
         },
         None => {
-            diags.push(Diagnostic::error(file, root.pos, "kind", "missing field `kind`"));
+            diags.push(Diagnostic::error(
+                file,
+                root.pos,
+                "kind",
+                "missing field `kind`",
+            ));
             None
         }
     };
@@ -543,25 +583,51 @@ fn interpolate(
     env: &EnvFile,
     process: &BTreeMap<String, String>,
     diags: &mut Vec<Diagnostic>,
-) {
+) -> Vec<String> {
+    // With the env file configured but absent (e.g. validating a checkout), a variable
+    // that only it could provide is "unresolved": a warning here, and the resources
+    // using it refuse to render, so nothing ever runs with a literal `${VAR}`.
+    let deferred = env.path.is_some() && !env.present;
+    let unresolved = std::cell::RefCell::new(Vec::<String>::new());
     root.for_each_scalar_mut(&mut |text, _plain, pos| {
         if !text.contains('$') {
             return;
         }
-        match expand(text, &|name| {
+        let lookup = |name: &str| {
             process
                 .get(name)
                 .cloned()
                 .or_else(|| env.get(name).map(|s| s.expose().to_string()))
-        }) {
+        };
+        let unset = |name: &str| {
+            deferred.then(|| {
+                unresolved.borrow_mut().push(name.to_string());
+                format!("${{{name}}}")
+            })
+        };
+        match expand_with(text, &lookup, &unset) {
             Ok(s) => *text = s,
             Err(msg) => diags.push(Diagnostic::error(file, pos, "", msg)),
         }
     });
+    let mut u = unresolved.into_inner();
+    u.sort();
+    u.dedup();
+    u
 }
 
 /// Expands one string. Errors name the variable.
 pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    expand_with(s, lookup, &|_| None)
+}
+
+/// Like [`expand`]; `unset` may supply a stand-in for a variable that has neither a
+/// value nor a default (instead of an error).
+fn expand_with(
+    s: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    unset: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -580,16 +646,21 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
                 None => (expr, None),
             };
             if !valid_env_name(name) {
-                return Err(format!("`${{{expr}}}`: `{name}` is not a valid variable name"));
+                return Err(format!(
+                    "`${{{expr}}}`: `{name}` is not a valid variable name"
+                ));
             }
             match (lookup(name).filter(|v| !v.is_empty() || default.is_none()), default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => {
-                    return Err(format!(
-                        "variable `{name}` is not set (not in the env file nor the environment); set it or write `${{{name}:-default}}`"
-                    ))
-                }
+                (None, None) => match unset(name) {
+                    Some(stand_in) => out.push_str(&stand_in),
+                    None => {
+                        return Err(format!(
+                            "variable `{name}` is not set (not in the env file nor the environment); set it or write `${{{name}:-default}}`"
+                        ))
+                    }
+                },
             }
             rest = &body[end + 1..];
         } else {
@@ -603,7 +674,10 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
 
 /// Deserializes one document into its typed form, converting serde errors into
 /// located diagnostics with "did you mean" hints for unknown fields.
-fn typed<S: serde::de::DeserializeOwned>(src: &Source, diags: &mut Vec<Diagnostic>) -> Option<Resource<S>> {
+fn typed<S: serde::de::DeserializeOwned>(
+    src: &Source,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Resource<S>> {
     let json = src.root.to_json();
     match serde_path_to_error::deserialize::<_, Document<S>>(json) {
         Ok(doc) => Some(Resource {
@@ -619,7 +693,9 @@ fn typed<S: serde::de::DeserializeOwned>(src: &Source, diags: &mut Vec<Diagnosti
                 .filter_map(|seg| match seg {
                     serde_path_to_error::Segment::Seq { index } => Some(PathSeg::Index(*index)),
                     serde_path_to_error::Segment::Map { key } => Some(PathSeg::Key(key.clone())),
-                    serde_path_to_error::Segment::Enum { variant } => Some(PathSeg::Key(variant.clone())),
+                    serde_path_to_error::Segment::Enum { variant } => {
+                        Some(PathSeg::Key(variant.clone()))
+                    }
                     serde_path_to_error::Segment::Unknown => None,
                 })
                 .collect();
@@ -657,7 +733,11 @@ fn parse_unknown_field(msg: &str) -> Option<(String, Vec<String>)> {
 }
 
 /// Keeps the first resource of each name; later ones are duplicate-name errors.
-fn unique<S>(kind: Kind, items: Vec<Resource<S>>, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, Resource<S>> {
+fn unique<S>(
+    kind: Kind,
+    items: Vec<Resource<S>>,
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, Resource<S>> {
     let mut out: BTreeMap<String, Resource<S>> = BTreeMap::new();
     let mut first: HashMap<String, (PathBuf, Pos)> = HashMap::new();
     for r in items {
@@ -684,7 +764,11 @@ fn unique<S>(kind: Kind, items: Vec<Resource<S>>, diags: &mut Vec<Diagnostic>) -
 /// Content hash of a config file or directory, refusing paths outside `dir`.
 pub fn hash_config_source(dir: &Path, source: &str) -> Result<String, String> {
     let rel = Path::new(source);
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
         return Err(format!(
             "config file `{source}` must be a relative path inside the desired-state directory (use `binds` for host paths)"
         ));
@@ -712,7 +796,10 @@ pub fn hash_config_source(dir: &Path, source: &str) -> Result<String, String> {
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), String> {
     if depth > 16 {
-        return Err(format!("{} nests deeper than 16 directories", dir.display()));
+        return Err(format!(
+            "{} nests deeper than 16 directories",
+            dir.display()
+        ));
     }
     let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     for e in rd.flatten() {
@@ -745,7 +832,9 @@ mod tests {
         assert_eq!(expand("${B:-30d}", &look).unwrap(), "30d");
         assert_eq!(expand("${EMPTY:-d}", &look).unwrap(), "d");
         assert_eq!(expand("$$HOME $x", &look).unwrap(), "$HOME $x");
-        assert!(expand("${B}", &look).unwrap_err().contains("`B` is not set"));
+        assert!(expand("${B}", &look)
+            .unwrap_err()
+            .contains("`B` is not set"));
         assert!(expand("${A", &look).unwrap_err().contains("unterminated"));
     }
 

@@ -78,20 +78,40 @@ pub struct Observed {
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     /// Remove a leftover temporary container from an interrupted replace.
-    CleanupTemp { id: String },
+    CleanupTemp {
+        id: String,
+    },
     /// Rename a finished temporary container into place and start it.
-    Adopt { id: String },
+    Adopt {
+        id: String,
+    },
     /// Remove extra owned containers for the same service.
-    RemoveDuplicate { id: String },
-    Pull { image: String },
+    RemoveDuplicate {
+        id: String,
+    },
+    Pull {
+        image: String,
+    },
     Create,
     /// Safe replace: create under a temporary name, stop+remove old, rename, start.
-    Replace { old_id: String },
-    Start { id: String },
-    Restart { id: String },
-    Signal { id: String, signal: String },
+    Replace {
+        old_id: String,
+    },
+    Start {
+        id: String,
+    },
+    Restart {
+        id: String,
+    },
+    Signal {
+        id: String,
+        signal: String,
+    },
     /// Record config hashes as applied (after restart/signal/none).
-    RecordConfig { id: String, hashes: Vec<String> },
+    RecordConfig {
+        id: String,
+        hashes: Vec<String>,
+    },
 }
 
 impl Step {
@@ -131,10 +151,22 @@ pub struct ServicePlan {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum InfraAction {
-    CreateNetwork { name: String, docker_name: String },
-    CreateVolume { name: String, docker_name: String },
-    RemoveOrphanContainer { service: String, id: String, container: String },
-    RemoveNetwork { docker_name: String },
+    CreateNetwork {
+        name: String,
+        docker_name: String,
+    },
+    CreateVolume {
+        name: String,
+        docker_name: String,
+    },
+    RemoveOrphanContainer {
+        service: String,
+        id: String,
+        container: String,
+    },
+    RemoveNetwork {
+        docker_name: String,
+    },
 }
 
 /// Status of one resource, as `obsctl status` shows it.
@@ -179,7 +211,7 @@ impl Plan {
     }
 }
 
-fn owned_by<'a>(c: &'a ContainerInfo, project: &str) -> bool {
+fn owned_by(c: &ContainerInfo, project: &str) -> bool {
     c.label(labels::STACK) == Some(project)
 }
 
@@ -320,8 +352,13 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
         let mine: Vec<&ContainerInfo> = by_service.get(name.as_str()).cloned().unwrap_or_default();
         let current = mine.iter().find(|c| c.name == cname).copied();
         let temp = mine.iter().find(|c| c.name == temp_name).copied();
-        for extra in mine.iter().filter(|c| c.name != cname && c.name != temp_name) {
-            sp.steps.push(Step::RemoveDuplicate { id: extra.id.clone() });
+        for extra in mine
+            .iter()
+            .filter(|c| c.name != cname && c.name != temp_name)
+        {
+            sp.steps.push(Step::RemoveDuplicate {
+                id: extra.id.clone(),
+            });
         }
 
         let want_image_id = observed.images.get(&svc.image).cloned().flatten();
@@ -367,7 +404,9 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
                 st.health = c.health;
                 let spec_changed = c.label(labels::SPEC_HASH) != Some(rendered.spec_hash.as_str());
                 let image_changed = !spec_changed
-                    && want_image_id.as_ref().is_some_and(|want| *want != c.image_id);
+                    && want_image_id
+                        .as_ref()
+                        .is_some_and(|want| *want != c.image_id);
                 if spec_changed {
                     st.drift.push(Reason::SpecChanged);
                     if let Some(old) = c
@@ -394,7 +433,9 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
                     let mut restart = false;
                     let mut signals: Vec<String> = Vec::new();
                     for (i, h) in rendered.config_hashes.iter().enumerate() {
-                        if applied.get(i) == Some(h) && applied.len() == rendered.config_hashes.len() {
+                        if applied.get(i) == Some(h)
+                            && applied.len() == rendered.config_hashes.len()
+                        {
                             continue;
                         }
                         match &rendered.on_change[i] {
@@ -436,7 +477,10 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
                 if c.health == Some(Health::Unhealthy) {
                     st.drift.push(Reason::Unhealthy);
                 }
-                if st.drift.contains(&Reason::Failed) && needs_pull && svc.pull_policy == PullPolicy::Never {
+                if st.drift.contains(&Reason::Failed)
+                    && needs_pull
+                    && svc.pull_policy == PullPolicy::Never
+                {
                     // Nothing can be done until the image exists.
                 } else if replace {
                     if needs_pull {
@@ -444,7 +488,9 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
                             image: svc.image.clone(),
                         });
                     }
-                    sp.steps.push(Step::Replace { old_id: c.id.clone() });
+                    sp.steps.push(Step::Replace {
+                        old_id: c.id.clone(),
+                    });
                 } else {
                     if let Some(step) = config_step {
                         let restarts = matches!(step, Step::Restart { .. });
@@ -463,7 +509,8 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
                             continue;
                         }
                     }
-                    if !running && c.state != RunState::Restarting && c.state != RunState::Removing {
+                    if !running && c.state != RunState::Restarting && c.state != RunState::Removing
+                    {
                         sp.steps.push(Step::Start { id: c.id.clone() });
                     } else if c.health == Some(Health::Unhealthy) {
                         sp.steps.push(Step::Restart { id: c.id.clone() });

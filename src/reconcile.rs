@@ -84,10 +84,13 @@ fn record(persisted: &mut Persisted, plan: &Plan, report: &Report, now: i64) {
     for r in &plan.resources {
         let k = key_of(r);
         seen.insert(k.clone());
-        let rec = persisted.resources.entry(k).or_insert_with(|| ResourceRecord {
-            since_ms: Some(now),
-            ..Default::default()
-        });
+        let rec = persisted
+            .resources
+            .entry(k)
+            .or_insert_with(|| ResourceRecord {
+                since_ms: Some(now),
+                ..Default::default()
+            });
         let ok_now = r.in_sync;
         if rec.in_sync != ok_now || rec.since_ms.is_none() {
             rec.since_ms = Some(now);
@@ -132,7 +135,11 @@ pub fn status_rows(plan: &Plan, persisted: &Persisted) -> Vec<StatusRow> {
     plan.resources
         .iter()
         .map(|r| {
-            let rec = persisted.resources.get(&key_of(r)).cloned().unwrap_or_default();
+            let rec = persisted
+                .resources
+                .get(&key_of(r))
+                .cloned()
+                .unwrap_or_default();
             let backoff = (r.kind == "Service")
                 .then(|| persisted.backoff.get(&r.name))
                 .flatten();
@@ -150,7 +157,9 @@ pub fn status_rows(plan: &Plan, persisted: &Persisted) -> Vec<StatusRow> {
                 resource,
                 last_action: rec.last_action,
                 last_action_at_ms: rec.last_action_at_ms,
-                last_error: rec.last_error.or_else(|| backoff.and_then(|b| b.last_error.clone())),
+                last_error: rec
+                    .last_error
+                    .or_else(|| backoff.and_then(|b| b.last_error.clone())),
                 since_ms: rec.since_ms,
                 retry_at_ms: backoff.map(|b| b.retry_at_ms),
             }

@@ -54,6 +54,8 @@ pub struct Rendered {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RenderError {
+    #[error("variables {} are not set (the env file is missing)", .0.join(", "))]
+    Unresolved(Vec<String>),
     #[error("secretEnv {key}: `{var}` is not set in the env file{}", .file.as_ref().map(|f| format!(" {f}")).unwrap_or_default())]
     MissingSecret {
         key: String,
@@ -65,8 +67,15 @@ pub enum RenderError {
 pub const SECRET_PREFIX: &str = "***";
 
 /// Renders one service.
-pub fn render_service(state: &DesiredState, name: &str, key: &HostKey) -> Result<Rendered, RenderError> {
+pub fn render_service(
+    state: &DesiredState,
+    name: &str,
+    key: &HostKey,
+) -> Result<Rendered, RenderError> {
     let res = &state.services[name];
+    if !res.source.unresolved.is_empty() {
+        return Err(RenderError::Unresolved(res.source.unresolved.clone()));
+    }
     let s = &res.spec;
     let project = state.project();
 
@@ -76,11 +85,14 @@ pub fn render_service(state: &DesiredState, name: &str, key: &HostKey) -> Result
         masked_env.insert(k.clone(), json!(v));
     }
     for (k, var) in &s.secret_env {
-        let secret = state.env.get(var).ok_or_else(|| RenderError::MissingSecret {
-            key: k.clone(),
-            var: var.clone(),
-            file: state.env.path.as_ref().map(|p| p.display().to_string()),
-        })?;
+        let secret = state
+            .env
+            .get(var)
+            .ok_or_else(|| RenderError::MissingSecret {
+                key: k.clone(),
+                var: var.clone(),
+                file: state.env.path.as_ref().map(|p| p.display().to_string()),
+            })?;
         env.push(format!("{k}={}", secret.expose()));
         let fp = key.mac(&[b"secret", k.as_bytes(), secret.expose().as_bytes()]);
         masked_env.insert(k.clone(), json!(format!("{SECRET_PREFIX}{}", &fp[..16])));
@@ -114,6 +126,10 @@ pub fn render_service(state: &DesiredState, name: &str, key: &HostKey) -> Result
             propagation: None,
         });
     }
+
+    // Canonical order (the engine orders mounts by path itself), so the hash does not
+    // depend on whether a mount is written as a volume, bind or config file first.
+    mounts.sort_by(|a, b| a.target.cmp(&b.target));
 
     let networks: Vec<(String, Vec<String>)> = state
         .service_networks(s)
@@ -173,10 +189,21 @@ pub fn render_service(state: &DesiredState, name: &str, key: &HostKey) -> Result
         read_only: s.read_only,
         tmpfs,
         pid: s.pid.clone(),
-        memory: s.resources.as_ref().and_then(|r| r.memory.as_deref()).and_then(parse_memory),
-        nano_cpus: s.resources.as_ref().and_then(|r| r.cpus).map(|c| (c * 1e9) as i64),
+        memory: s
+            .resources
+            .as_ref()
+            .and_then(|r| r.memory.as_deref())
+            .and_then(parse_memory),
+        nano_cpus: s
+            .resources
+            .as_ref()
+            .and_then(|r| r.cpus)
+            .map(|c| (c * 1e9) as i64),
         pids_limit: s.resources.as_ref().and_then(|r| r.pids_limit),
-        log_driver: s.logging.as_ref().map(|l| (l.driver.clone(), l.options.clone())),
+        log_driver: s
+            .logging
+            .as_ref()
+            .map(|l| (l.driver.clone(), l.options.clone())),
         extra_hosts: s.extra_hosts.clone(),
         healthcheck,
         stop_signal: s.stop_signal.clone(),
@@ -189,14 +216,24 @@ pub fn render_service(state: &DesiredState, name: &str, key: &HostKey) -> Result
     let config_hashes: Vec<String> = state
         .config_hashes
         .get(name)
-        .map(|v| v.iter().map(|h| key.mac(&[b"config", h.as_bytes()])[..16].to_string()).collect())
+        .map(|v| {
+            v.iter()
+                .map(|h| key.mac(&[b"config", h.as_bytes()])[..16].to_string())
+                .collect()
+        })
         .unwrap_or_default();
 
-    create.labels.insert(labels::STACK.into(), project.to_string());
+    create
+        .labels
+        .insert(labels::STACK.into(), project.to_string());
     create.labels.insert(labels::KIND.into(), "Service".into());
     create.labels.insert(labels::NAME.into(), name.to_string());
-    create.labels.insert(labels::SPEC_HASH.into(), spec_hash.clone());
-    create.labels.insert(labels::CONFIG_HASH.into(), config_hashes.join(","));
+    create
+        .labels
+        .insert(labels::SPEC_HASH.into(), spec_hash.clone());
+    create
+        .labels
+        .insert(labels::CONFIG_HASH.into(), config_hashes.join(","));
     create.labels.insert(labels::APPLIED.into(), canonical);
 
     Ok(Rendered {
@@ -268,11 +305,22 @@ fn diff_rec(path: &str, old: &Value, new: &Value, out: &mut Vec<(String, String,
         (Value::Object(a), Value::Object(b)) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                diff_rec(&p, a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null), out);
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                diff_rec(
+                    &p,
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
             }
         }
-        (Value::String(a), Value::String(b)) if a.starts_with(SECRET_PREFIX) && b.starts_with(SECRET_PREFIX) => {
+        (Value::String(a), Value::String(b))
+            if a.starts_with(SECRET_PREFIX) && b.starts_with(SECRET_PREFIX) =>
+        {
             out.push((path.to_string(), MASK.into(), format!("{MASK} (changed)")));
         }
         _ => out.push((path.to_string(), show(old), show(new))),

@@ -19,7 +19,9 @@ impl Schedule {
             let d = humantime::parse_duration(rest.trim())
                 .map_err(|e| format!("invalid schedule `{s}`: {e}; write e.g. `@every 5m`"))?;
             if d < std::time::Duration::from_secs(1) {
-                return Err(format!("invalid schedule `{s}`: the interval must be at least 1s"));
+                return Err(format!(
+                    "invalid schedule `{s}`: the interval must be at least 1s"
+                ));
             }
             return Ok(Schedule::Every(d));
         }
@@ -56,7 +58,9 @@ mod tests {
 
     #[test]
     fn parses_forms() {
-        assert!(matches!(Schedule::parse("@every 5m"), Ok(Schedule::Every(d)) if d.as_secs() == 300));
+        assert!(
+            matches!(Schedule::parse("@every 5m"), Ok(Schedule::Every(d)) if d.as_secs() == 300)
+        );
         assert!(Schedule::parse("30 3 * * *").is_ok());
         assert!(Schedule::parse("@daily").is_ok());
         assert!(Schedule::parse("@every").is_err());
@@ -68,6 +72,9 @@ mod tests {
     fn next_cron_time_is_utc() {
         let s = Schedule::parse("30 3 * * *").unwrap();
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 4, 0, 0).unwrap();
-        assert_eq!(s.next_after(t), Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 30, 0).unwrap()));
+        assert_eq!(
+            s.next_after(t),
+            Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 30, 0).unwrap())
+        );
     }
 }

@@ -37,10 +37,22 @@ fn kind_schema<S: JsonSchema>(kind: Kind, defs: &mut Map<String, Value>) -> Valu
 pub fn kind_schemas() -> (BTreeMap<Kind, Value>, Map<String, Value>) {
     let mut defs = Map::new();
     let mut kinds = BTreeMap::new();
-    kinds.insert(Kind::Stack, kind_schema::<StackSpec>(Kind::Stack, &mut defs));
-    kinds.insert(Kind::Service, kind_schema::<ServiceSpec>(Kind::Service, &mut defs));
-    kinds.insert(Kind::Volume, kind_schema::<VolumeSpec>(Kind::Volume, &mut defs));
-    kinds.insert(Kind::Network, kind_schema::<NetworkSpec>(Kind::Network, &mut defs));
+    kinds.insert(
+        Kind::Stack,
+        kind_schema::<StackSpec>(Kind::Stack, &mut defs),
+    );
+    kinds.insert(
+        Kind::Service,
+        kind_schema::<ServiceSpec>(Kind::Service, &mut defs),
+    );
+    kinds.insert(
+        Kind::Volume,
+        kind_schema::<VolumeSpec>(Kind::Volume, &mut defs),
+    );
+    kinds.insert(
+        Kind::Network,
+        kind_schema::<NetworkSpec>(Kind::Network, &mut defs),
+    );
     kinds.insert(Kind::Job, kind_schema::<JobSpec>(Kind::Job, &mut defs));
     (kinds, defs)
 }
@@ -97,7 +109,10 @@ fn type_name(v: &Value, defs: &Map<String, Value>) -> String {
     }
     match v.get("type") {
         Some(Value::String(t)) if t == "array" => {
-            let item = v.get("items").map(|i| type_name(i, defs)).unwrap_or_default();
+            let item = v
+                .get("items")
+                .map(|i| type_name(i, defs))
+                .unwrap_or_default();
             format!("list of {item}")
         }
         Some(Value::String(t)) if t == "object" => match v.get("additionalProperties") {
@@ -117,7 +132,11 @@ fn type_name(v: &Value, defs: &Map<String, Value>) -> String {
 
 fn enum_values(v: &Value) -> Option<Vec<String>> {
     if let Some(e) = v.get("enum").and_then(Value::as_array) {
-        return Some(e.iter().map(|x| format!("`{}`", x.as_str().unwrap_or(""))).collect());
+        return Some(
+            e.iter()
+                .map(|x| format!("`{}`", x.as_str().unwrap_or("")))
+                .collect(),
+        );
     }
     let one = v.get("oneOf").and_then(Value::as_array)?;
     let mut out = Vec::new();
@@ -172,7 +191,13 @@ fn fields(out: &mut String, prefix: &str, v: &Value, defs: &Map<String, Value>, 
         let default = p
             .get("default")
             .map(|d| format!("`{d}`"))
-            .unwrap_or_else(|| if required.contains(&name.as_str()) { "required".into() } else { "—".into() });
+            .unwrap_or_else(|| {
+                if required.contains(&name.as_str()) {
+                    "required".into()
+                } else {
+                    "—".into()
+                }
+            });
         out.push_str(&format!(
             "| `{path}` | {} | {default} | {desc} |\n",
             type_name(p, defs)
@@ -183,7 +208,9 @@ fn fields(out: &mut String, prefix: &str, v: &Value, defs: &Map<String, Value>, 
                 Some((target, path.clone()))
             } else if let Some(items) = target.get("items") {
                 let it = resolve(items, defs);
-                it.get("properties").is_some().then(|| (it, format!("{path}[]")))
+                it.get("properties")
+                    .is_some()
+                    .then(|| (it, format!("{path}[]")))
             } else if let Some(any) = p.get("anyOf").and_then(Value::as_array) {
                 any.iter()
                     .map(|a| resolve(a, defs))
@@ -236,7 +263,9 @@ pub fn render_docs() -> BTreeMap<String, String> {
         }
         md.push_str("## Example\n\n```yaml\n");
         md.push_str(example(*kind).trim_end());
-        md.push_str("\n```\n\n## Fields\n\n| field | type | default | description |\n|---|---|---|---|\n");
+        md.push_str(
+            "\n```\n\n## Fields\n\n| field | type | default | description |\n|---|---|---|---|\n",
+        );
         fields(&mut md, "", schema, &defs, 0);
         files.insert(file, md);
     }

@@ -208,7 +208,10 @@ mod tests {
     fn lock_is_exclusive_and_released_on_drop() {
         let d = tempfile::tempdir().unwrap();
         let a = Lock::acquire(d.path()).unwrap();
-        assert!(matches!(Lock::acquire(d.path()), Err(StateError::Locked(_))));
+        assert!(matches!(
+            Lock::acquire(d.path()),
+            Err(StateError::Locked(_))
+        ));
         drop(a);
         Lock::acquire(d.path()).unwrap();
     }
@@ -219,7 +222,10 @@ mod tests {
         let k1 = host_key(d.path()).unwrap();
         let k2 = host_key(d.path()).unwrap();
         assert_eq!(k1.0, k2.0);
-        let mode = std::fs::metadata(d.path().join("host.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.path().join("host.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -31,7 +32,9 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
     }
     let p = &stack.spec.project;
     if p.is_empty()
-        || !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        || !p
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         || !p.as_bytes()[0].is_ascii_alphanumeric()
     {
         d.push(err_at(
@@ -49,19 +52,37 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
     }
     if let Some(net) = &stack.spec.default_network {
         if !s.networks.contains_key(net) {
-            d.push(dangling(&stack.source, &keys(&["spec", "defaultNetwork"]), "Network", net, s.networks.keys()));
+            d.push(dangling(
+                &stack.source,
+                &keys(&["spec", "defaultNetwork"]),
+                "Network",
+                net,
+                s.networks.keys(),
+            ));
         }
     }
     if let Some(a) = &stack.spec.alerting {
-        for (field, v) in [("alertmanagerUrlEnv", &a.alertmanager_url_env), ("deadManUrlEnv", &a.dead_man_url_env)] {
+        for (field, v) in [
+            ("alertmanagerUrlEnv", &a.alertmanager_url_env),
+            ("deadManUrlEnv", &a.dead_man_url_env),
+        ] {
             if let Some(v) = v {
                 if !valid_env_name(v) {
-                    d.push(err_at(&stack.source, &keys(&["spec", "alerting", field]), format!("`{v}` is not a valid variable name")));
+                    d.push(err_at(
+                        &stack.source,
+                        &keys(&["spec", "alerting", field]),
+                        format!("`{v}` is not a valid variable name"),
+                    ));
                 }
             }
         }
     }
-    for (name, r) in s.volumes.iter().map(|(n, r)| (n, &r.source)).chain(s.networks.iter().map(|(n, r)| (n, &r.source))) {
+    for (name, r) in s
+        .volumes
+        .iter()
+        .map(|(n, r)| (n, &r.source))
+        .chain(s.networks.iter().map(|(n, r)| (n, &r.source)))
+    {
         if !valid_name(name) && !valid_docker_object_name(name) {
             d.push(err_at(r, &name_path, bad_name(name)));
         }
@@ -73,7 +94,10 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
     }
 
     // Services.
-    let mut host_ports: HashMap<(u16, &'static str, String), (String, std::path::PathBuf, crate::yaml::Pos)> = HashMap::new();
+    let mut host_ports: HashMap<
+        (u16, &'static str, String),
+        (String, std::path::PathBuf, crate::yaml::Pos),
+    > = HashMap::new();
     for (name, r) in &s.services {
         let src = &r.source;
         let spec = &r.spec;
@@ -86,7 +110,13 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
         for (i, v) in spec.volumes.iter().enumerate() {
             let base = [k("spec"), k("volumes"), PathSeg::Index(i)];
             if !s.volumes.contains_key(&v.volume) {
-                d.push(dangling(src, &[&base[..], &[k("volume")]].concat(), "Volume", &v.volume, s.volumes.keys()));
+                d.push(dangling(
+                    src,
+                    &[&base[..], &[k("volume")]].concat(),
+                    "Volume",
+                    &v.volume,
+                    s.volumes.keys(),
+                ));
             }
             abs(src, &[&base[..], &[k("target")]].concat(), &v.target, d);
         }
@@ -95,8 +125,16 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
             abs(src, &[&base[..], &[k("source")]].concat(), &b.source, d);
             abs(src, &[&base[..], &[k("target")]].concat(), &b.target, d);
             if let Some(p) = &b.propagation {
-                if !["private", "rprivate", "shared", "rshared", "slave", "rslave"].contains(&p.as_str()) {
-                    d.push(err_at(src, &[&base[..], &[k("propagation")]].concat(), format!("invalid propagation `{p}`")));
+                if ![
+                    "private", "rprivate", "shared", "rshared", "slave", "rslave",
+                ]
+                .contains(&p.as_str())
+                {
+                    d.push(err_at(
+                        src,
+                        &[&base[..], &[k("propagation")]].concat(),
+                        format!("invalid propagation `{p}`"),
+                    ));
                 }
             }
         }
@@ -115,24 +153,47 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
         }
         let nets = s.service_networks(spec);
         if nets.is_empty() {
-            d.push(err_at(src, &keys(&["spec", "networks"]), "no network: list one here or set the Stack's defaultNetwork"));
+            d.push(err_at(
+                src,
+                &keys(&["spec", "networks"]),
+                "no network: list one here or set the Stack's defaultNetwork",
+            ));
         }
         for (i, n) in spec.networks.iter().enumerate() {
             if !s.networks.contains_key(n) {
-                d.push(dangling(src, &[k("spec"), k("networks"), PathSeg::Index(i)], "Network", n, s.networks.keys()));
+                d.push(dangling(
+                    src,
+                    &[k("spec"), k("networks"), PathSeg::Index(i)],
+                    "Network",
+                    n,
+                    s.networks.keys(),
+                ));
             }
         }
         for (i, dep) in spec.depends_on.iter().enumerate() {
             let path = [k("spec"), k("dependsOn"), PathSeg::Index(i), k("service")];
             match s.services.get(&dep.service) {
-                None => d.push(dangling(src, &path, "Service", &dep.service, s.services.keys())),
-                Some(_) if dep.service == *name => d.push(err_at(src, &path, "a service cannot depend on itself")),
+                None => d.push(dangling(
+                    src,
+                    &path,
+                    "Service",
+                    &dep.service,
+                    s.services.keys(),
+                )),
+                Some(_) if dep.service == *name => {
+                    d.push(err_at(src, &path, "a service cannot depend on itself"))
+                }
                 Some(other) => {
-                    if dep.condition == DependencyCondition::Healthy && other.spec.healthcheck.is_none() {
+                    if dep.condition == DependencyCondition::Healthy
+                        && other.spec.healthcheck.is_none()
+                    {
                         d.push(err_at(
                             src,
                             &[k("spec"), k("dependsOn"), PathSeg::Index(i), k("condition")],
-                            format!("waits for `{}` to be healthy, but `{}` has no healthcheck", dep.service, dep.service),
+                            format!(
+                                "waits for `{}` to be healthy, but `{}` has no healthcheck",
+                                dep.service, dep.service
+                            ),
                         ));
                     }
                 }
@@ -144,7 +205,11 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
                 d.push(err_at(src, &path, "ports must be between 1 and 65535"));
                 continue;
             }
-            let key = (p.host, p.protocol.as_str(), p.host_ip.clone().unwrap_or_default());
+            let key = (
+                p.host,
+                p.protocol.as_str(),
+                p.host_ip.clone().unwrap_or_default(),
+            );
             let pos = src.pos(&path);
             if let Some((other, f, op)) = host_ports.get(&key) {
                 d.push(err_at(
@@ -164,52 +229,104 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
         }
         for key in spec.env.keys() {
             if !valid_env_name(key) {
-                d.push(err_at(src, &[k("spec"), k("env"), k(key)], format!("`{key}` is not a valid environment variable name")));
+                d.push(err_at(
+                    src,
+                    &[k("spec"), k("env"), k(key)],
+                    format!("`{key}` is not a valid environment variable name"),
+                ));
             }
         }
         for (key, var) in &spec.secret_env {
             let path = [k("spec"), k("secretEnv"), k(key)];
             if !valid_env_name(key) || !valid_env_name(var) {
-                d.push(err_at(src, &path, format!("`{key}: {var}`: both must be valid variable names")));
+                d.push(err_at(
+                    src,
+                    &path,
+                    format!("`{key}: {var}`: both must be valid variable names"),
+                ));
             }
             if spec.env.contains_key(key) {
-                d.push(err_at(src, &path, format!("`{key}` is set in both env and secretEnv")));
+                d.push(err_at(
+                    src,
+                    &path,
+                    format!("`{key}` is set in both env and secretEnv"),
+                ));
             }
             if s.env.present && s.env.get(var).is_none() {
-                d.push(err_at(src, &path, format!("`{var}` is not set in the env file {}", s.env.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default())));
+                d.push(err_at(
+                    src,
+                    &path,
+                    format!(
+                        "`{var}` is not set in the env file {}",
+                        s.env
+                            .path
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    ),
+                ));
             }
         }
         if let Some(res) = &spec.resources {
             if let Some(m) = &res.memory {
                 if parse_memory(m).is_none() {
-                    d.push(err_at(src, &keys(&["spec", "resources", "memory"]), format!("invalid memory `{m}`; write e.g. `512m` or `2g`")));
+                    d.push(err_at(
+                        src,
+                        &keys(&["spec", "resources", "memory"]),
+                        format!("invalid memory `{m}`; write e.g. `512m` or `2g`"),
+                    ));
                 }
             }
             if let Some(c) = res.cpus {
                 if !(c > 0.0 && c <= 1024.0) {
-                    d.push(err_at(src, &keys(&["spec", "resources", "cpus"]), "cpus must be a positive number of cores"));
+                    d.push(err_at(
+                        src,
+                        &keys(&["spec", "resources", "cpus"]),
+                        "cpus must be a positive number of cores",
+                    ));
                 }
             }
         }
         if let Some(pid) = &spec.pid {
             if pid != "host" && !pid.starts_with("container:") {
-                d.push(err_at(src, &keys(&["spec", "pid"]), format!("invalid pid mode `{pid}`; use `host`")));
+                d.push(err_at(
+                    src,
+                    &keys(&["spec", "pid"]),
+                    format!("invalid pid mode `{pid}`; use `host`"),
+                ));
             }
         }
         if let Some(sig) = &spec.stop_signal {
             if !SIGNALS.contains(&sig.as_str()) {
-                d.push(err_at(src, &keys(&["spec", "stopSignal"]), format!("unknown signal `{sig}`")));
+                d.push(err_at(
+                    src,
+                    &keys(&["spec", "stopSignal"]),
+                    format!("unknown signal `{sig}`"),
+                ));
             }
         }
         for (i, h) in spec.extra_hosts.iter().enumerate() {
-            if h.split_once(':').is_none_or(|(a, b)| a.is_empty() || b.is_empty()) {
-                d.push(err_at(src, &[k("spec"), k("extraHosts"), PathSeg::Index(i)], format!("`{h}` must be `name:ip`")));
+            if h.split_once(':')
+                .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
+            {
+                d.push(err_at(
+                    src,
+                    &[k("spec"), k("extraHosts"), PathSeg::Index(i)],
+                    format!("`{h}` must be `name:ip`"),
+                ));
             }
         }
         if let Some(hc) = &spec.healthcheck {
-            let ok = matches!(hc.test.first().map(String::as_str), Some("CMD" | "CMD-SHELL" | "NONE"));
+            let ok = matches!(
+                hc.test.first().map(String::as_str),
+                Some("CMD" | "CMD-SHELL" | "NONE")
+            );
             if !ok {
-                d.push(err_at(src, &keys(&["spec", "healthcheck", "test"]), "test must start with CMD, CMD-SHELL or NONE"));
+                d.push(err_at(
+                    src,
+                    &keys(&["spec", "healthcheck", "test"]),
+                    "test must start with CMD, CMD-SHELL or NONE",
+                ));
             }
         }
     }
@@ -235,34 +352,65 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
         if let Some(b) = &r.spec.backup {
             for (i, v) in b.volumes.iter().enumerate() {
                 if !s.volumes.contains_key(v) {
-                    d.push(dangling(src, &[k("spec"), k("backup"), k("volumes"), PathSeg::Index(i)], "Volume", v, s.volumes.keys()));
+                    d.push(dangling(
+                        src,
+                        &[k("spec"), k("backup"), k("volumes"), PathSeg::Index(i)],
+                        "Volume",
+                        v,
+                        s.volumes.keys(),
+                    ));
                 }
             }
             if b.lock_retention_days >= b.keep_daily {
-                d.push(err_at(src, &keys(&["spec", "backup", "lockRetentionDays"]), "must be below keepDaily, or pruning could never delete anything"));
+                d.push(err_at(
+                    src,
+                    &keys(&["spec", "backup", "lockRetentionDays"]),
+                    "must be below keepDaily, or pruning could never delete anything",
+                ));
             }
         }
         let textfiles = [
-            r.spec.cloud_poller.as_ref().map(|c| ("cloudPoller", &c.textfile)),
-            r.spec.docker_names.as_ref().map(|c| ("dockerNames", &c.textfile)),
+            r.spec
+                .cloud_poller
+                .as_ref()
+                .map(|c| ("cloudPoller", &c.textfile)),
+            r.spec
+                .docker_names
+                .as_ref()
+                .map(|c| ("dockerNames", &c.textfile)),
         ];
         for (body, tf) in textfiles.into_iter().flatten() {
             if !tf.ends_with(".prom") || tf.contains('/') {
-                d.push(err_at(src, &keys(&["spec", body, "textfile"]), format!("`{tf}` must be a plain file name ending in `.prom`")));
+                d.push(err_at(
+                    src,
+                    &keys(&["spec", body, "textfile"]),
+                    format!("`{tf}` must be a plain file name ending in `.prom`"),
+                ));
             } else if s.stack.spec.textfile_dir.is_none() {
-                d.push(err_at(src, &keys(&["spec", body, "textfile"]), "the Stack sets no textfileDir to write it to"));
+                d.push(err_at(
+                    src,
+                    &keys(&["spec", body, "textfile"]),
+                    "the Stack sets no textfileDir to write it to",
+                ));
             }
         }
         if let Some(sp) = &r.spec.status_page {
             if !(sp.slo_target > 0.0 && sp.slo_target < 1.0) {
-                d.push(err_at(src, &keys(&["spec", "statusPage", "sloTarget"]), "sloTarget is a fraction between 0 and 1, e.g. 0.999"));
+                d.push(err_at(
+                    src,
+                    &keys(&["spec", "statusPage", "sloTarget"]),
+                    "sloTarget is a fraction between 0 and 1, e.g. 0.999",
+                ));
             }
         }
     }
 }
 
 fn valid_docker_object_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn abs(src: &crate::load::Source, path: &[PathSeg], p: &str, d: &mut Vec<Diagnostic>) {
@@ -282,7 +430,11 @@ fn dangling<'a>(
     let hint = did_you_mean(name, known.iter().copied())
         .map(|h| format!(" (did you mean `{h}`?)"))
         .unwrap_or_default();
-    err_at(src, path, format!("refers to {kind} `{name}`, which is not declared{hint}"))
+    err_at(
+        src,
+        path,
+        format!("refers to {kind} `{name}`, which is not declared{hint}"),
+    )
 }
 
 /// Checks an image reference: `name[:tag][@sha256:<64 hex>]`.
@@ -299,7 +451,9 @@ pub fn check_image(image: &str) -> Result<(), String> {
             .strip_prefix("sha256:")
             .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
         if !ok {
-            return Err(format!("invalid digest in `{image}`: expected `@sha256:` and 64 hex digits"));
+            return Err(format!(
+                "invalid digest in `{image}`: expected `@sha256:` and 64 hex digits"
+            ));
         }
     }
     if name.is_empty()
@@ -361,7 +515,12 @@ fn cycles(s: &DesiredState, d: &mut Vec<Diagnostic>) {
                         cycle = cycle[from..].to_vec();
                         cycle.push(next);
                         let r = &s.services[node];
-                        let i = r.spec.depends_on.iter().position(|x| x.service == next).unwrap_or(0);
+                        let i = r
+                            .spec
+                            .depends_on
+                            .iter()
+                            .position(|x| x.service == next)
+                            .unwrap_or(0);
                         d.push(err_at(
                             &r.source,
                             &[k("spec"), k("dependsOn"), PathSeg::Index(i), k("service")],
@@ -385,11 +544,10 @@ pub fn topo_order(s: &DesiredState) -> Vec<String> {
     while !remaining.is_empty() {
         let before = remaining.len();
         remaining.retain(|n| {
-            let ready = s.services[*n]
-                .spec
-                .depends_on
-                .iter()
-                .all(|dep| done.contains(&dep.service) || !s.services.contains_key(&dep.service));
+            let ready =
+                s.services[*n].spec.depends_on.iter().all(|dep| {
+                    done.contains(&dep.service) || !s.services.contains_key(&dep.service)
+                });
             if ready {
                 out.push((*n).clone());
                 done.insert((*n).clone());

@@ -61,7 +61,10 @@ pub struct Node {
 pub enum Value {
     /// A scalar; `plain` is true when it was written without quotes (so `true`, `8080`
     /// and `~` take their YAML types).
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     /// Keys keep their own positions so "unknown field" can point at the key.
     Map(Vec<(String, Pos, Node)>),
@@ -164,7 +167,9 @@ impl Node {
                     serde_json::Value::String(text.clone())
                 }
             }
-            Value::Seq(items) => serde_json::Value::Array(items.iter().map(Node::to_json).collect()),
+            Value::Seq(items) => {
+                serde_json::Value::Array(items.iter().map(Node::to_json).collect())
+            }
             Value::Map(entries) => serde_json::Value::Object(
                 entries
                     .iter()
@@ -414,7 +419,8 @@ impl Builder {
                                     })
                                 }
                             };
-                            if let Some((_, first, _)) = entries.iter().find(|(k, _, _)| *k == key) {
+                            if let Some((_, first, _)) = entries.iter().find(|(k, _, _)| *k == key)
+                            {
                                 return Err(YamlError {
                                     pos: node.pos,
                                     message: format!(
@@ -486,8 +492,11 @@ mod tests {
 
     #[test]
     fn plain_scalars_are_typed_quoted_are_strings() {
-        let docs = parse("a: 8080\nb: '8080'\nc: true\nd: ~\ne: 1.5\nf: 1.2.3\n", Limits::default())
-            .unwrap();
+        let docs = parse(
+            "a: 8080\nb: '8080'\nc: true\nd: ~\ne: 1.5\nf: 1.2.3\n",
+            Limits::default(),
+        )
+        .unwrap();
         let j = docs[0].root.to_json();
         assert_eq!(j["a"], serde_json::json!(8080));
         assert_eq!(j["b"], serde_json::json!("8080"));

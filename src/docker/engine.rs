@@ -2,10 +2,10 @@
 
 use super::*;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, DeviceMapping, EndpointSettings,
-    HealthConfig, HostConfig, HostConfigLogConfig, MountBindOptions,
-    MountBindOptionsPropagationEnum, MountType, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerSummaryStateEnum, DeviceMapping, EndpointSettings, HealthConfig,
+    HostConfig, HostConfigLogConfig, MountBindOptions, MountBindOptionsPropagationEnum, MountType,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters as qp;
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -50,7 +50,10 @@ fn map_err(e: bollard::errors::Error) -> DockerError {
         E::RequestTimeoutError => DockerError::Unreachable("request timed out".into()),
         other => {
             let s = other.to_string();
-            if s.contains("onnection refused") || s.contains("No such file") || s.contains("error trying to connect") {
+            if s.contains("onnection refused")
+                || s.contains("No such file")
+                || s.contains("error trying to connect")
+            {
                 DockerError::Unreachable(s)
             } else {
                 DockerError::Api(s)
@@ -173,14 +176,23 @@ impl Docker for Engine {
             .collect())
     }
 
-    async fn create_volume(&self, name: &str, driver: Option<&str>, labels: &BTreeMap<String, String>) -> Result<()> {
+    async fn create_volume(
+        &self,
+        name: &str,
+        driver: Option<&str>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
         let req = VolumeCreateRequest {
             name: Some(name.to_string()),
             driver: driver.map(str::to_string),
             labels: Some(labels.clone().into_iter().collect()),
             ..Default::default()
         };
-        self.docker.create_volume(req).await.map(|_| ()).map_err(map_err)
+        self.docker
+            .create_volume(req)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
     }
 
     async fn remove_volume(&self, name: &str) -> Result<()> {
@@ -205,7 +217,13 @@ impl Docker for Engine {
             .collect())
     }
 
-    async fn create_network(&self, name: &str, driver: Option<&str>, internal: bool, labels: &BTreeMap<String, String>) -> Result<()> {
+    async fn create_network(
+        &self,
+        name: &str,
+        driver: Option<&str>,
+        internal: bool,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
         let req = NetworkCreateRequest {
             name: name.to_string(),
             driver: driver.map(str::to_string),
@@ -213,7 +231,11 @@ impl Docker for Engine {
             labels: Some(labels.clone().into_iter().collect()),
             ..Default::default()
         };
-        self.docker.create_network(req).await.map(|_| ()).map_err(map_err)
+        self.docker
+            .create_network(req)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
     }
 
     async fn remove_network(&self, name: &str) -> Result<()> {
@@ -266,7 +288,10 @@ impl Docker for Engine {
             .map(|d| {
                 let mut parts = d.splitn(3, ':');
                 let host = parts.next().unwrap_or_default().to_string();
-                let cont = parts.next().map(str::to_string).unwrap_or_else(|| host.clone());
+                let cont = parts
+                    .next()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| host.clone());
                 let perms = parts.next().unwrap_or("rwm").to_string();
                 DeviceMapping {
                     path_on_host: Some(host),
@@ -324,21 +349,26 @@ impl Docker for Engine {
             labels: Some(s.labels.clone().into_iter().collect()),
             exposed_ports: (!s.exposed_ports.is_empty()).then(|| s.exposed_ports.clone()),
             user: s.user.clone(),
-            healthcheck: s.healthcheck.as_ref().map(|(test, i, t, r, sp)| HealthConfig {
-                test: Some(test.clone()),
-                interval: (*i > 0).then_some(*i),
-                timeout: (*t > 0).then_some(*t),
-                retries: (*r > 0).then_some(*r),
-                start_period: (*sp > 0).then_some(*sp),
-                start_interval: None,
-            }),
+            healthcheck: s
+                .healthcheck
+                .as_ref()
+                .map(|(test, i, t, r, sp)| HealthConfig {
+                    test: Some(test.clone()),
+                    interval: (*i > 0).then_some(*i),
+                    timeout: (*t > 0).then_some(*t),
+                    retries: (*r > 0).then_some(*r),
+                    start_period: (*sp > 0).then_some(*sp),
+                    start_interval: None,
+                }),
             stop_signal: s.stop_signal.clone(),
             stop_timeout: s.stop_timeout,
             host_config: Some(host_config),
             networking_config,
             ..Default::default()
         };
-        let opts = qp::CreateContainerOptionsBuilder::default().name(&s.name).build();
+        let opts = qp::CreateContainerOptionsBuilder::default()
+            .name(&s.name)
+            .build();
         let id = self
             .docker
             .create_container(Some(opts), body)
@@ -383,7 +413,9 @@ impl Docker for Engine {
         match self.docker.stop_container(id, Some(b.build())).await {
             Ok(()) => Ok(()),
             // 304: already stopped.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
             Err(e) => Err(map_err(e)),
         }
     }
@@ -400,13 +432,20 @@ impl Docker for Engine {
     }
 
     async fn kill_container(&self, id: &str, signal: &str) -> Result<()> {
-        let opts = qp::KillContainerOptionsBuilder::default().signal(signal).build();
-        self.docker.kill_container(id, Some(opts)).await.map_err(map_err)
+        let opts = qp::KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        self.docker
+            .kill_container(id, Some(opts))
+            .await
+            .map_err(map_err)
     }
 
     async fn remove_container(&self, id: &str) -> Result<()> {
         // Never `v: true`: anonymous volumes are left alone like named ones.
-        let opts = qp::RemoveContainerOptionsBuilder::default().force(true).build();
+        let opts = qp::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .build();
         self.docker
             .remove_container(id, Some(opts))
             .await
@@ -414,8 +453,13 @@ impl Docker for Engine {
     }
 
     async fn rename_container(&self, id: &str, new_name: &str) -> Result<()> {
-        let opts = qp::RenameContainerOptionsBuilder::default().name(new_name).build();
-        self.docker.rename_container(id, opts).await.map_err(map_err)
+        let opts = qp::RenameContainerOptionsBuilder::default()
+            .name(new_name)
+            .build();
+        self.docker
+            .rename_container(id, opts)
+            .await
+            .map_err(map_err)
     }
 
     fn events(&self) -> impl Stream<Item = Result<EngineEvent>> + Send + 'static {
@@ -423,23 +467,26 @@ impl Docker for Engine {
         let mut filters = HashMap::new();
         filters.insert(
             "type".to_string(),
-            vec!["container".to_string(), "network".to_string(), "volume".to_string()],
+            vec![
+                "container".to_string(),
+                "network".to_string(),
+                "volume".to_string(),
+            ],
         );
-        let opts = qp::EventsOptionsBuilder::default().filters(&filters).build();
-        docker
-            .events(Some(opts))
-            .map_err(map_err)
-            .map_ok(|e| {
-                let actor = e.actor.unwrap_or_default();
-                EngineEvent {
-                    kind: e
-                        .typ
-                        .map(|t| format!("{t:?}").to_ascii_lowercase())
-                        .unwrap_or_default(),
-                    action: e.action.unwrap_or_default(),
-                    id: actor.id.unwrap_or_default(),
-                    labels: to_btree(actor.attributes),
-                }
-            })
+        let opts = qp::EventsOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        docker.events(Some(opts)).map_err(map_err).map_ok(|e| {
+            let actor = e.actor.unwrap_or_default();
+            EngineEvent {
+                kind: e
+                    .typ
+                    .map(|t| format!("{t:?}").to_ascii_lowercase())
+                    .unwrap_or_default(),
+                action: e.action.unwrap_or_default(),
+                id: actor.id.unwrap_or_default(),
+                labels: to_btree(actor.attributes),
+            }
+        })
     }
 }

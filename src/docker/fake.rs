@@ -47,7 +47,11 @@ impl FakeDocker {
 
     /// Makes pulls of `reference` fail.
     pub fn break_pull(&self, reference: &str) {
-        self.inner.lock().unwrap().broken_pulls.push(reference.to_string());
+        self.inner
+            .lock()
+            .unwrap()
+            .broken_pulls
+            .push(reference.to_string());
     }
 
     /// Adds a container that obsd did not create (or simulates out-of-band changes).
@@ -73,7 +77,11 @@ impl FakeDocker {
 
     /// Removes a container by name (simulates `docker rm -f`).
     pub fn remove_by_name(&self, name: &str) {
-        self.inner.lock().unwrap().containers.retain(|c| c.name != name);
+        self.inner
+            .lock()
+            .unwrap()
+            .containers
+            .retain(|c| c.name != name);
     }
 
     /// Every call so far, as `method arg`.
@@ -149,7 +157,12 @@ impl Docker for FakeDocker {
         Ok(self.volumes())
     }
 
-    async fn create_volume(&self, name: &str, _driver: Option<&str>, labels: &BTreeMap<String, String>) -> Result<()> {
+    async fn create_volume(
+        &self,
+        name: &str,
+        _driver: Option<&str>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
         self.record(format!("create_volume {name}"));
         self.inner.lock().unwrap().volumes.push(VolumeInfo {
             name: name.into(),
@@ -161,7 +174,11 @@ impl Docker for FakeDocker {
 
     async fn remove_volume(&self, name: &str) -> Result<()> {
         self.record(format!("remove_volume {name}"));
-        self.inner.lock().unwrap().volumes.retain(|v| v.name != name);
+        self.inner
+            .lock()
+            .unwrap()
+            .volumes
+            .retain(|v| v.name != name);
         Ok(())
     }
 
@@ -170,7 +187,13 @@ impl Docker for FakeDocker {
         Ok(self.inner.lock().unwrap().networks.clone())
     }
 
-    async fn create_network(&self, name: &str, _driver: Option<&str>, _internal: bool, labels: &BTreeMap<String, String>) -> Result<()> {
+    async fn create_network(
+        &self,
+        name: &str,
+        _driver: Option<&str>,
+        _internal: bool,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
         self.record(format!("create_network {name}"));
         let mut g = self.inner.lock().unwrap();
         g.next_id += 1;
@@ -185,7 +208,11 @@ impl Docker for FakeDocker {
 
     async fn remove_network(&self, name: &str) -> Result<()> {
         self.record(format!("remove_network {name}"));
-        self.inner.lock().unwrap().networks.retain(|n| n.name != name);
+        self.inner
+            .lock()
+            .unwrap()
+            .networks
+            .retain(|n| n.name != name);
         Ok(())
     }
 

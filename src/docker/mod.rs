@@ -174,28 +174,58 @@ pub struct EngineEvent {
 pub trait Docker: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
     /// All containers (running or not) whose label `key` equals `value`.
-    fn list_containers_labeled(&self, key: &str, value: &str) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send;
+    fn list_containers_labeled(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send;
     /// The container holding exactly this name, if any (owned or not).
-    fn container_by_name(&self, name: &str) -> impl Future<Output = Result<Option<ContainerInfo>>> + Send;
+    fn container_by_name(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ContainerInfo>>> + Send;
     /// All containers (for docker-names and name-conflict checks).
     fn list_all_containers(&self) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send;
     /// Image ID a reference resolves to locally, `None` when absent.
     fn image_id(&self, reference: &str) -> impl Future<Output = Result<Option<String>>> + Send;
     fn pull_image(&self, reference: &str) -> impl Future<Output = Result<()>> + Send;
     fn list_volumes(&self) -> impl Future<Output = Result<Vec<VolumeInfo>>> + Send;
-    fn create_volume(&self, name: &str, driver: Option<&str>, labels: &BTreeMap<String, String>) -> impl Future<Output = Result<()>> + Send;
+    fn create_volume(
+        &self,
+        name: &str,
+        driver: Option<&str>,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<()>> + Send;
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
     fn list_networks(&self) -> impl Future<Output = Result<Vec<NetworkInfo>>> + Send;
-    fn create_network(&self, name: &str, driver: Option<&str>, internal: bool, labels: &BTreeMap<String, String>) -> impl Future<Output = Result<()>> + Send;
+    fn create_network(
+        &self,
+        name: &str,
+        driver: Option<&str>,
+        internal: bool,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<()>> + Send;
     fn remove_network(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
     /// Creates (not starts) a container and connects its extra networks; returns its ID.
-    fn create_container(&self, spec: &CreateContainer) -> impl Future<Output = Result<String>> + Send;
+    fn create_container(
+        &self,
+        spec: &CreateContainer,
+    ) -> impl Future<Output = Result<String>> + Send;
     fn start_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
-    fn stop_container(&self, id: &str, timeout_secs: Option<i64>) -> impl Future<Output = Result<()>> + Send;
-    fn restart_container(&self, id: &str, timeout_secs: Option<i64>) -> impl Future<Output = Result<()>> + Send;
+    fn stop_container(
+        &self,
+        id: &str,
+        timeout_secs: Option<i64>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn restart_container(
+        &self,
+        id: &str,
+        timeout_secs: Option<i64>,
+    ) -> impl Future<Output = Result<()>> + Send;
     fn kill_container(&self, id: &str, signal: &str) -> impl Future<Output = Result<()>> + Send;
     fn remove_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
-    fn rename_container(&self, id: &str, new_name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn rename_container(&self, id: &str, new_name: &str)
+        -> impl Future<Output = Result<()>> + Send;
     /// Engine events from now on; the stream ends when the connection drops.
     fn events(&self) -> impl futures_util::Stream<Item = Result<EngineEvent>> + Send + 'static;
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 const DRIFT: u8 = 2;
 
 fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 pub fn validate(dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
@@ -62,7 +64,8 @@ fn load(dir: &Path) -> anyhow::Result<DesiredState> {
 
 async fn engine() -> anyhow::Result<Engine> {
     let e = Engine::connect()?;
-    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     match tokio::time::timeout(Duration::from_secs(10), e.negotiate()).await {
         Ok(Ok(e)) => Ok(e),
         Ok(Err(err)) => bail!("cannot reach the Docker engine at {host}: {err}"),
@@ -108,19 +111,49 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
     }
     for a in &plan.infra {
         match a {
-            InfraAction::CreateNetwork { name, docker_name } => println!("+ network {name} ({docker_name})"),
-            InfraAction::CreateVolume { name, docker_name } => println!("+ volume {name} ({docker_name})"),
+            InfraAction::CreateNetwork { name, docker_name } => {
+                println!("+ network {name} ({docker_name})")
+            }
+            InfraAction::CreateVolume { name, docker_name } => {
+                println!("+ volume {name} ({docker_name})")
+            }
             _ => {}
         }
     }
     for sp in &plan.services {
-        let r = plan.resources.iter().find(|r| r.kind == "Service" && r.name == sp.service);
+        let r = plan
+            .resources
+            .iter()
+            .find(|r| r.kind == "Service" && r.name == sp.service);
         let reasons = r
-            .map(|r| r.drift.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(","))
+            .map(|r| {
+                r.drift
+                    .iter()
+                    .map(|d| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default();
-        let steps: Vec<&str> = sp.steps.iter().filter(|s| s.is_write()).map(Step::action_name).collect();
-        let sym = if sp.steps.iter().any(|s| matches!(s, Step::Create)) { "+" } else { "~" };
-        println!("{sym} service {}: {} ({reasons})", sp.service, if steps.is_empty() { "record config".to_string() } else { steps.join(" + ") });
+        let steps: Vec<&str> = sp
+            .steps
+            .iter()
+            .filter(|s| s.is_write())
+            .map(Step::action_name)
+            .collect();
+        let sym = if sp.steps.iter().any(|s| matches!(s, Step::Create)) {
+            "+"
+        } else {
+            "~"
+        };
+        println!(
+            "{sym} service {}: {} ({reasons})",
+            sp.service,
+            if steps.is_empty() {
+                "record config".to_string()
+            } else {
+                steps.join(" + ")
+            }
+        );
         if let Some(r) = r {
             for (path, old, new) in &r.changes {
                 println!("    {path}: {old} → {new}");
@@ -132,19 +165,39 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
     }
     for a in &plan.cleanup {
         match a {
-            InfraAction::RemoveOrphanContainer { service, container, .. } => {
+            InfraAction::RemoveOrphanContainer {
+                service, container, ..
+            } => {
                 println!("- service {service}: remove orphan container {container} (orphan)")
             }
-            InfraAction::RemoveNetwork { docker_name } => println!("- network {docker_name} (orphan)"),
+            InfraAction::RemoveNetwork { docker_name } => {
+                println!("- network {docker_name} (orphan)")
+            }
             _ => {}
         }
     }
     for r in &plan.resources {
-        let acted = plan.services.iter().any(|s| s.service == r.name && r.kind == "Service");
+        let acted = plan
+            .services
+            .iter()
+            .any(|s| s.service == r.name && r.kind == "Service");
         if !r.in_sync && !acted && !r.drift.is_empty() && plan.infra.is_empty() {
-            let reasons = r.drift.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(",");
+            let reasons = r
+                .drift
+                .iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
             if !(r.kind == "Service" && r.drift == [obsd::plan::Reason::Orphan]) {
-                println!("! {} {}: {reasons}{}", r.kind.to_lowercase(), r.name, r.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default());
+                println!(
+                    "! {} {}: {reasons}{}",
+                    r.kind.to_lowercase(),
+                    r.name,
+                    r.message
+                        .as_ref()
+                        .map(|m| format!(" — {m}"))
+                        .unwrap_or_default()
+                );
             }
         }
     }
@@ -157,12 +210,18 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
 pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
     if dry_run {
         let code = diff(dir, Output::Table)?;
-        return Ok(if code == ExitCode::from(1) { code } else { ExitCode::SUCCESS });
+        return Ok(if code == ExitCode::from(1) {
+            code
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     let desired = load(dir)?;
     let state_dir = obsd::api::state_dir(Some(&desired.stack.spec.state_dir));
     state::ensure_dir(&state_dir)?;
-    let _lock = state::Lock::acquire(&state_dir).context("obsd is running on this state directory and converges by itself; use `obsctl status`")?;
+    let _lock = state::Lock::acquire(&state_dir).context(
+        "obsd is running on this state directory and converges by itself; use `obsctl status`",
+    )?;
     let key = state::host_key(&state_dir)?;
     let mut persisted = Persisted::load(&state_dir)?;
     let generation = persisted.observe_desired(&desired.digest);
@@ -242,33 +301,70 @@ pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCod
     let socket = socket_path(socket);
     let v = get_json(&socket, "GET", "/v1/status")?;
     let resources = v["resources"].as_array().cloned().unwrap_or_default();
-    let drift = resources.iter().any(|r| r["in_sync"] == serde_json::Value::Bool(false))
-        || v["jobs"].as_array().is_some_and(|j| j.iter().any(|j| j["failing"] == serde_json::Value::Bool(true)));
+    let drift = resources
+        .iter()
+        .any(|r| r["in_sync"] == serde_json::Value::Bool(false))
+        || v["jobs"].as_array().is_some_and(|j| {
+            j.iter()
+                .any(|j| j["failing"] == serde_json::Value::Bool(true))
+        });
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "generation {} desired, {} applied; docker {}; last reconcile {}",
-            v["desired_generation"], v["applied_generation"],
-            if v["docker_up"] == serde_json::Value::Bool(true) { "up" } else { "DOWN" },
+            v["desired_generation"],
+            v["applied_generation"],
+            if v["docker_up"] == serde_json::Value::Bool(true) {
+                "up"
+            } else {
+                "DOWN"
+            },
             ago(v["last_reconcile_ms"].as_i64())
         );
         if let Some(err) = v["desired_state_error"].as_str() {
             println!("desired state INVALID (last good kept): {err}");
         }
-        println!("{:<8} {:<22} {:<7} {:<34} {:<34} {:<10} {:<24} {:<18} {:<10}", "KIND", "NAME", "SYNC", "DESIRED IMAGE", "OBSERVED IMAGE", "HEALTH", "DRIFT", "LAST ACTION", "SINCE");
+        println!(
+            "{:<8} {:<22} {:<7} {:<34} {:<34} {:<10} {:<24} {:<18} {:<10}",
+            "KIND",
+            "NAME",
+            "SYNC",
+            "DESIRED IMAGE",
+            "OBSERVED IMAGE",
+            "HEALTH",
+            "DRIFT",
+            "LAST ACTION",
+            "SINCE"
+        );
         for r in &resources {
             let s = |k: &str| r[k].as_str().unwrap_or("—").to_string();
-            let drift = r["drift"].as_array().map(|d| d.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default();
+            let drift = r["drift"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
             println!(
                 "{:<8} {:<22} {:<7} {:<34} {:<34} {:<10} {:<24} {:<18} {:<10}",
                 s("kind"),
                 s("name"),
-                if r["in_sync"] == serde_json::Value::Bool(true) { "ok" } else { "DRIFT" },
+                if r["in_sync"] == serde_json::Value::Bool(true) {
+                    "ok"
+                } else {
+                    "DRIFT"
+                },
                 s("desired_image"),
                 s("observed_image"),
                 r["health"].as_str().or(r["state"].as_str()).unwrap_or("—"),
-                if drift.is_empty() { "—".into() } else { drift },
+                if drift.is_empty() {
+                    "—".into()
+                } else {
+                    drift
+                },
                 s("last_action"),
                 ago(r["since_ms"].as_i64()),
             );
@@ -278,11 +374,21 @@ pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCod
         }
         if let Some(jobs) = v["jobs"].as_array() {
             if !jobs.is_empty() {
-                println!("\njobs: {} ({} failing) — `obsctl jobs` for details", jobs.len(), jobs.iter().filter(|j| j["failing"] == serde_json::Value::Bool(true)).count());
+                println!(
+                    "\njobs: {} ({} failing) — `obsctl jobs` for details",
+                    jobs.len(),
+                    jobs.iter()
+                        .filter(|j| j["failing"] == serde_json::Value::Bool(true))
+                        .count()
+                );
             }
         }
     }
-    Ok(if drift { ExitCode::from(DRIFT) } else { ExitCode::SUCCESS })
+    Ok(if drift {
+        ExitCode::from(DRIFT)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn jobs_list(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCode> {
@@ -290,7 +396,10 @@ pub fn jobs_list(socket: Option<PathBuf>, output: Output) -> anyhow::Result<Exit
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("{:<20} {:<14} {:<10} {:<10} {:<12} {:<12} {}", "JOB", "SCHEDULE", "LAST RUN", "RESULT", "DURATION", "NEXT RUN", "LAST ERROR");
+        println!(
+            "{:<20} {:<14} {:<10} {:<10} {:<12} {:<12} LAST ERROR",
+            "JOB", "SCHEDULE", "LAST RUN", "RESULT", "DURATION", "NEXT RUN"
+        );
         for j in v["jobs"].as_array().cloned().unwrap_or_default() {
             println!(
                 "{:<20} {:<14} {:<10} {:<10} {:<12} {:<12} {}",
@@ -308,11 +417,18 @@ pub fn jobs_list(socket: Option<PathBuf>, output: Output) -> anyhow::Result<Exit
 }
 
 pub fn jobs_run(socket: Option<PathBuf>, name: &str, wait: bool) -> anyhow::Result<ExitCode> {
-    let path = format!("/v1/jobs/{name}/run{}", if wait { "?wait=true" } else { "" });
+    let path = format!(
+        "/v1/jobs/{name}/run{}",
+        if wait { "?wait=true" } else { "" }
+    );
     let v = get_json(&socket_path(socket), "POST", &path)?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     let ok = !wait || v["result"].as_str() == Some("success");
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub fn volume_ls(dir: &Path) -> anyhow::Result<ExitCode> {
@@ -320,10 +436,21 @@ pub fn volume_ls(dir: &Path) -> anyhow::Result<ExitCode> {
     rt()?.block_on(async {
         let docker = engine().await?;
         let vols = docker.list_volumes().await?;
-        println!("{:<40} {:<10} {}", "VOLUME", "DESIRED", "MOUNTPOINT");
-        for v in vols.iter().filter(|v| v.labels.get(labels::STACK).map(String::as_str) == Some(desired.project())) {
-            let wanted = desired.volumes.keys().any(|n| desired.volume_docker_name(n) == v.name);
-            println!("{:<40} {:<10} {}", v.name, if wanted { "yes" } else { "ORPHAN" }, v.mountpoint);
+        println!("{:<40} {:<10} MOUNTPOINT", "VOLUME", "DESIRED");
+        for v in vols
+            .iter()
+            .filter(|v| v.labels.get(labels::STACK).map(String::as_str) == Some(desired.project()))
+        {
+            let wanted = desired
+                .volumes
+                .keys()
+                .any(|n| desired.volume_docker_name(n) == v.name);
+            println!(
+                "{:<40} {:<10} {}",
+                v.name,
+                if wanted { "yes" } else { "ORPHAN" },
+                v.mountpoint
+            );
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -331,7 +458,11 @@ pub fn volume_ls(dir: &Path) -> anyhow::Result<ExitCode> {
 
 pub fn volume_rm(dir: &Path, name: &str, confirmed: bool) -> anyhow::Result<ExitCode> {
     let desired = load(dir)?;
-    if desired.volumes.keys().any(|n| desired.volume_docker_name(n) == name || n == name) {
+    if desired
+        .volumes
+        .keys()
+        .any(|n| desired.volume_docker_name(n) == name || n == name)
+    {
         bail!("volume {name} is still declared in the desired state; remove its Volume document first");
     }
     if !confirmed {
@@ -344,9 +475,16 @@ pub fn volume_rm(dir: &Path, name: &str, confirmed: bool) -> anyhow::Result<Exit
             bail!("no volume named {name}");
         };
         if v.labels.get(labels::STACK).map(String::as_str) != Some(desired.project()) {
-            bail!("volume {name} is not owned by stack {} (no {} label); obsd does not touch it", desired.project(), labels::STACK);
+            bail!(
+                "volume {name} is not owned by stack {} (no {} label); obsd does not touch it",
+                desired.project(),
+                labels::STACK
+            );
         }
-        docker.remove_volume(name).await.with_context(|| format!("removing volume {name}"))?;
+        docker
+            .remove_volume(name)
+            .await
+            .with_context(|| format!("removing volume {name}"))?;
         println!("deleted volume {name}");
         Ok(ExitCode::SUCCESS)
     })

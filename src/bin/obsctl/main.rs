@@ -17,7 +17,11 @@ pub enum Output {
 }
 
 #[derive(Parser)]
-#[command(name = "obsctl", version, about = "Inspect and drive obsd, the reconciling operator for one Docker host")]
+#[command(
+    name = "obsctl",
+    version,
+    about = "Inspect and drive obsd, the reconciling operator for one Docker host"
+)]
 struct Cli {
     /// The daemon's API socket (default: the socket in the default state directory).
     #[arg(long, env = "OBSD_SOCKET", global = true)]
@@ -46,9 +50,7 @@ enum Cmd {
         dir: PathBuf,
     },
     /// Convert a docker-compose file into desired-state documents (stdout).
-    ImportCompose {
-        file: PathBuf,
-    },
+    ImportCompose { file: PathBuf },
     /// Per resource: desired vs observed, drift, last action and error (0 in sync, 2 drift, 1 error).
     Status {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
@@ -82,9 +84,7 @@ enum Cmd {
         cmd: VolumeCmd,
     },
     /// Shell completion script.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -131,7 +131,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Validate { dir, output } => commands::validate(&dir, output),
         Cmd::Schema => {
-            println!("{}", serde_json::to_string_pretty(&obsd::schema::json_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&obsd::schema::json_schema())?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::GenDocs { dir } => {
