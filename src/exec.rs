@@ -139,11 +139,16 @@ pub async fn execute<D: Docker>(
     let mut report = Report::default();
 
     // 1. Networks and volumes, before any container needs them.
-    let infra =
-        futures_util::stream::iter(plan.infra.iter().map(|a| run_infra(docker, desired, a)))
-            .buffer_unordered(opts.concurrency.max(1))
-            .collect::<Vec<_>>()
-            .await;
+    // Futures are collected with loops, not closures: closure types inside a spawned
+    // future defeat the compiler's `Send` proof for generic trait futures.
+    let mut infra_futs = Vec::new();
+    for a in &plan.infra {
+        infra_futs.push(run_infra(docker, desired, a));
+    }
+    let infra = futures_util::stream::iter(infra_futs)
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
     for (action, r) in infra {
         report.actions.push((action, r.is_ok()));
         if let Err(e) = r {
@@ -197,18 +202,14 @@ pub async fn execute<D: Docker>(
             }
             break;
         }
-        let results = futures_util::stream::iter(wave.iter().map(|name| {
-            let sp = planned[name];
-            async move {
-                (
-                    sp.service.clone(),
-                    run_service(docker, desired, sp, infra_failed).await,
-                )
-            }
-        }))
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
+        let mut futs = Vec::new();
+        for name in &wave {
+            futs.push(run_named(docker, desired, planned[name], infra_failed));
+        }
+        let results = futures_util::stream::iter(futs)
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
         for (name, (res, records, actions)) in results {
             pending.remove(name.as_str());
             report.actions.extend(actions);
@@ -297,6 +298,18 @@ fn readiness(
 }
 
 type Records = Vec<(String, Vec<String>)>;
+
+async fn run_named<D: Docker>(
+    docker: &D,
+    desired: &DesiredState,
+    sp: &ServicePlan,
+    infra_failed: bool,
+) -> (String, (ServiceResult, Records, Vec<(&'static str, bool)>)) {
+    (
+        sp.service.clone(),
+        run_service(docker, desired, sp, infra_failed).await,
+    )
+}
 
 async fn run_service<D: Docker>(
     docker: &D,

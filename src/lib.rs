@@ -5,10 +5,12 @@
 
 pub mod api;
 pub mod compose;
+pub mod daemon;
 pub mod diag;
 pub mod docker;
 pub mod exec;
 pub mod load;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod reconcile;

@@ -1,0 +1,275 @@
+//! obsd's own metrics (contract names, product.md), registered once.
+//!
+//! Per-resource series are created at 0 when a resource appears and removed when it
+//! goes, so dashboards and `ObsdDriftPersisting` see explicit zeros, and label sets
+//! stay bounded by the desired state.
+
+use crate::plan::{Reason, ResourceStatus};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriftLabels {
+    pub kind: String,
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+    pub result: String,
+}
+
+/// Every metric the daemon updates.
+pub struct Metrics {
+    pub build_info: Family<VersionLabel, Gauge>,
+    pub desired_state_valid: Gauge,
+    pub desired_generation: Gauge,
+    pub applied_generation: Gauge,
+    pub reconcile_total: Family<ResultLabel, Counter>,
+    pub reconcile_duration: Histogram,
+    pub last_success: Gauge<f64, AtomicU64>,
+    pub resource_in_sync: Family<ResourceLabels, Gauge>,
+    pub resource_drift: Family<DriftLabels, Gauge>,
+    pub actions_total: Family<ActionLabels, Counter>,
+    pub docker_up: Gauge,
+    /// Resources that currently have series, to remove the ones that go away.
+    known: Mutex<BTreeSet<(String, String)>>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            build_info: Family::default(),
+            desired_state_valid: Gauge::default(),
+            desired_generation: Gauge::default(),
+            applied_generation: Gauge::default(),
+            reconcile_total: Family::default(),
+            reconcile_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            last_success: Gauge::default(),
+            resource_in_sync: Family::default(),
+            resource_drift: Family::default(),
+            actions_total: Family::default(),
+            docker_up: Gauge::default(),
+            known: Mutex::new(BTreeSet::new()),
+        };
+        registry.register("obsd_build_info", "obsd version", m.build_info.clone());
+        registry.register(
+            "obsd_desired_state_valid",
+            "1 when the last load of the desired-state directory was valid",
+            m.desired_state_valid.clone(),
+        );
+        registry.register(
+            "obsd_desired_state_generation",
+            "Generation of the loaded desired state (bumped on every content change)",
+            m.desired_generation.clone(),
+        );
+        registry.register(
+            "obsd_applied_generation",
+            "Generation the last fully successful reconcile applied",
+            m.applied_generation.clone(),
+        );
+        registry.register(
+            "obsd_reconcile",
+            "Reconcile passes by result",
+            m.reconcile_total.clone(),
+        );
+        registry.register(
+            "obsd_reconcile_duration_seconds",
+            "Duration of reconcile passes",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "obsd_last_successful_reconcile_timestamp_seconds",
+            "Unix time of the last reconcile pass without errors",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "obsd_resource_in_sync",
+            "1 when the resource matches its desired state",
+            m.resource_in_sync.clone(),
+        );
+        registry.register(
+            "obsd_resource_drift",
+            "1 while the resource shows this drift reason",
+            m.resource_drift.clone(),
+        );
+        registry.register(
+            "obsd_actions",
+            "Docker actions by action and result",
+            m.actions_total.clone(),
+        );
+        registry.register(
+            "obsd_docker_up",
+            "1 when the Docker engine answers",
+            m.docker_up.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector));
+        m.build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        for r in ["success", "error"] {
+            let _ = m
+                .reconcile_total
+                .get_or_create(&ResultLabel { result: r.into() });
+        }
+        m
+    }
+
+    /// Sets per-resource series from a plan's statuses; removes vanished resources.
+    pub fn set_resources(&self, resources: &[ResourceStatus]) {
+        let mut known = self.known.lock().expect("metrics lock");
+        let now: BTreeSet<(String, String)> = resources
+            .iter()
+            .map(|r| (r.kind.clone(), r.name.clone()))
+            .collect();
+        for (kind, name) in known.difference(&now) {
+            self.resource_in_sync.remove(&ResourceLabels {
+                kind: kind.clone(),
+                name: name.clone(),
+            });
+            for reason in Reason::ALL {
+                self.resource_drift.remove(&DriftLabels {
+                    kind: kind.clone(),
+                    name: name.clone(),
+                    reason: reason.as_str().into(),
+                });
+            }
+        }
+        for r in resources {
+            self.resource_in_sync
+                .get_or_create(&ResourceLabels {
+                    kind: r.kind.clone(),
+                    name: r.name.clone(),
+                })
+                .set(r.in_sync as i64);
+            for reason in Reason::ALL {
+                self.resource_drift
+                    .get_or_create(&DriftLabels {
+                        kind: r.kind.clone(),
+                        name: r.name.clone(),
+                        reason: reason.as_str().into(),
+                    })
+                    .set(r.drift.contains(&reason) as i64);
+            }
+        }
+        *known = now;
+    }
+
+    pub fn action(&self, action: &str, ok: bool) {
+        self.actions_total
+            .get_or_create(&ActionLabels {
+                action: action.into(),
+                result: if ok { "success" } else { "error" }.into(),
+            })
+            .inc();
+    }
+}
+
+/// Process metrics read from /proc at scrape time.
+#[derive(Debug)]
+struct ProcessCollector;
+
+fn proc_stats() -> Option<(f64, f64, f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    let start_ticks: f64 = f.get(19)?.parse().ok()?;
+    let rss_pages: f64 = f.get(21)?.parse().ok()?;
+    let page = 4096.0;
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("btime ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })?;
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as f64)
+        .unwrap_or(0.0);
+    Some((
+        (utime + stime) / ticks,
+        rss_pages * page,
+        boot + start_ticks / ticks,
+        fds,
+    ))
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        let Some((cpu, rss, start, fds)) = proc_stats() else {
+            return Ok(());
+        };
+        let e = encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(cpu).encode(e)?;
+        let e = encoder.encode_descriptor(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(rss).encode(e)?;
+        let e = encoder.encode_descriptor(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(start).encode(e)?;
+        let e = encoder.encode_descriptor(
+            "process_open_fds",
+            "Number of open file descriptors",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(fds).encode(e)?;
+        Ok(())
+    }
+}
+
+/// Encodes the registry in the Prometheus/OpenMetrics text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut s = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut s, registry);
+    s
+}
