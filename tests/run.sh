@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, every Rust test (unit, loader corpus,
+# desired-state round trip, real-engine reconciler, jobs), and the Prometheus rule
+# unit tests. Needs a Docker engine and the Debian packages .ci/run installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+# Tests share one Docker engine: each uses its own project name, so they may run in
+# parallel, but 2 threads keep a 2-core machine responsive.
+cargo test --all-targets -- --test-threads=2
+bash tests/promtool/run.sh
+echo "all test suites passed"
