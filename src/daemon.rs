@@ -6,6 +6,7 @@
 //! reconcile is in flight and at most one is pending; a burst of events collapses into
 //! a single pass. Start-up is just "desired state changed" from nothing.
 
+use crate::alerting::{AlertConfig, Alerter};
 use crate::docker::engine::Engine;
 use crate::docker::{labels, Docker, EngineEvent};
 use crate::exec::ServiceResult;
@@ -169,9 +170,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let mut requeue_at: Option<tokio::time::Instant> = None;
     let mut docker_hint_at: Option<tokio::time::Instant> = None;
 
+    let mut alerter = Alerter::new(AlertConfig::default());
     apply_load(first, &cfg.desired_dir, &mut desired, &shared);
     if let Some(d) = &desired {
         note_generation(&mut persisted, d, &shared);
+        alerter.set_config(AlertConfig::from_desired(d));
     }
     if let Some(d) = &desired {
         resync = tokio::time::interval(d.stack.spec.resync_period.0.max(Duration::from_secs(5)));
@@ -231,6 +234,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
             Event::FilesChanged | Event::Reload => {
                 let loaded = load(&cfg.desired_dir).await;
                 if apply_load(loaded, &cfg.desired_dir, &mut desired, &shared) {
+                    if let Some(d) = &desired {
+                        alerter.set_config(AlertConfig::from_desired(d));
+                    }
                     if let (Some(p), Some(d)) = (persisted_slot.as_mut(), desired.as_ref()) {
                         note_generation(p, d, &shared);
                     }
@@ -272,7 +278,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
                     elapsed,
                     generation,
                 } = *f;
-                finish_pass(
+                let (failed, message) = finish_pass(
                     &shared,
                     &mut persisted,
                     result,
@@ -281,6 +287,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
                     &state_dir,
                     &mut requeue_at,
                 );
+                alerter.observe(failed, &message);
                 persisted_slot = Some(persisted);
             }
         }
@@ -383,8 +390,9 @@ fn finish_pass(
     generation: u64,
     state_dir: &Path,
     requeue_at: &mut Option<tokio::time::Instant>,
-) {
+) -> (bool, String) {
     let m = &shared.metrics;
+    let mut outcome = (false, String::new());
     m.reconcile_duration.observe(elapsed.as_secs_f64());
     let now = state::now_ms();
     let mut snap = shared.snapshot.write().expect("snapshot");
@@ -423,6 +431,23 @@ fn finish_pass(
                 warn!(image = %image, error = %e, "pull failed; using the local image if present");
             }
             let failed = pass.failed();
+            if failed {
+                let first = report
+                    .services
+                    .iter()
+                    .find_map(|(svc, r)| match r {
+                        ServiceResult::Failed { error, .. } => Some(format!("{svc}: {error}")),
+                        ServiceResult::BackingOff { .. } => persisted
+                            .backoff
+                            .get(svc)
+                            .and_then(|b| b.last_error.as_ref())
+                            .map(|e| format!("{svc}: {e}")),
+                        _ => None,
+                    })
+                    .or_else(|| report.infra_errors.first().cloned())
+                    .unwrap_or_default();
+                outcome = (true, first);
+            }
             m.reconcile_total
                 .get_or_create(&ResultLabel {
                     result: if failed { "error" } else { "success" }.into(),
@@ -462,6 +487,7 @@ fn finish_pass(
     if let Err(e) = persisted.save(state_dir) {
         error!(error = %e, "cannot save state");
     }
+    outcome
 }
 
 async fn connect_engine() -> Result<Engine, String> {

@@ -102,12 +102,16 @@ pub struct Report {
 }
 
 impl Report {
+    /// A pass fails when an action failed or a service is still backing off from an
+    /// earlier failure (it is not converged either way).
     pub fn failed(&self) -> bool {
         !self.infra_errors.is_empty()
-            || self
-                .services
-                .values()
-                .any(|r| matches!(r, ServiceResult::Failed { .. }))
+            || self.services.values().any(|r| {
+                matches!(
+                    r,
+                    ServiceResult::Failed { .. } | ServiceResult::BackingOff { .. }
+                )
+            })
     }
 
     /// Something was skipped and another pass is needed soon.

@@ -3,6 +3,7 @@
 //! The library holds everything; `src/bin/obsd.rs` (daemon) and `src/bin/obsctl.rs`
 //! (CLI) are thin shells over it. See ARCHITECTURE.md for the code map and invariants.
 
+pub mod alerting;
 pub mod api;
 pub mod compose;
 pub mod daemon;
