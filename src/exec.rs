@@ -14,6 +14,7 @@ use crate::plan::{InfraAction, Observed, Plan, ServicePlan, Step, NEXT_SUFFIX};
 use crate::state::{backoff_delay_ms, Persisted};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
+use tracing::Instrument;
 
 /// Reads everything the planner needs: 3 list calls plus one image inspect per distinct
 /// image reference.
@@ -337,6 +338,7 @@ async fn run_service<D: Docker>(
     let cname = desired.container_name(&sp.service);
     for step in &sp.steps {
         let name = step.action_name();
+        let span = tracing::info_span!("action", service = %sp.service, action = name);
         let r: Result<(), DockerError> = async {
             match step {
                 Step::CleanupTemp { id } | Step::RemoveDuplicate { id } => {
@@ -386,6 +388,7 @@ async fn run_service<D: Docker>(
                 }
             }
         }
+        .instrument(span)
         .await;
         if step.is_write() {
             actions.push((name, r.is_ok()));

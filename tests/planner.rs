@@ -172,6 +172,7 @@ async fn name_conflict_is_reported_and_left_alone() {
         state: RunState::Running,
         health: None,
         status: "Up".into(),
+        ips: BTreeMap::new(),
     });
     let (_d, s) = desired("", None);
     let mut p = Persisted::default();

@@ -68,6 +68,17 @@ fn to_btree(m: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
 
 fn summary(c: bollard::models::ContainerSummary) -> ContainerInfo {
     let status = c.status.unwrap_or_default();
+    let ips = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(net, ep)| {
+            ep.ip_address
+                .filter(|ip| !ip.is_empty())
+                .map(|ip| (net, ip))
+        })
+        .collect();
     ContainerInfo {
         id: c.id.unwrap_or_default(),
         name: c
@@ -89,6 +100,7 @@ fn summary(c: bollard::models::ContainerSummary) -> ContainerInfo {
         },
         health: health_from_status(&status),
         status,
+        ips,
     }
 }
 

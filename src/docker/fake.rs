@@ -239,6 +239,7 @@ impl Docker for FakeDocker {
             state: RunState::Created,
             health: None,
             status: "Created".into(),
+            ips: BTreeMap::new(),
         });
         Ok(id)
     }

@@ -88,6 +88,8 @@ pub struct ContainerInfo {
     pub health: Option<Health>,
     /// Engine's human status line (`Up 3 minutes (healthy)`, `Exited (1) 2 seconds ago`).
     pub status: String,
+    /// IP address per network name (how obsd reaches a service from the host).
+    pub ips: BTreeMap<String, String>,
 }
 
 impl ContainerInfo {
