@@ -4,6 +4,7 @@
 //! (CLI) are thin shells over it. See ARCHITECTURE.md for the code map and invariants.
 
 pub mod diag;
+pub mod jobs;
 pub mod load;
 pub mod model;
 pub mod schedule;
