@@ -585,12 +585,21 @@ async fn a_long_retry_after_is_capped_and_attempts_are_bounded() {
     let mut ctx = context(dir.path(), &creds(), FixedClock::at(noon()));
     ctx.retry.max_delay = Duration::from_millis(100);
     let started = std::time::Instant::now();
-    let err = run(&ctx, &job(Some(cf_source(&cf.base, &["z1"])), None, None))
+    let zones = ["z1", "z2", "z3"];
+    let err = run(&ctx, &job(Some(cf_source(&cf.base, &zones)), None, None))
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(cf.requests().len(), 3, "attempts are bounded");
-    assert!(err.to_string().contains("HTTP 429"), "{err}");
+    assert_eq!(
+        cf.requests().len(),
+        3,
+        "attempts are bounded; other zones not tried"
+    );
+    assert_eq!(
+        err.to_string(),
+        "cloudflare: zone z1: POST /graphql: HTTP 429: slow down; \
+         2 more zone(s) skipped while rate limited"
+    );
     assert_eq!(
         read_textfile(&ctx, "cloud.prom").value("cf_scrape_up", &[]),
         Some(0.0)

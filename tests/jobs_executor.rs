@@ -166,5 +166,7 @@ async fn docker_names_and_backup_through_the_runner() {
     assert_eq!(json[1]["name"], "docker-names");
     assert_eq!(json[1]["kind"], "dockerNames");
     assert_eq!(json[1]["last_run"]["result"], "success");
+    let back: Vec<obsd::jobs::JobStatus> = serde_json::from_value(json).unwrap();
+    assert_eq!(back, st, "obsctl can read what the daemon serves");
     runner.shutdown().await;
 }

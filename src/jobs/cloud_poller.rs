@@ -289,7 +289,7 @@ async fn cloudflare(
     };
     let day = now.format("%Y-%m-%d").to_string();
     let mut errors = Vec::new();
-    for (tag, label) in &zones {
+    for (i, (tag, label)) in zones.iter().enumerate() {
         match zone_day(ctx, base, token, tag, &day, cancel).await {
             Ok(g) => {
                 let l: &[(&str, &str)] = &[("zone", label)];
@@ -301,6 +301,16 @@ async fn cloudflare(
                 tf.gauge("cf_encrypted_requests_total", "")
                     .sample(l, g.sum.encrypted_requests);
                 tf.gauge("cf_unique_visitors", "").sample(l, g.uniq.uniques);
+            }
+            // Still rate limited after the retries: the limit is per token, so the
+            // remaining zones would only burn the run's time budget on the same answer.
+            Err(e) if e.status() == Some(429) => {
+                errors.push(format!("zone {label}: {e}"));
+                let left = zones.len() - i - 1;
+                if left > 0 {
+                    errors.push(format!("{left} more zone(s) skipped while rate limited"));
+                }
+                break;
             }
             Err(e) => errors.push(format!("zone {label}: {e}")),
         }

@@ -40,7 +40,7 @@ use crate::model::JobSpec;
 use crate::schedule::Schedule;
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -202,20 +202,22 @@ pub enum TriggerError {
     Abandoned,
 }
 
-/// One job as `obsctl jobs` shows it.
-#[derive(Debug, Clone, Serialize)]
+/// One job as `obsctl jobs` shows it (serialized by the daemon, deserialized by obsctl).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
     pub name: String,
     /// The body: `cloudPoller`, `backup`, `selfHeal`, `dockerNames` or `statusPage`.
-    pub kind: &'static str,
+    pub kind: String,
     pub schedule: String,
     /// Set when the schedule does not parse (the job then only runs when triggered).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub schedule_error: Option<String>,
     pub suspended: bool,
     pub concurrency_policy: ConcurrencyPolicy,
     pub running: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub running_since: Option<DateTime<Utc>>,
     /// A manual run is queued behind the running one.
     pub run_queued: bool,
@@ -226,8 +228,10 @@ pub struct JobStatus {
     pub last_success: Option<DateTime<Utc>>,
     /// The most recent run that did not succeed, and its error.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_error_at: Option<DateTime<Utc>>,
     /// Scheduled slots skipped under `Forbid` since obsd started.
     pub skipped_runs: u64,
@@ -351,7 +355,13 @@ impl JobRunner {
                     });
                 JobStatus {
                     name: name.clone(),
-                    kind: e.spec.bodies().first().copied().unwrap_or("none"),
+                    kind: e
+                        .spec
+                        .bodies()
+                        .first()
+                        .copied()
+                        .unwrap_or("none")
+                        .to_string(),
                     schedule: e.spec.schedule.clone(),
                     schedule_error: e.schedule.as_ref().err().cloned(),
                     suspended: e.spec.suspend,
