@@ -287,6 +287,17 @@ impl JobRunner {
             }
         }
         for (name, spec) in jobs {
+            // The name becomes a file name under the state directory; the loader only
+            // accepts DNS labels, and the runner does not trust that from afar.
+            let safe = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !safe {
+                tracing::error!(job = %name, "ignoring a job whose name is not a DNS label");
+                continue;
+            }
             match st.jobs.get_mut(&name) {
                 None => sh.add_job(&mut st, &name, spec, now),
                 Some(e) if *e.spec == spec => {}

@@ -345,3 +345,69 @@ pub struct StatusSurface {
     /// The probed URL (`instance` label of the blackbox probe).
     pub url: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_of_the_bodies() {
+        let s: JobSpec = serde_json::from_value(json!({
+            "schedule": "@every 5m",
+            "cloudPoller": {"stripe": {}, "cloudflare": {"zoneTags": ["z1"]}}
+        }))
+        .unwrap();
+        assert_eq!(s.timeout, Duration::secs(300));
+        assert_eq!(s.history_limit, 20);
+        assert_eq!(s.concurrency_policy, ConcurrencyPolicy::Forbid);
+        let cp = s.cloud_poller.unwrap();
+        assert_eq!(cp.textfile, "cloud.prom");
+        let stripe = cp.stripe.unwrap();
+        assert_eq!(
+            (
+                stripe.api_base.as_str(),
+                stripe.key_env.as_str(),
+                stripe.currency.as_str()
+            ),
+            ("https://api.stripe.com", "STRIPE_API_KEY", "brl")
+        );
+        assert_eq!(
+            cp.cloudflare.unwrap().api_base,
+            "https://api.cloudflare.com/client/v4"
+        );
+
+        let s: JobSpec = serde_json::from_value(json!({
+            "schedule": "*/5 * * * *",
+            "selfHeal": {"region": "eu-west-1", "apps": [{"name": "a", "readyUrl": "https://a/api/ready", "serviceArn": "arn"}]}
+        }))
+        .unwrap();
+        let h = s.self_heal.unwrap();
+        assert_eq!(
+            (h.textfile.as_str(), h.cooldown, h.probe_timeout),
+            ("self_heal.prom", Duration::secs(1800), Duration::secs(10))
+        );
+
+        let s: JobSpec = serde_json::from_value(json!({
+            "schedule": "@every 1m",
+            "statusPage": {"prometheusUrl": "http://prometheus:9090", "outputDir": "/srv/status", "surfaces": []}
+        }))
+        .unwrap();
+        let p = s.status_page.unwrap();
+        assert_eq!(
+            (p.textfile.as_str(), p.slo_target),
+            ("status_page.prom", 0.999)
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let e = serde_json::from_value::<JobSpec>(
+            json!({"schedule": "@daily", "stripe": {"currency": "usd", "keyEnv": "K", "bogus": 1}}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = serde_json::from_value::<StripeSource>(json!({"bogus": 1})).unwrap_err();
+        assert!(e.to_string().contains("unknown field `bogus`"), "{e}");
+    }
+}
