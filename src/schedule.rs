@@ -89,28 +89,6 @@ mod tests {
     use chrono::TimeZone;
 
     #[test]
-    fn parses_forms() {
-        assert!(
-            matches!(Schedule::parse("@every 5m"), Ok(Schedule::Every(d)) if d.as_secs() == 300)
-        );
-        assert!(Schedule::parse("30 3 * * *").is_ok());
-        assert!(Schedule::parse("@daily").is_ok());
-        assert!(Schedule::parse("@every").is_err());
-        assert!(Schedule::parse("61 * * * *").is_err());
-        assert!(Schedule::parse("* * *").is_err());
-    }
-
-    #[test]
-    fn next_cron_time_is_utc() {
-        let s = Schedule::parse("30 3 * * *").unwrap();
-        let t = Utc.with_ymd_and_hms(2026, 1, 1, 4, 0, 0).unwrap();
-        assert_eq!(
-            s.next_after(t),
-            Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 30, 0).unwrap())
-        );
-    }
-
-    #[test]
     fn latest_missed_slot() {
         let at = |d, h, m| Utc.with_ymd_and_hms(2026, 1, d, h, m, 0).unwrap();
         let cron = Schedule::parse("30 3 * * *").unwrap();
@@ -144,6 +122,28 @@ mod tests {
         assert_eq!(
             every.latest_between(at(1, 0, 0), later),
             Some(Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn parses_forms() {
+        assert!(
+            matches!(Schedule::parse("@every 5m"), Ok(Schedule::Every(d)) if d.as_secs() == 300)
+        );
+        assert!(Schedule::parse("30 3 * * *").is_ok());
+        assert!(Schedule::parse("@daily").is_ok());
+        assert!(Schedule::parse("@every").is_err());
+        assert!(Schedule::parse("61 * * * *").is_err());
+        assert!(Schedule::parse("* * *").is_err());
+    }
+
+    #[test]
+    fn next_cron_time_is_utc() {
+        let s = Schedule::parse("30 3 * * *").unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 4, 0, 0).unwrap();
+        assert_eq!(
+            s.next_after(t),
+            Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 30, 0).unwrap())
         );
     }
 }
