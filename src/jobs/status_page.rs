@@ -2,7 +2,8 @@
 //!
 //! Per surface (a blackbox-probed URL, the `instance` label):
 //! - `uptime_24h|7d|30d` = `min(avg_over_time(probe_success{instance="<url>"}[<range>]))`
-//!   (fractions; `min` so two probes of one URL cannot hide each other);
+//!   (fractions cut — never rounded up — to six decimals; `min` so two probes of one URL
+//!   cannot hide each other);
 //! - `status` from the last 5 minutes of the same series: all up `operational`, all down
 //!   `down`, mixed `degraded`, none `no_data`;
 //! - `latency_ms` = `avg(avg_over_time(probe_duration_seconds{…}[1h]))` × 1000.
@@ -82,9 +83,9 @@ pub async fn run(
             name: s.name.clone(),
             url: s.url.clone(),
             status: health_of(recent),
-            uptime_24h: prom.value(&uptime("24h")).await?.map(round6),
-            uptime_7d: prom.value(&uptime("7d")).await?.map(round6),
-            uptime_30d: prom.value(&uptime("30d")).await?.map(round6),
+            uptime_24h: prom.value(&uptime("24h")).await?.map(floor6),
+            uptime_7d: prom.value(&uptime("7d")).await?.map(floor6),
+            uptime_30d: prom.value(&uptime("30d")).await?.map(floor6),
             latency_ms: prom
                 .value(&format!(
                     "avg(avg_over_time(probe_duration_seconds{sel}[1h]))"
@@ -146,7 +147,7 @@ pub fn build_doc(now: DateTime<Utc>, target: f64, surfaces: Vec<SurfaceDoc>) -> 
         Health::Operational
     };
     let ups: Vec<f64> = surfaces.iter().filter_map(|s| s.uptime_30d).collect();
-    let uptime_30d = (!ups.is_empty()).then(|| round6(ups.iter().sum::<f64>() / ups.len() as f64));
+    let uptime_30d = (!ups.is_empty()).then(|| floor6(ups.iter().sum::<f64>() / ups.len() as f64));
     let budget = 1.0 - target;
     let error_budget_remaining = uptime_30d
         .filter(|_| budget > 0.0)
@@ -170,6 +171,13 @@ fn health_of(recent: Option<f64>) -> Health {
         Some(v) if v <= 1e-9 => Health::Down,
         Some(_) => Health::Degraded,
     }
+}
+
+/// Uptimes keep six decimals and are cut, never rounded up: only a true 1 reads as
+/// 100 % (0.9999996 must not become 1). The epsilon absorbs binary representation
+/// error (0.9999 × 10⁶ is 999899.99…).
+fn floor6(v: f64) -> f64 {
+    ((v * 1e6) + 1e-6).floor() / 1e6
 }
 
 fn round6(v: f64) -> f64 {
@@ -327,6 +335,14 @@ mod tests {
         assert_eq!(health_of(Some(1.0)), Health::Operational);
         assert_eq!(health_of(Some(0.0)), Health::Down);
         assert_eq!(health_of(Some(0.9)), Health::Degraded);
+    }
+
+    #[test]
+    fn uptimes_never_round_up_to_one() {
+        assert_eq!(floor6(0.9999996), 0.999999);
+        assert_eq!(floor6(0.9999), 0.9999);
+        assert_eq!(floor6(1.0), 1.0);
+        assert_eq!(floor6(0.0), 0.0);
     }
 
     #[test]
