@@ -1,6 +1,6 @@
 //! obsd: a Kubernetes-style reconciling operator for one Docker host.
 //!
-//! The library holds everything; `src/bin/obsd.rs` (daemon) and `src/bin/obsctl.rs`
+//! The library holds everything; `src/bin/obsd.rs` (daemon) and `src/bin/obsctl/`
 //! (CLI) are thin shells over it. See ARCHITECTURE.md for the code map and invariants.
 
 pub mod alerting;
@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod diag;
 pub mod docker;
 pub mod exec;
+pub mod jobs;
 pub mod load;
 pub mod metrics;
 pub mod model;

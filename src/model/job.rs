@@ -89,15 +89,20 @@ pub enum ConcurrencyPolicy {
     Replace,
 }
 
-/// cloud-poller (LLD section 6).
+/// cloud-poller (LLD section 6): business metrics into one textfile. Each configured
+/// source fails soft: its metrics are left out and its `*_scrape_up` is 0; the run then
+/// ends as an error naming the failed sources, after the textfile has been written.
+/// Heartbeat: `cloud_poller_last_run_timestamp_seconds`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CloudPollerJob {
     /// Textfile name written in the Stack's `textfileDir`.
     #[serde(default = "cloud_textfile")]
     pub textfile: String,
+    /// Cloudflare zone analytics (`cf_*`, `cf_scrape_up`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloudflare: Option<CloudflareSource>,
+    /// Stripe revenue metrics (`stripe_*`, `stripe_scrape_up`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripe: Option<StripeSource>,
     /// Off unless configured.
@@ -109,15 +114,21 @@ fn cloud_textfile() -> String {
     "cloud.prom".into()
 }
 
+/// Cloudflare: per zone, the current UTC day's totals from the GraphQL Analytics API
+/// (`httpRequests1dGroups`, pinned with `filter: {date: $since}` and `limit: 1`). They
+/// grow during the day and restart at 00:00 UTC, like Stripe's `*_today` metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CloudflareSource {
+    /// API base URL (REST and `/graphql`).
     #[serde(default = "cf_base")]
     pub api_base: String,
     /// Env-file variable holding the Analytics:Read API token.
     #[serde(default = "cf_token_env")]
     pub token_env: String,
-    /// Explicit zone IDs; when empty, zones are discovered.
+    /// Explicit zone IDs; when empty, every zone the token can read is discovered
+    /// (`GET /zones`, paginated). The `zone` label is the zone name when discovered and
+    /// the zone ID when listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zone_tags: Vec<String>,
 }
@@ -129,14 +140,22 @@ fn cf_token_env() -> String {
     "CF_API_TOKEN".into()
 }
 
+/// Stripe: balance, active subscriptions and MRR, today's charges (UTC day) and new
+/// customers, open disputes. Lists are read at most 20 pages deep; a list cut short sets
+/// its `stripe_<list>_truncated` gauge to 1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StripeSource {
+    /// API base URL.
     #[serde(default = "stripe_base")]
     pub api_base: String,
     /// Env-file variable holding the restricted read-only key.
     #[serde(default = "stripe_key_env")]
     pub key_env: String,
+    /// Currency (lowercase ISO code) of the explicit zero series emitted before there is
+    /// any revenue (`stripe_mrr_cents{currency="brl"} 0`), so panels show 0, not "No data".
+    #[serde(default = "stripe_currency")]
+    pub currency: String,
 }
 
 fn stripe_base() -> String {
@@ -145,14 +164,22 @@ fn stripe_base() -> String {
 fn stripe_key_env() -> String {
     "STRIPE_API_KEY".into()
 }
+fn stripe_currency() -> String {
+    "brl".into()
+}
 
+/// Plausible: today's visitors, pageviews and bounce rate per site (`plausible_*{site}`,
+/// `plausible_scrape_up{site}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PlausibleSource {
+    /// API base URL.
     #[serde(default = "plausible_base")]
     pub api_base: String,
+    /// Env-file variable holding the Stats API key.
     #[serde(default = "plausible_key_env")]
     pub key_env: String,
+    /// Sites (domains as registered in Plausible).
     pub site_ids: Vec<String>,
 }
 
@@ -164,7 +191,8 @@ fn plausible_key_env() -> String {
 }
 
 /// backup-r2 (LLD section 2). The body is declared so the stack's desired state is
-/// complete; the runner for it is a later piece of work.
+/// complete; its runner is a later piece of work: running it fails with "backup job
+/// runner not implemented yet".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackupJob {
@@ -197,7 +225,14 @@ fn max_gb() -> u32 {
     9
 }
 
-/// self-heal (LLD section 10).
+/// self-heal (LLD section 10): probe each app's deep readiness URL; on HTTP 503 only (app
+/// up, database down) start an App Runner deployment, unless one is already pending or in
+/// progress or the app is in its cooldown. 404, 403, timeouts and refused connections
+/// never trigger anything. Metrics go to `textfile` (when the Stack sets `textfileDir`):
+/// `self_heal_probe_status_code{app}` (0: no HTTP answer), `self_heal_probe_up{app}`,
+/// `self_heal_heals_triggered_total{app}`, `self_heal_heal_errors_total{app}`,
+/// `self_heal_skips_total{app,reason="cooldown|operation_in_progress"}`,
+/// `self_heal_last_heal_timestamp_seconds{app}`, `self_heal_last_run_timestamp_seconds`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SelfHealJob {
@@ -206,8 +241,11 @@ pub struct SelfHealJob {
     /// Override of `https://apprunner.<region>.amazonaws.com` (tests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_base: Option<String>,
+    /// Env-file variable holding the access key ID of the IAM user allowed
+    /// `apprunner:ListOperations` and `apprunner:StartDeployment`.
     #[serde(default = "aws_key_env")]
     pub access_key_id_env: String,
+    /// Env-file variable holding that user's secret access key.
     #[serde(default = "aws_secret_env")]
     pub secret_access_key_env: String,
     /// Minimum time between two deployments of the same app (survives restarts).
@@ -216,7 +254,14 @@ pub struct SelfHealJob {
     /// Per-probe timeout.
     #[serde(default = "probe_timeout")]
     pub probe_timeout: Duration,
+    /// Textfile name written in the Stack's `textfileDir`.
+    #[serde(default = "heal_textfile")]
+    pub textfile: String,
     pub apps: Vec<SelfHealApp>,
+}
+
+fn heal_textfile() -> String {
+    "self_heal.prom".into()
 }
 
 fn aws_key_env() -> String {
@@ -235,16 +280,21 @@ fn probe_timeout() -> Duration {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SelfHealApp {
+    /// The `app` label of the metrics and the key of the persisted cooldown.
     pub name: String,
     /// Deep readiness URL; only HTTP 503 triggers a deployment.
     pub ready_url: String,
+    /// ARN of the App Runner service to redeploy.
     pub service_arn: String,
 }
 
-/// docker-names (LLD section 7).
+/// docker-names (LLD section 7): `container_name_info{short_id,name} 1` per running
+/// container (short ID = the first 12 characters), for the cAdvisor join. Heartbeat:
+/// `docker_names_last_run_timestamp_seconds`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DockerNamesJob {
+    /// Textfile name written in the Stack's `textfileDir`.
     #[serde(default = "names_textfile")]
     pub textfile: String,
 }
@@ -253,18 +303,34 @@ fn names_textfile() -> String {
     "docker_names.prom".into()
 }
 
-/// status-gen (LLD section 9).
+/// status-gen (LLD section 9): queries Prometheus and writes `status.json`:
+/// `{"generated_at", "overall": "operational|degraded|down|no_data", "surfaces": [{"name",
+/// "url", "status", "uptime_24h", "uptime_7d", "uptime_30d", "latency_ms"}], "slo":
+/// {"target", "uptime_30d", "error_budget_remaining"}}`. Uptimes are fractions
+/// (`avg_over_time(probe_success{instance="<url>"}[…])`); a surface without samples
+/// reports `null` ("no data"), never 100 %. A surface's `status` comes from the last 5
+/// minutes of probes: all up `operational`, all down `down`, mixed `degraded`. When
+/// Prometheus cannot be queried the run fails and the previous `status.json` stays.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StatusPageJob {
     /// Prometheus base URL, e.g. `http://127.0.0.1:9090`.
     pub prometheus_url: String,
-    /// Directory `status.json` is written to (served by Caddy at `/status`).
+    /// Directory `status.json` is written to (served by Caddy at `/status`); a relative
+    /// path is resolved against the Stack's `stateDir`.
     pub output_dir: String,
     /// SLO target as a fraction.
     #[serde(default = "slo")]
     pub slo_target: f64,
+    /// Textfile for the job's heartbeat `status_page_last_run_timestamp_seconds`, written
+    /// when the Stack sets `textfileDir`.
+    #[serde(default = "status_textfile")]
+    pub textfile: String,
     pub surfaces: Vec<StatusSurface>,
+}
+
+fn status_textfile() -> String {
+    "status_page.prom".into()
 }
 
 fn slo() -> f64 {
@@ -278,4 +344,70 @@ pub struct StatusSurface {
     pub name: String,
     /// The probed URL (`instance` label of the blackbox probe).
     pub url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_of_the_bodies() {
+        let s: JobSpec = serde_json::from_value(json!({
+            "schedule": "@every 5m",
+            "cloudPoller": {"stripe": {}, "cloudflare": {"zoneTags": ["z1"]}}
+        }))
+        .unwrap();
+        assert_eq!(s.timeout, Duration::secs(300));
+        assert_eq!(s.history_limit, 20);
+        assert_eq!(s.concurrency_policy, ConcurrencyPolicy::Forbid);
+        let cp = s.cloud_poller.unwrap();
+        assert_eq!(cp.textfile, "cloud.prom");
+        let stripe = cp.stripe.unwrap();
+        assert_eq!(
+            (
+                stripe.api_base.as_str(),
+                stripe.key_env.as_str(),
+                stripe.currency.as_str()
+            ),
+            ("https://api.stripe.com", "STRIPE_API_KEY", "brl")
+        );
+        assert_eq!(
+            cp.cloudflare.unwrap().api_base,
+            "https://api.cloudflare.com/client/v4"
+        );
+
+        let s: JobSpec = serde_json::from_value(json!({
+            "schedule": "*/5 * * * *",
+            "selfHeal": {"region": "eu-west-1", "apps": [{"name": "a", "readyUrl": "https://a/api/ready", "serviceArn": "arn"}]}
+        }))
+        .unwrap();
+        let h = s.self_heal.unwrap();
+        assert_eq!(
+            (h.textfile.as_str(), h.cooldown, h.probe_timeout),
+            ("self_heal.prom", Duration::secs(1800), Duration::secs(10))
+        );
+
+        let s: JobSpec = serde_json::from_value(json!({
+            "schedule": "@every 1m",
+            "statusPage": {"prometheusUrl": "http://prometheus:9090", "outputDir": "/srv/status", "surfaces": []}
+        }))
+        .unwrap();
+        let p = s.status_page.unwrap();
+        assert_eq!(
+            (p.textfile.as_str(), p.slo_target),
+            ("status_page.prom", 0.999)
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let e = serde_json::from_value::<JobSpec>(
+            json!({"schedule": "@daily", "stripe": {"currency": "usd", "keyEnv": "K", "bogus": 1}}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = serde_json::from_value::<StripeSource>(json!({"bogus": 1})).unwrap_err();
+        assert!(e.to_string().contains("unknown field `bogus`"), "{e}");
+    }
 }
