@@ -10,6 +10,10 @@ use crate::alerting::{AlertConfig, Alerter};
 use crate::docker::engine::Engine;
 use crate::docker::{labels, Docker, EngineEvent};
 use crate::exec::ServiceResult;
+use crate::jobs::{
+    BodyExecutor, ContainerNames, ContainerNamesError, JobContext, JobMetrics, JobRunner,
+    JobStatus, RunResult, RunnerConfig, SystemClock, TriggerError,
+};
 use crate::load::{load_dir, DesiredState, LoadOptions};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::reconcile::{self, StatusRow};
@@ -17,6 +21,7 @@ use crate::state::{self, Persisted};
 use futures_util::StreamExt;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -85,6 +90,77 @@ struct Shared {
     snapshot: RwLock<Snapshot>,
     registry: Registry,
     metrics: Metrics,
+    jobs: JobRunner,
+}
+
+/// `ContainerNames` for the docker-names job, on the daemon's current engine.
+struct EngineNames(Arc<RwLock<Option<Engine>>>);
+
+impl ContainerNames for EngineNames {
+    fn list(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, Result<Vec<(String, String)>, ContainerNamesError>>
+    {
+        let engine = self.0.read().expect("engine slot").clone();
+        Box::pin(async move {
+            let engine = engine.ok_or("the Docker engine is not reachable")?;
+            let all = engine.list_all_containers().await?;
+            Ok(all
+                .into_iter()
+                .filter(|c| c.state == crate::docker::RunState::Running)
+                .map(|c| (c.id, c.name))
+                .collect())
+        })
+    }
+}
+
+/// Feeds the job runner a desired state: its env file and textfile directory, and the
+/// jobs (with service URLs resolved). Jobs whose `${VAR}`s could not be expanded are
+/// not scheduled.
+struct JobsFeed {
+    exec: Arc<BodyExecutor>,
+    names: Arc<dyn ContainerNames>,
+    state_dir: PathBuf,
+    last: Option<BTreeMap<String, crate::model::JobSpec>>,
+}
+
+impl JobsFeed {
+    fn update(
+        &mut self,
+        runner: &JobRunner,
+        d: &DesiredState,
+        ips: &BTreeMap<String, String>,
+        new_state: bool,
+    ) {
+        if new_state {
+            self.exec.set_context(JobContext::new(
+                Arc::new(d.env.clone()),
+                self.state_dir.clone(),
+                d.stack.spec.textfile_dir.as_ref().map(PathBuf::from),
+                self.names.clone(),
+            ));
+        }
+        let ready: BTreeMap<String, crate::model::JobSpec> = d
+            .jobs
+            .iter()
+            .filter(|(name, r)| {
+                if r.source.unresolved.is_empty() {
+                    true
+                } else {
+                    if new_state {
+                        warn!(job = %name, missing = %r.source.unresolved.join(","), "job not scheduled: variables not set");
+                    }
+                    false
+                }
+            })
+            .map(|(n, r)| (n.clone(), r.spec.clone()))
+            .collect();
+        let jobs = reconcile::resolve_job_urls(&ready, ips);
+        if self.last.as_ref() != Some(&jobs) {
+            runner.set_jobs(jobs.clone());
+            self.last = Some(jobs);
+        }
+    }
 }
 
 /// Runs the daemon until `shutdown` is cancelled (or one pass with `--once`).
@@ -105,11 +181,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let shared = Arc::new(Shared {
-        snapshot: RwLock::new(Snapshot::default()),
-        registry,
-        metrics,
-    });
+    let job_metrics = JobMetrics::register(&mut registry);
 
     if cfg.once {
         let desired = first.map_err(|e| DaemonError::Invalid {
@@ -132,6 +204,37 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         }
         return Ok(());
     }
+
+    let engine_slot: Arc<RwLock<Option<Engine>>> = Arc::new(RwLock::new(None));
+    let names: Arc<dyn ContainerNames> = Arc::new(EngineNames(engine_slot.clone()));
+    let exec = Arc::new(BodyExecutor::new(JobContext::new(
+        Arc::new(crate::load::EnvFile::default()),
+        state_dir.clone(),
+        None,
+        names.clone(),
+    )));
+    let runner = JobRunner::start(
+        RunnerConfig {
+            state_dir: state_dir.clone(),
+            clock: Arc::new(SystemClock),
+        },
+        exec.clone(),
+        job_metrics,
+        shutdown.child_token(),
+    );
+    let mut feed = JobsFeed {
+        exec,
+        names,
+        state_dir: state_dir.clone(),
+        last: None,
+    };
+    let shared = Arc::new(Shared {
+        snapshot: RwLock::new(Snapshot::default()),
+        registry,
+        metrics,
+        jobs: runner.clone(),
+    });
+    let mut service_ips: BTreeMap<String, String> = BTreeMap::new();
 
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let tracker = tokio_util::task::TaskTracker::new();
@@ -175,6 +278,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     if let Some(d) = &desired {
         note_generation(&mut persisted, d, &shared);
         alerter.set_config(AlertConfig::from_desired(d));
+        feed.update(&runner, d, &service_ips, true);
     }
     if let Some(d) = &desired {
         resync = tokio::time::interval(d.stack.spec.resync_period.0.max(Duration::from_secs(5)));
@@ -236,6 +340,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
                 if apply_load(loaded, &cfg.desired_dir, &mut desired, &shared) {
                     if let Some(d) = &desired {
                         alerter.set_config(AlertConfig::from_desired(d));
+                        feed.update(&runner, d, &service_ips, true);
                     }
                     if let (Some(p), Some(d)) = (persisted_slot.as_mut(), desired.as_ref()) {
                         note_generation(p, d, &shared);
@@ -246,6 +351,20 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
             }
             Event::Docker(ev) => {
                 debug!(kind = %ev.kind, action = %ev.action, "docker event");
+                // Container names changed: refresh container_name_info right away.
+                if ev.kind == "container"
+                    && matches!(ev.action.as_str(), "start" | "die" | "destroy" | "rename")
+                {
+                    if let Some(d) = &desired {
+                        for (name, j) in &d.jobs {
+                            if j.spec.docker_names.is_some()
+                                && feed.last.as_ref().is_some_and(|l| l.contains_key(name))
+                            {
+                                let _ = runner.trigger(name);
+                            }
+                        }
+                    }
+                }
                 // Coalesce bursts (a replace emits many events) into one pass.
                 if docker_hint_at.is_none() {
                     docker_hint_at = Some(tokio::time::Instant::now() + Duration::from_millis(150));
@@ -255,11 +374,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
                 if engine.take().is_some() {
                     warn!(error = %msg, "docker engine unreachable; retrying");
                 }
+                *engine_slot.write().expect("engine slot") = None;
                 shared.metrics.docker_up.set(0);
                 shared.snapshot.write().expect("snapshot").docker_up = false;
             }
             Event::DockerUp(e) => {
                 info!("docker engine connected");
+                *engine_slot.write().expect("engine slot") = Some(e.clone());
                 engine = Some(e);
                 shared.metrics.docker_up.set(1);
                 shared.snapshot.write().expect("snapshot").docker_up = true;
@@ -278,6 +399,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
                     elapsed,
                     generation,
                 } = *f;
+                let ips = result.as_ref().ok().map(|p| p.service_ips.clone());
                 let (failed, message) = finish_pass(
                     &shared,
                     &mut persisted,
@@ -289,12 +411,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
                 );
                 alerter.observe(failed, &message);
                 persisted_slot = Some(persisted);
+                if let (Some(ips), Some(d)) = (ips, &desired) {
+                    service_ips = ips;
+                    feed.update(&runner, d, &service_ips, false);
+                }
             }
         }
     }
 
     info!("shutting down");
     shutdown.cancel();
+    runner.shutdown().await;
     tracker.close();
     // An in-flight pass finishes its current Docker call and reports; wait briefly.
     let _ = tokio::time::timeout(Duration::from_secs(30), async {
@@ -316,6 +443,73 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// One line per job for `obsctl status`: failing when its last finished run did not succeed.
+fn job_summary(j: JobStatus) -> serde_json::Value {
+    let failing = j
+        .last_run
+        .as_ref()
+        .is_some_and(|r| !matches!(r.result, RunResult::Success | RunResult::Cancelled));
+    serde_json::json!({
+        "name": j.name,
+        "kind": j.kind,
+        "failing": failing,
+        "last_success": j.last_success,
+        "next_run": j.next_run,
+        "last_error": j.last_error,
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct RunQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+/// `POST /v1/jobs/{name}/run[?wait=true]`.
+async fn run_job(
+    axum::extract::State((s, _)): axum::extract::State<(Arc<Shared>, mpsc::Sender<Event>)>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<RunQuery>,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    use axum::http::StatusCode;
+    let handle = match s.jobs.trigger(&name) {
+        Ok(h) => h,
+        Err(e @ TriggerError::UnknownJob(_)) => {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(serde_json::json!({"error": e.to_string()})),
+            )
+        }
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"error": e.to_string()})),
+            )
+        }
+    };
+    if !q.wait {
+        return (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"job": name, "queued": handle.queued})),
+        );
+    }
+    match handle.wait().await {
+        Ok(r) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({
+                "job": name,
+                "result": r.result,
+                "duration_seconds": r.duration_seconds,
+                "error": r.error,
+            })),
+        ),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            axum::Json(serde_json::json!({"error": e.to_string()})),
+        ),
+    }
 }
 
 /// Loads the desired state off the async threads.
@@ -681,22 +875,40 @@ async fn serve_api(
     let app = axum::Router::new()
         .route(
             "/v1/status",
-            get(|axum::extract::State((s, _)): axum::extract::State<(Arc<Shared>, mpsc::Sender<Event>)>| async move {
-                axum::Json(s.snapshot.read().expect("snapshot").clone())
-            }),
+            get(
+                |axum::extract::State((s, _)): axum::extract::State<(
+                    Arc<Shared>,
+                    mpsc::Sender<Event>,
+                )>| async move {
+                    let mut snap = s.snapshot.read().expect("snapshot").clone();
+                    snap.jobs = s.jobs.status().into_iter().map(job_summary).collect();
+                    axum::Json(snap)
+                },
+            ),
         )
         .route(
             "/v1/jobs",
-            get(|axum::extract::State((s, _)): axum::extract::State<(Arc<Shared>, mpsc::Sender<Event>)>| async move {
-                axum::Json(serde_json::json!({"jobs": s.snapshot.read().expect("snapshot").jobs.clone()}))
-            }),
+            get(
+                |axum::extract::State((s, _)): axum::extract::State<(
+                    Arc<Shared>,
+                    mpsc::Sender<Event>,
+                )>| async move {
+                    axum::Json(serde_json::json!({"jobs": s.jobs.status()}))
+                },
+            ),
         )
+        .route("/v1/jobs/{name}/run", post(run_job))
         .route(
             "/v1/reconcile",
-            post(|axum::extract::State((_, tx)): axum::extract::State<(Arc<Shared>, mpsc::Sender<Event>)>| async move {
-                let _ = tx.send(Event::ApiReconcile).await;
-                axum::Json(serde_json::json!({"queued": true}))
-            }),
+            post(
+                |axum::extract::State((_, tx)): axum::extract::State<(
+                    Arc<Shared>,
+                    mpsc::Sender<Event>,
+                )>| async move {
+                    let _ = tx.send(Event::ApiReconcile).await;
+                    axum::Json(serde_json::json!({"queued": true}))
+                },
+            ),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state((shared, tx));

@@ -17,6 +17,9 @@ pub struct Pass {
     pub report: Option<Report>,
     /// Errors from pulling `Always` images (image → error).
     pub pull_errors: BTreeMap<String, String>,
+    /// IP of each running service container on its first network, as observed at the
+    /// start of the pass (how host-side jobs reach `http://<service>:port`).
+    pub service_ips: BTreeMap<String, String>,
 }
 
 impl Pass {
@@ -41,11 +44,13 @@ pub async fn pass<D: Docker>(
     };
     let observed = exec::observe(docker, desired, persisted).await?;
     let plan = plan::plan(desired, &observed, key);
+    let service_ips = service_ips(desired, &observed);
     if !apply {
         return Ok(Pass {
             plan,
             report: None,
             pull_errors,
+            service_ips,
         });
     }
     let now = now_ms();
@@ -71,7 +76,56 @@ pub async fn pass<D: Docker>(
         plan,
         report: Some(report),
         pull_errors,
+        service_ips,
     })
+}
+
+fn service_ips(desired: &DesiredState, observed: &plan::Observed) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, svc) in &desired.services {
+        let cname = desired.container_name(name);
+        let Some(c) = observed.containers.iter().find(|c| c.name == cname) else {
+            continue;
+        };
+        let nets = desired.service_networks(&svc.spec);
+        let ip = nets
+            .iter()
+            .find_map(|n| c.ips.get(&desired.network_docker_name(n)))
+            .or_else(|| c.ips.values().next());
+        if let Some(ip) = ip {
+            out.insert(name.clone(), ip.clone());
+        }
+    }
+    out
+}
+
+/// Rewrites job URLs whose host is a Service name (`http://prometheus:9090`) to that
+/// service's container address: obsd runs on the host, where service names do not
+/// resolve. URLs naming no known service are left as written.
+pub fn resolve_job_urls(
+    jobs: &BTreeMap<String, crate::model::JobSpec>,
+    ips: &BTreeMap<String, String>,
+) -> BTreeMap<String, crate::model::JobSpec> {
+    let rewrite = |url: &str| -> String {
+        let Ok(mut u) = reqwest::Url::parse(url) else {
+            return url.to_string();
+        };
+        match u.host_str().and_then(|h| ips.get(h)) {
+            Some(ip) if u.set_host(Some(ip)).is_ok() => {
+                u.to_string().trim_end_matches('/').to_string()
+            }
+            _ => url.to_string(),
+        }
+    };
+    jobs.iter()
+        .map(|(name, spec)| {
+            let mut spec = spec.clone();
+            if let Some(sp) = spec.status_page.as_mut() {
+                sp.prometheus_url = rewrite(&sp.prometheus_url);
+            }
+            (name.clone(), spec)
+        })
+        .collect()
 }
 
 fn key_of(r: &ResourceStatus) -> String {

@@ -333,10 +333,30 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
     cycles(s, d);
 
     // Jobs.
-    for r in s.jobs.values() {
+    // Each textfile has one writer: node-exporter rejects a series found in two files.
+    let mut textfile_owner: HashMap<String, String> = HashMap::new();
+    let mut cloud_pollers = 0;
+    for (job_name, r) in &s.jobs {
         let src = &r.source;
         if let Err(msg) = crate::schedule::Schedule::parse(&r.spec.schedule) {
             d.push(err_at(src, &keys(&["spec", "schedule"]), msg));
+        }
+        if r.spec.timeout.0.is_zero() {
+            d.push(err_at(
+                src,
+                &keys(&["spec", "timeout"]),
+                "timeout must be longer than 0s",
+            ));
+        }
+        if r.spec.cloud_poller.is_some() {
+            cloud_pollers += 1;
+            if cloud_pollers > 1 {
+                d.push(err_at(
+                    src,
+                    &keys(&["spec", "cloudPoller"]),
+                    "only one cloudPoller job is allowed (its unlabelled cf_scrape_up/stripe_scrape_up series would clash)",
+                ));
+            }
         }
         let bodies = r.spec.bodies();
         if bodies.len() != 1 {
@@ -378,8 +398,22 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
                 .docker_names
                 .as_ref()
                 .map(|c| ("dockerNames", &c.textfile)),
+            r.spec.self_heal.as_ref().map(|c| ("selfHeal", &c.textfile)),
+            r.spec
+                .status_page
+                .as_ref()
+                .map(|c| ("statusPage", &c.textfile)),
         ];
         for (body, tf) in textfiles.into_iter().flatten() {
+            if let Some(other) = textfile_owner.insert(tf.clone(), job_name.clone()) {
+                d.push(err_at(
+                    src,
+                    &keys(&["spec", body, "textfile"]),
+                    format!(
+                        "`{tf}` is also written by job `{other}`; each job needs its own textfile"
+                    ),
+                ));
+            }
             if !tf.ends_with(".prom") || tf.contains('/') {
                 d.push(err_at(
                     src,

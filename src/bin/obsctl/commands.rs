@@ -395,23 +395,50 @@ pub fn jobs_list(socket: Option<PathBuf>, output: Output) -> anyhow::Result<Exit
     let v = get_json(&socket_path(socket), "GET", "/v1/jobs")?;
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!(
-            "{:<20} {:<14} {:<10} {:<10} {:<12} {:<12} LAST ERROR",
-            "JOB", "SCHEDULE", "LAST RUN", "RESULT", "DURATION", "NEXT RUN"
-        );
-        for j in v["jobs"].as_array().cloned().unwrap_or_default() {
-            println!(
-                "{:<20} {:<14} {:<10} {:<10} {:<12} {:<12} {}",
-                j["name"].as_str().unwrap_or("?"),
-                j["schedule"].as_str().unwrap_or("?"),
-                j["last_run"].as_str().unwrap_or("—"),
-                j["result"].as_str().unwrap_or("—"),
-                j["duration"].as_str().unwrap_or("—"),
-                j["next_run"].as_str().unwrap_or("—"),
-                j["last_error"].as_str().unwrap_or(""),
-            );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ts = |x: &serde_json::Value| {
+        x.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis())
+    };
+    let until = |ms: Option<i64>| match ms {
+        None => "—".to_string(),
+        Some(ms) => {
+            let s = (ms - state::now_ms()) / 1000;
+            if s <= 0 {
+                "due".into()
+            } else if s < 120 {
+                format!("in {s}s")
+            } else {
+                format!("in {}m", s / 60)
+            }
         }
+    };
+    println!(
+        "{:<16} {:<12} {:<14} {:<10} {:<10} {:<9} {:<10} LAST ERROR",
+        "JOB", "KIND", "SCHEDULE", "LAST RUN", "RESULT", "DURATION", "NEXT RUN"
+    );
+    for j in v["jobs"].as_array().cloned().unwrap_or_default() {
+        let last = &j["last_run"];
+        println!(
+            "{:<16} {:<12} {:<14} {:<10} {:<10} {:<9} {:<10} {}",
+            j["name"].as_str().unwrap_or("?"),
+            j["kind"].as_str().unwrap_or("?"),
+            j["schedule"].as_str().unwrap_or("?"),
+            if j["running"] == serde_json::Value::Bool(true) {
+                "running".to_string()
+            } else {
+                ago(ts(&last["started_at"]))
+            },
+            last["result"].as_str().unwrap_or("—"),
+            last["duration_seconds"]
+                .as_f64()
+                .map(|d| format!("{d:.2}s"))
+                .unwrap_or_else(|| "—".into()),
+            until(ts(&j["next_run"])),
+            j["last_error"].as_str().unwrap_or(""),
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
