@@ -456,6 +456,43 @@ fn daemon_repairs_docker_stop() {
     );
 }
 
+fn reconciles(d: &Daemon) -> f64 {
+    ["success", "error"]
+        .iter()
+        .filter_map(|r| d.metric(&format!("obsd_reconcile_total{{result=\"{r}\"}}")))
+        .sum()
+}
+
+/// Steady state of the daemon itself: a healthchecked service produces exec events
+/// every interval; they are not drift and must not each trigger a full pass (with 100
+/// services that is a pass every few ms — the idle CPU target is < 1 % of a core).
+#[test]
+#[ignore = "bug: daemon.rs watch_docker forwards every exec_create/exec_start/exec_die of a healthcheck as a reconcile hint (see the rtests report)"]
+fn idle_daemon_does_not_reconcile_on_healthcheck_probes() {
+    let mut s = Stack::new("idle");
+    s.service(
+        "web",
+        service(json!({"healthcheck": {"test": ["CMD", "true"], "interval": "1s"}})),
+    );
+    s.write();
+    let d = s.spawn_daemon();
+    poll(DEADLINE, "web healthy", || {
+        s.ctr("web")
+            .filter(|c| c.health.as_deref() == Some("healthy"))
+    });
+    wait_in_sync(&s, "in sync");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = reconciles(&d);
+    // Measuring an absence needs a window: 4 healthcheck intervals.
+    std::thread::sleep(Duration::from_secs(4));
+    let passes = reconciles(&d) - before;
+    println!("reconcile passes in 4 s of steady state: {passes}");
+    assert!(
+        passes <= 1.0,
+        "{passes} passes in 4 s of steady state (healthcheck every 1 s)"
+    );
+}
+
 // ---------------------------------------------------------------------- name conflict
 
 #[test]
@@ -826,7 +863,9 @@ fn orphan_removal_keeps_volume_and_data() {
         .service(
             "writer",
             service(json!({
-                "command": ["sh", "-c", "echo payload-42 > /d/file; trap 'exit 0' TERM; while true; do sleep 1; done"],
+                // Like a database: flushes on SIGTERM (here: writes a marker).
+                "command": ["sh", "-c", "echo payload-42 > /d/file; trap 'echo clean > /d/shutdown; exit 0' TERM; while true; do sleep 1; done"],
+                "stopGracePeriod": "5s",
                 "volumes": [{"volume": "store", "target": "/d"}],
             })),
         );
@@ -865,6 +904,21 @@ fn orphan_removal_keeps_volume_and_data() {
         "/d/file",
     ]);
     assert_eq!(data, "payload-42", "the data in the volume is gone");
+    let out = docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{vol}:/d"),
+        IMAGE,
+        "cat",
+        "/d/shutdown",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "clean",
+        "the orphan was not stopped gracefully (SIGTERM + grace) before removal: \
+         a force-remove is a SIGKILL"
+    );
 
     // Reported, with how to delete it.
     let d = s.diff().expect(0, "diff after pruning");
