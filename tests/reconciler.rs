@@ -748,6 +748,40 @@ fn config_change_follows_on_change() {
     assert_eq!(names.len(), 4, "leftovers: {names:?}");
 }
 
+/// The daemon notices a config file change by itself (recursive, debounced watch) and
+/// applies its `onChange` (restart) without touching the other service.
+#[test]
+fn daemon_applies_config_change_by_itself() {
+    let mut s = Stack::new("cfgd");
+    s.file("config/web.conf", "v1\n");
+    s.service(
+        "web",
+        service(json!({
+            "configFiles": [{"source": "config/web.conf", "target": "/etc/web.conf", "onChange": "restart"}],
+        })),
+    )
+    .service("other", service(json!({})));
+    s.write();
+    let d = s.spawn_daemon();
+    wait_in_sync(&s, "initial converge by obsd");
+    let web = s.must("web");
+    let other = s.must("other");
+
+    s.file("config/web.conf", "v2\n");
+    let t0 = Instant::now();
+    let after = poll(DEADLINE, "web restarted after its config changed", || {
+        s.ctr("web")
+            .filter(|c| c.running && c.started_at != web.started_at)
+    });
+    println!("config change applied by obsd in {:?}", t0.elapsed());
+    assert_eq!(after.id, web.id, "restart, not recreate");
+    assert_eq!(exec_cat(&s.cname("web"), "/etc/web.conf"), "v2");
+    wait_in_sync(&s, "in sync after the config change");
+    let o = s.must("other");
+    assert_eq!((o.id, o.started_at), (other.id, other.started_at));
+    drop(d);
+}
+
 /// Most editors, `sed -i`, `git checkout` and config management save a file by writing
 /// a new one and renaming it over the old. A single-file bind mount keeps showing the
 /// old inode, so `signal` and `none` (which keep the container) must still get the new
@@ -1230,4 +1264,24 @@ fn missing_image_fails_only_that_service() {
         container_names_with_prefix(&s.cname("bad")).is_empty(),
         "half-made container for bad"
     );
+
+    // The daemon reports it per service too, and keeps the good one in sync.
+    let d = s.spawn_daemon();
+    let (code, st) = poll(DEADLINE, "obsctl status reports bad as failed", || {
+        let (code, v) = s.status_json();
+        drift_of(&v, "Service", "bad")
+            .iter()
+            .any(|r| r == "failed")
+            .then_some((code, v))
+    });
+    assert_eq!(code, 2, "status exit code with a failing service");
+    let bad = row(&st, "Service", "bad").expect("bad row");
+    let said = format!("{} {}", bad["last_error"], bad["message"]);
+    assert!(said.contains("obsd-test/missing:1"), "unclear: {bad}");
+    assert_eq!(
+        row(&st, "Service", "good").expect("good row")["in_sync"],
+        json!(true),
+        "{st}"
+    );
+    drop(d);
 }
