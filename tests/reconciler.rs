@@ -650,6 +650,67 @@ fn env_change_recreates_only_that_service() {
     s.diff().expect(0, "diff after the change");
 }
 
+/// Removes a test's own image tag, also when the test panics.
+struct TagGuard(String);
+
+impl Drop for TagGuard {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", "-f", &self.0]);
+    }
+}
+
+fn image_id(reference: &str) -> String {
+    docker_ok(&["image", "inspect", "-f", "{{.Id}}", reference])
+}
+
+/// The tag now resolves to another image ID: `image_changed`, and the container is
+/// recreated on the new image; the other service is left alone.
+#[test]
+fn moved_tag_is_image_changed() {
+    // Declared before the stack, so dropped after its containers are gone (an image
+    // still in use would only be untagged and left dangling).
+    let mut guard = TagGuard(String::new());
+    let mut s = Stack::new("imgmove");
+    let tag = format!("obsd-test/busybox:{}", s.project);
+    guard.0 = tag.clone();
+    docker_ok(&["tag", IMAGE, &tag]);
+    s.service("web", service(json!({"image": tag})))
+        .service("other", service(json!({})));
+    s.write();
+    s.apply().expect(0, "first apply");
+    let web = s.must("web");
+    let other = s.must("other");
+
+    // Move the tag to a new image (same content plus a label: another ID).
+    let ctx = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nLABEL obsd-test.rev={}\n", s.project),
+    )
+    .expect("Dockerfile");
+    docker_ok(&["build", "-q", "-t", &tag, &ctx.path().to_string_lossy()]);
+    let new_id = image_id(&tag);
+    assert_ne!(new_id, image_id(IMAGE));
+
+    let d = s.diff().expect(2, "diff after the tag moved");
+    assert!(
+        d.stdout.contains("~ service web: recreate (image_changed)"),
+        "{}",
+        d.stdout
+    );
+    assert!(!d.stdout.contains("service other"), "{}", d.stdout);
+    s.apply().expect(0, "apply after the tag moved");
+    let web2 = s.must("web");
+    assert_ne!(web2.id, web.id, "not recreated");
+    let running_image = inspect(&s.cname("web")).expect("web")["Image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(running_image, new_id, "recreated on the old image");
+    assert_eq!(s.must("other").id, other.id);
+    s.diff().expect(0, "diff after recreating");
+}
+
 // ---------------------------------------------------------------------- config files
 
 #[test]
