@@ -1149,6 +1149,44 @@ fn kill9_during_replace_then_restart() {
     drop(d2);
 }
 
+/// SIGTERM in the middle of a replace: obsd exits 0 within its shutdown budget and
+/// leaves every service with exactly one running container and no `--next`.
+#[test]
+fn sigterm_during_replace_is_graceful() {
+    let mut s = Stack::new("termr");
+    many_services(&mut s, "1");
+    s.write();
+    let mut d = s.spawn_daemon();
+    poll(DEADLINE, "initial converge", || {
+        all_converged(&s, "1").then_some(())
+    });
+    wait_in_sync(&s, "status in sync");
+
+    for i in 0..N_SERVICES {
+        s.svc(&format!("s{i}"))["env"]["GEN"] = json!("2");
+    }
+    s.write();
+    let prefix = format!("{}-", s.project);
+    poll(DEADLINE, "a --next container (replace in progress)", || {
+        container_names_with_prefix(&prefix)
+            .iter()
+            .any(|n| n.ends_with("--next"))
+            .then_some(())
+    });
+    let t0 = Instant::now();
+    let st = d.term(Duration::from_secs(40));
+    println!("obsd exited {:?} after SIGTERM mid-replace", t0.elapsed());
+    assert!(st.success(), "exit status {st}:\n{}", d.log());
+    assert_clean(&s);
+
+    let d2 = s.spawn_daemon();
+    poll(DEADLINE, "all services replaced after the restart", || {
+        all_converged(&s, "2").then_some(())
+    });
+    assert_clean(&s);
+    drop(d2);
+}
+
 /// Passes until the plan is empty; returns the write calls made.
 async fn converge_lib(
     docker: &Recording,
