@@ -341,9 +341,8 @@ async fn run_service<D: Docker>(
         let span = tracing::info_span!("action", service = %sp.service, action = name);
         let r: Result<(), DockerError> = async {
             match step {
-                Step::CleanupTemp { id } | Step::RemoveDuplicate { id } => {
-                    docker.remove_container(id).await
-                }
+                Step::CleanupTemp { id } => docker.remove_container(id).await,
+                Step::RemoveDuplicate { id } => stop_and_remove(docker, id).await,
                 Step::Adopt { id } => {
                     docker.rename_container(id, &cname).await?;
                     docker.start_container(id).await
@@ -452,8 +451,7 @@ async fn run_infra<D: Docker>(
         }
         InfraAction::RemoveOrphanContainer { service, id, .. } => (
             "remove",
-            docker
-                .remove_container(id)
+            stop_and_remove(docker, id)
                 .await
                 .map_err(|e| format!("orphan {service}: {e}")),
         ),
@@ -465,4 +463,15 @@ async fn run_infra<D: Docker>(
                 .map_err(|e| format!("network {docker_name}: {e}")),
         ),
     }
+}
+
+/// Removes a container that may be running: stopped first with its own stop signal and
+/// grace period (`None`: the container's configured `StopTimeout`), because the engine's
+/// force-remove is a SIGKILL — a removed Service may be a database with a volume.
+async fn stop_and_remove<D: Docker>(docker: &D, id: &str) -> Result<(), DockerError> {
+    match docker.stop_container(id, None).await {
+        Ok(()) | Err(DockerError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    docker.remove_container(id).await
 }

@@ -181,7 +181,15 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
             .services
             .iter()
             .any(|s| s.service == r.name && r.kind == "Service");
-        if !r.in_sync && !acted && !r.drift.is_empty() && plan.infra.is_empty() {
+        // A network or volume about to be created is listed above already; any other
+        // drift (a name conflict, an orphaned volume, a failure) is shown even when
+        // something else is pending.
+        let created = plan.infra.iter().any(|a| match a {
+            InfraAction::CreateNetwork { name, .. } => r.kind == "Network" && *name == r.name,
+            InfraAction::CreateVolume { name, .. } => r.kind == "Volume" && *name == r.name,
+            _ => false,
+        });
+        if !r.in_sync && !acted && !created && !r.drift.is_empty() {
             let reasons = r
                 .drift
                 .iter()
