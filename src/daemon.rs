@@ -259,7 +259,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
         tx.clone(),
         shutdown.clone(),
     ));
-    tracker.spawn(watch_docker(tx.clone(), shutdown.clone()));
+    let project: Arc<RwLock<String>> = Arc::new(RwLock::new(
+        first
+            .as_ref()
+            .map(|d| d.project().to_string())
+            .unwrap_or_default(),
+    ));
+    tracker.spawn(watch_docker(tx.clone(), project.clone(), shutdown.clone()));
     tracker.spawn(signals(tx.clone(), shutdown.clone()));
 
     let mut desired: Option<Arc<DesiredState>> = None;
@@ -341,6 +347,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
                     if let Some(d) = &desired {
                         alerter.set_config(AlertConfig::from_desired(d));
                         feed.update(&runner, d, &service_ips, true);
+                        *project.write().expect("project") = d.project().to_string();
                     }
                     if let (Some(p), Some(d)) = (persisted_slot.as_mut(), desired.as_ref()) {
                         note_generation(p, d, &shared);
@@ -696,7 +703,32 @@ async fn connect_engine() -> Result<Engine, String> {
 
 /// Connects to the engine, follows its event stream, and reconnects with capped
 /// exponential backoff whenever the engine goes away.
-async fn watch_docker(tx: mpsc::Sender<Event>, shutdown: CancellationToken) {
+/// Whether an engine event concerns this stack. Healthcheck probes (`exec_*`) and other
+/// projects' objects are noise: at 100 services they would keep the loop busy.
+fn relevant(ev: &EngineEvent, project: &str) -> bool {
+    if ev.action.starts_with("exec_") {
+        return false;
+    }
+    if ev.labels.get(labels::STACK).map(String::as_str) == Some(project) {
+        return true;
+    }
+    // Unowned objects matter when they hold (or free) one of our names: a name
+    // conflict removed by hand, a network deleted by hand.
+    let prefix = match ev.kind.as_str() {
+        "container" => format!("{project}-"),
+        "network" | "volume" => format!("{project}_"),
+        _ => return false,
+    };
+    ev.labels
+        .get("name")
+        .is_some_and(|n| n.starts_with(&prefix))
+}
+
+async fn watch_docker(
+    tx: mpsc::Sender<Event>,
+    project: Arc<RwLock<String>>,
+    shutdown: CancellationToken,
+) {
     use backon::{BackoffBuilder, ExponentialBuilder};
     let builder = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
@@ -724,8 +756,7 @@ async fn watch_docker(tx: mpsc::Sender<Event>, shutdown: CancellationToken) {
                     };
                     match next {
                         Some(Ok(ev)) => {
-                            let ours =
-                                ev.labels.contains_key(labels::STACK) || ev.kind != "container";
+                            let ours = relevant(&ev, &project.read().expect("project"));
                             if ours && tx.send(Event::Docker(ev)).await.is_err() {
                                 return;
                             }

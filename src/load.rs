@@ -70,6 +70,8 @@ pub struct DesiredState {
     pub env: EnvFile,
     /// Per service, the content hash of each `configFiles` entry (same order).
     pub config_hashes: BTreeMap<String, Vec<String>>,
+    /// Per service, whether each `configFiles` source is a single file (not a directory).
+    pub config_single_file: BTreeMap<String, Vec<bool>>,
     /// Non-fatal findings (e.g. env file missing).
     pub warnings: Vec<Diagnostic>,
     /// SHA-256 over every loaded byte (documents, config files, env file); changes
@@ -331,6 +333,7 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
         jobs,
         env,
         config_hashes: BTreeMap::new(),
+        config_single_file: BTreeMap::new(),
         warnings: Vec::new(),
         digest: String::new(),
     };
@@ -338,8 +341,24 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
     // 4. Config files: must exist inside the directory; their content is hashed.
     for (name, svc) in &state.services {
         let mut hashes = Vec::new();
+        let mut single = Vec::new();
         for (i, cf) in svc.spec.config_files.iter().enumerate() {
             let path = [k("spec"), k("configFiles"), PathSeg::Index(i), k("source")];
+            let is_file = dir.join(&cf.source).is_file();
+            single.push(is_file);
+            if is_file
+                && matches!(
+                    cf.on_change,
+                    model::service::OnChange::Signal(_) | model::service::OnChange::None
+                )
+            {
+                diags.push(Diagnostic::warning(
+                    &svc.source.file,
+                    svc.source.pos(&[k("spec"), k("configFiles"), PathSeg::Index(i), k("onChange")]),
+                    yaml::path_string(&[k("spec"), k("configFiles"), PathSeg::Index(i), k("onChange")]),
+                    "a single-file mount keeps the old file when an editor saves by rename, so a change restarts the container instead; mount the directory to reload by signal",
+                ));
+            }
             match hash_config_source(dir, &cf.source) {
                 Ok(h) => {
                     hasher.update(h.as_bytes());
@@ -352,6 +371,7 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
             }
         }
         state.config_hashes.insert(name.clone(), hashes);
+        state.config_single_file.insert(name.clone(), single);
     }
 
     // 5. Cross-resource validation.
@@ -702,7 +722,9 @@ fn typed<S: serde::de::DeserializeOwned>(
             let raw = e.inner().to_string();
             let message = match parse_unknown_field(&raw) {
                 Some((field, expected)) => {
-                    path.push(PathSeg::Key(field.clone()));
+                    if path.last() != Some(&PathSeg::Key(field.clone())) {
+                        path.push(PathSeg::Key(field.clone()));
+                    }
                     match did_you_mean(&field, expected.iter().map(String::as_str)) {
                         Some(h) => format!("unknown field `{field}` (did you mean `{h}`?)"),
                         None => format!(

@@ -8,7 +8,7 @@
 
 use crate::docker::{labels, ContainerInfo, Health, NetworkInfo, RunState, VolumeInfo};
 use crate::load::DesiredState;
-use crate::model::service::{DependencyCondition, OnChange, PullPolicy};
+use crate::model::service::{DependencyCondition, OnChange, PullPolicy, RestartPolicy};
 use crate::render::{render_service, HostKey, Rendered};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -471,7 +471,20 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
                     st.drift.push(Reason::Failed);
                     st.message = Some(format!("container is crash-looping: {}", c.status));
                 }
-                if !running && c.state != RunState::Restarting {
+                // Exited containers are restarted only when their restart policy says
+                // they should keep running: `restart: no` and `on-failure` are one-shot
+                // or failure-only, and Docker already restarts on failure itself. A
+                // container that never started (crash between create and start) is
+                // started whatever the policy.
+                let keep_running = matches!(
+                    svc.restart,
+                    RestartPolicy::Always | RestartPolicy::UnlessStopped
+                ) || c.state == RunState::Created;
+                let stopped = !running
+                    && c.state != RunState::Restarting
+                    && c.state != RunState::Removing
+                    && keep_running;
+                if stopped {
                     st.drift.push(Reason::Stopped);
                 }
                 if c.health == Some(Health::Unhealthy) {
@@ -509,8 +522,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
                             continue;
                         }
                     }
-                    if !running && c.state != RunState::Restarting && c.state != RunState::Removing
-                    {
+                    if stopped {
                         sp.steps.push(Step::Start { id: c.id.clone() });
                     } else if c.health == Some(Health::Unhealthy) {
                         sp.steps.push(Step::Restart { id: c.id.clone() });

@@ -241,7 +241,25 @@ pub fn render_service(
         create,
         spec_hash,
         config_hashes,
-        on_change: s.config_files.iter().map(|c| c.on_change.clone()).collect(),
+        on_change: s
+            .config_files
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                // A file bind mount pins the inode it was created with; after a save by
+                // rename only a restart (which re-binds the path) shows the new content.
+                let single = state
+                    .config_single_file
+                    .get(name)
+                    .and_then(|v| v.get(i))
+                    .copied()
+                    .unwrap_or(false);
+                match &c.on_change {
+                    OnChange::Signal(_) | OnChange::None if single => OnChange::Restart,
+                    other => other.clone(),
+                }
+            })
+            .collect(),
         masked,
     })
 }

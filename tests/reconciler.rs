@@ -467,7 +467,6 @@ fn reconciles(d: &Daemon) -> f64 {
 /// every interval; they are not drift and must not each trigger a full pass (with 100
 /// services that is a pass every few ms — the idle CPU target is < 1 % of a core).
 #[test]
-#[ignore = "bug: daemon.rs watch_docker forwards every exec_create/exec_start/exec_die of a healthcheck as a reconcile hint (see the rtests report)"]
 fn idle_daemon_does_not_reconcile_on_healthcheck_probes() {
     let mut s = Stack::new("idle");
     s.service(
@@ -713,23 +712,46 @@ fn moved_tag_is_image_changed() {
 
 // ---------------------------------------------------------------------- config files
 
+/// Where the test's config for `svc` lives: a file, or a file in a directory for the
+/// directory-mounted services.
+fn conf_path(svc: &str) -> String {
+    match svc {
+        "sig" | "non" | "dsig" => format!("config/{svc}/app.conf"),
+        _ => format!("config/{svc}.conf"),
+    }
+}
+
+fn conf_target(svc: &str) -> &'static str {
+    match svc {
+        "sig" | "non" | "dsig" => "/etc/app/app.conf",
+        _ => "/etc/app.conf",
+    }
+}
+
 #[test]
 fn config_change_follows_on_change() {
     const HUP_LOOP: &str =
         "trap 'exit 0' TERM; trap 'echo got-SIGHUP' HUP; while true; do sleep 1; done";
     let mut s = Stack::new("config");
+    // recreate/restart mount a single file; signal/none mount a directory (a file
+    // mount pins its inode, so obsd restarts instead of signalling for those).
     for (svc, on_change) in [
         ("rec", json!("recreate")),
         ("rst", json!("restart")),
         ("sig", json!({"signal": "SIGHUP"})),
         ("non", json!("none")),
     ] {
-        s.file(&format!("config/{svc}.conf"), &format!("{svc} v1\n"));
+        s.file(&conf_path(svc), &format!("{svc} v1\n"));
+        let (source, target) = if matches!(svc, "sig" | "non") {
+            (format!("config/{svc}"), "/etc/app")
+        } else {
+            (format!("config/{svc}.conf"), "/etc/app.conf")
+        };
         s.service(
             svc,
             service(json!({
                 "command": ["sh", "-c", HUP_LOOP],
-                "configFiles": [{"source": format!("config/{svc}.conf"), "target": "/etc/app.conf", "onChange": on_change}],
+                "configFiles": [{"source": source, "target": target, "onChange": on_change}],
             })),
         );
     }
@@ -740,11 +762,11 @@ fn config_change_follows_on_change() {
         .map(|n| (n, s.must(n)))
         .collect();
     for n in ["rec", "rst", "sig", "non"] {
-        assert_eq!(exec_cat(&s.cname(n), "/etc/app.conf"), format!("{n} v1"));
+        assert_eq!(exec_cat(&s.cname(n), conf_target(n)), format!("{n} v1"));
     }
 
     for n in ["rec", "rst", "sig", "non"] {
-        s.file(&format!("config/{n}.conf"), &format!("{n} v2\n"));
+        s.file(&conf_path(n), &format!("{n} v2\n"));
     }
     let d = s.diff().expect(2, "diff after config change");
     for (n, step) in [
@@ -791,7 +813,7 @@ fn config_change_follows_on_change() {
         "sig's process to log got-SIGHUP",
         || logs(&s.cname("sig")).contains("got-SIGHUP").then_some(()),
     );
-    assert_eq!(exec_cat(&s.cname("sig"), "/etc/app.conf"), "sig v2");
+    assert_eq!(exec_cat(&s.cname("sig"), conf_target("sig")), "sig v2");
 
     // none → nothing at all (and by now a HUP would have been logged).
     let non = s.must("non");
@@ -845,46 +867,60 @@ fn daemon_applies_config_change_by_itself() {
 
 /// Most editors, `sed -i`, `git checkout` and config management save a file by writing
 /// a new one and renaming it over the old. A single-file bind mount keeps showing the
-/// old inode, so `signal` and `none` (which keep the container) must still get the new
-/// content in front of the process.
+/// old inode, so obsd restarts a file-mounted service even when it asks for a signal;
+/// a directory mount sees the rename and is signalled.
 #[test]
-#[ignore = "bug: config files are bind-mounted file by file; after a rename-save the running container keeps the old inode, so onChange signal/none reload stale content (see the rtests report)"]
-fn config_change_saved_by_rename_reaches_a_signalled_container() {
+fn config_change_saved_by_rename_reaches_the_container() {
     const HUP_LOOP: &str =
         "trap 'exit 0' TERM; trap 'echo got-SIGHUP' HUP; while true; do sleep 1; done";
     let mut s = Stack::new("cfgrename");
-    for (svc, on_change) in [("sig", json!({"signal": "SIGHUP"})), ("non", json!("none"))] {
-        s.file(&format!("config/{svc}.conf"), &format!("{svc} v1\n"));
-        s.service(
-            svc,
-            service(json!({
-                "command": ["sh", "-c", HUP_LOOP],
-                "configFiles": [{"source": format!("config/{svc}.conf"), "target": "/etc/app.conf", "onChange": on_change}],
-            })),
-        );
-    }
+    // A single-file mount asking for a signal (obsd restarts it instead), and a
+    // directory mount that really is signalled.
+    s.file("config/fsig.conf", "fsig v1\n");
+    s.service(
+        "fsig",
+        service(json!({
+            "command": ["sh", "-c", HUP_LOOP],
+            "configFiles": [{"source": "config/fsig.conf", "target": "/etc/app.conf", "onChange": {"signal": "SIGHUP"}}],
+        })),
+    );
+    s.file(&conf_path("dsig"), "dsig v1\n");
+    s.service(
+        "dsig",
+        service(json!({
+            "command": ["sh", "-c", HUP_LOOP],
+            "configFiles": [{"source": "config/dsig", "target": "/etc/app", "onChange": {"signal": "SIGHUP"}}],
+        })),
+    );
     s.write();
     s.apply().expect(0, "first apply");
-    for svc in ["sig", "non"] {
+    let fsig = s.must("fsig");
+    let dsig = s.must("dsig");
+    for (svc, rel) in [
+        ("fsig", "config/fsig.conf".to_string()),
+        ("dsig", conf_path("dsig")),
+    ] {
         // Save the way an editor does: new file, rename over the old.
-        let p = s.dir.join(format!("config/{svc}.conf"));
-        let tmp = s.dir.join(format!("config/.{svc}.conf.swp"));
+        let p = s.dir.join(&rel);
+        let tmp = p.with_extension("swp");
         std::fs::write(&tmp, format!("{svc} v2\n")).expect("write");
         std::fs::rename(&tmp, &p).expect("rename");
     }
     s.apply().expect(0, "apply after the rename-save");
+    // The file mount was restarted (same container), so it sees the new inode.
+    let fsig2 = s.must("fsig");
+    assert_eq!(fsig2.id, fsig.id);
+    assert_ne!(fsig2.started_at, fsig.started_at, "fsig: not restarted");
+    assert_eq!(exec_cat(&s.cname("fsig"), "/etc/app.conf"), "fsig v2");
+    // The directory mount sees the renamed file and got its signal, no restart.
+    let dsig2 = s.must("dsig");
+    assert_eq!(dsig2.started_at, dsig.started_at, "dsig: restarted");
     poll(
         Duration::from_secs(10),
-        "sig's process to log got-SIGHUP",
-        || logs(&s.cname("sig")).contains("got-SIGHUP").then_some(()),
+        "dsig's process to log got-SIGHUP",
+        || logs(&s.cname("dsig")).contains("got-SIGHUP").then_some(()),
     );
-    for svc in ["sig", "non"] {
-        assert_eq!(
-            exec_cat(&s.cname(svc), "/etc/app.conf"),
-            format!("{svc} v2"),
-            "{svc}: the container still sees the old config file"
-        );
-    }
+    assert_eq!(exec_cat(&s.cname("dsig"), conf_target("dsig")), "dsig v2");
 }
 
 // ---------------------------------------------------------------------- invalid edit

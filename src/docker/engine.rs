@@ -159,12 +159,12 @@ impl Docker for Engine {
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| DockerError::Image {
                 image: reference.to_string(),
-                message: format!("pull failed: {}", map_err(e)),
+                message: format!("cannot pull: {}", map_err(e)),
             })?;
             if let Some(err) = info.error_detail.and_then(|d| d.message) {
                 return Err(DockerError::Image {
                     image: reference.to_string(),
-                    message: format!("pull failed: {err}"),
+                    message: format!("cannot pull: {err}"),
                 });
             }
         }
