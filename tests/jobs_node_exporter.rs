@@ -185,7 +185,10 @@ async fn node_exporter_parses_every_job_textfile() {
     // The scheduler (not a manual trigger) writes the files.
     let deadline = Instant::now() + Duration::from_secs(15);
     let want = ["cloud.prom", "docker_names.prom", "self_heal.prom"];
-    while !want.iter().all(|f| textfiles.join(f).exists()) {
+    // A run writes its file before its record is stored: wait for both.
+    while !(want.iter().all(|f| textfiles.join(f).exists())
+        && runner.status().iter().all(|s| s.last_run.is_some()))
+    {
         assert!(
             Instant::now() < deadline,
             "jobs did not write their textfiles: {:?}",

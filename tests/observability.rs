@@ -6,36 +6,16 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const IMAGE: &str = "obsd-test/busybox:1";
+mod common;
+
+use common::{ensure_image as test_image, poll, remove_project, IMAGE};
+
 const LOOP: &str = r#"["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]"#;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Builds the test image (FROM scratch + Debian's static busybox) once.
-fn test_image() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let ctx = tempfile::tempdir().unwrap();
-        assert!(Path::new("/bin/busybox").exists(), "install busybox-static (apt-get install busybox-static)");
-        std::fs::copy("/bin/busybox", ctx.path().join("busybox")).unwrap();
-        std::fs::write(
-            ctx.path().join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"/bin/sh\"]\n",
-        )
-        .unwrap();
-        let ok = Command::new("docker")
-            .args(["build", "-q", "-t", IMAGE])
-            .arg(ctx.path())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "docker build of the test image failed");
-    });
 }
 
 fn free_port() -> u16 {
@@ -46,15 +26,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(timeout, what, f)
 }
 
 fn http_get(url: &str) -> Option<String> {
@@ -79,24 +52,7 @@ impl Drop for Guard {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let filter = format!("label=obs.tlsstress.art/stack={}", self.project);
-        for (list, rm) in [
-            (vec!["ps", "-aq", "--filter", &filter], vec!["rm", "-f"]),
-            (
-                vec!["network", "ls", "-q", "--filter", &filter],
-                vec!["network", "rm"],
-            ),
-            (
-                vec!["volume", "ls", "-q", "--filter", &filter],
-                vec!["volume", "rm"],
-            ),
-        ] {
-            if let Ok(out) = Command::new("docker").args(&list).output() {
-                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("docker").args(&rm).arg(id).output();
-                }
-            }
-        }
+        remove_project(&self.project);
     }
 }
 
@@ -154,7 +110,7 @@ fn reconcile_failure_alert_fires_and_resolves_through_prometheus_and_alertmanage
     }
     test_image();
     let tmp = tempfile::tempdir().unwrap();
-    let project = format!("obsdt-alert-{}", std::process::id());
+    let project = format!("obsdt-{}-alert", std::process::id());
     let mut guard = Guard {
         children: Vec::new(),
         project: project.clone(),
@@ -293,7 +249,7 @@ fn reconcile_failure_alert_fires_and_resolves_through_prometheus_and_alertmanage
 fn canary_secret_never_appears_in_any_output() {
     test_image();
     let tmp = tempfile::tempdir().unwrap();
-    let project = format!("obsdt-canary-{}", std::process::id());
+    let project = format!("obsdt-{}-canary", std::process::id());
     let mut guard = Guard {
         children: Vec::new(),
         project: project.clone(),

@@ -1,6 +1,8 @@
 //! Pull policies and moved tags against a real registry: Debian's `docker-registry`
 //! started on 127.0.0.1 (the engine trusts loopback registries over plain HTTP).
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -57,15 +59,7 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = self.registry.kill();
         let _ = self.registry.wait();
-        let filter = format!("label=obs.tlsstress.art/stack={}", self.project);
-        let (_, ids) = docker(&["ps", "-aq", "--filter", &filter]);
-        for id in ids.split_whitespace() {
-            docker(&["rm", "-f", id]);
-        }
-        let (_, nets) = docker(&["network", "ls", "-q", "--filter", &filter]);
-        for id in nets.split_whitespace() {
-            docker(&["network", "rm", id]);
-        }
+        common::remove_project(&self.project);
         for i in &self.images {
             docker(&["rmi", "-f", i]);
         }
@@ -122,7 +116,7 @@ fn pull_policies_and_moved_tags() {
             .spawn()
             .unwrap()
     };
-    let project = format!("obsdt-pull-{}", std::process::id());
+    let project = format!("obsdt-{}-pull", std::process::id());
     let image = format!("127.0.0.1:{port}/obsdt/app:1");
     let local = format!("obsdt-pull-local-{}:1", std::process::id());
     let mut guard = Cleanup {
