@@ -197,7 +197,8 @@ impl Metrics {
 #[derive(Debug)]
 struct ProcessCollector;
 
-fn proc_stats() -> Option<(f64, f64, f64, f64)> {
+/// (cpu seconds, rss bytes, start time if /proc/stat is visible, open fds).
+fn proc_stats() -> Option<(f64, f64, Option<f64>, f64)> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name.
     let rest = stat.rsplit_once(')')?.1;
@@ -208,20 +209,20 @@ fn proc_stats() -> Option<(f64, f64, f64, f64)> {
     let start_ticks: f64 = f.get(19)?.parse().ok()?;
     let rss_pages: f64 = f.get(21)?.parse().ok()?;
     let page = 4096.0;
-    let boot = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| {
+    // /proc/stat is hidden under systemd's ProcSubset=pid: then no start time.
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines().find_map(|l| {
             l.strip_prefix("btime ")
                 .and_then(|v| v.trim().parse::<f64>().ok())
-        })?;
+        })
+    });
     let fds = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count() as f64)
         .unwrap_or(0.0);
     Some((
         (utime + stime) / ticks,
         rss_pages * page,
-        boot + start_ticks / ticks,
+        boot.map(|b| b + start_ticks / ticks),
         fds,
     ))
 }
@@ -249,13 +250,15 @@ impl prometheus_client::collector::Collector for ProcessCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(rss).encode(e)?;
-        let e = encoder.encode_descriptor(
-            "process_start_time_seconds",
-            "Start time of the process since unix epoch",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(start).encode(e)?;
+        if let Some(start) = start {
+            let e = encoder.encode_descriptor(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(start).encode(e)?;
+        }
         let e = encoder.encode_descriptor(
             "process_open_fds",
             "Number of open file descriptors",
