@@ -262,3 +262,103 @@ async fn node_exporter_parses_every_job_textfile() {
     );
     assert!(!metrics.contains("rk_live_e2e") && !metrics.contains("cf-e2e"));
 }
+
+/// The same chain through the real daemon: `obsd` loads Job documents, runs them, and
+/// node-exporter parses what they wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_obsd_writes_textfiles_that_node_exporter_parses() {
+    use std::os::unix::fs::PermissionsExt;
+    if !Path::new(NODE_EXPORTER).exists() {
+        eprintln!("SKIPPED running_obsd_writes_textfiles_that_node_exporter_parses: {NODE_EXPORTER} is absent (apt-get install prometheus-node-exporter)");
+        return;
+    }
+    let (cf, stripe, _app) = fakes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let textfiles = dir.path().join("textfiles");
+    let ds = dir.path().join("ds");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&textfiles).unwrap();
+    std::fs::create_dir_all(&ds).unwrap();
+    let env = ds.join(".env");
+    std::fs::write(
+        &env,
+        "CF_API_TOKEN=cf-obsd-e2e\nSTRIPE_API_KEY=rk_live_obsd_e2e\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let project = format!("obsdt-{}-jobs", std::process::id());
+    std::fs::write(
+        ds.join("stack.yaml"),
+        format!(
+            "apiVersion: obs.tlsstress.art/v1alpha1\nkind: Stack\nmetadata: {{name: t}}\nspec:\n  project: {project}\n  envFile: .env\n  textfileDir: {tf}\n---\napiVersion: obs.tlsstress.art/v1alpha1\nkind: Job\nmetadata: {{name: cloud-poller}}\nspec:\n  schedule: \"@every 1h\"\n  cloudPoller:\n    cloudflare: {{apiBase: \"{cf}/client/v4\"}}\n    stripe: {{apiBase: \"{st}\"}}\n---\napiVersion: obs.tlsstress.art/v1alpha1\nkind: Job\nmetadata: {{name: docker-names}}\nspec:\n  schedule: \"@every 1h\"\n  dockerNames: {{}}\n",
+            tf = textfiles.display(),
+            cf = cf.base,
+            st = stripe.base,
+        ),
+    )
+    .unwrap();
+    let mut obsd = Command::new(env!("CARGO_BIN_EXE_obsd"))
+        .arg("--desired-state")
+        .arg(&ds)
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start obsd");
+    let socket = state.join("obsd.sock");
+    let run = |job: &str| {
+        Command::new(env!("CARGO_BIN_EXE_obsctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["jobs", "run", job, "--wait"])
+            .output()
+            .expect("obsctl")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for job in ["cloud-poller", "docker-names"] {
+        loop {
+            let out = run(job);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "obsctl jobs run {job}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // The client really talked to the fakes with the env file's credentials.
+    assert!(cf.requests().iter().any(|r| r
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        == Some("Bearer cf-obsd-e2e")));
+
+    let port = free_port();
+    let _exporter = start_exporter(&textfiles, port);
+    let mut body = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while body.is_none() {
+        assert!(Instant::now() < deadline, "node-exporter did not answer");
+        body = scrape(port).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = body.unwrap();
+    let _ = obsd.kill();
+    let _ = obsd.wait();
+    assert!(body.contains("node_textfile_scrape_error 0"), "{body}");
+    assert!(
+        body.contains("cf_requests_total{zone=\"tlsstress.art\"} 1000"),
+        "{body}"
+    );
+    assert!(body.contains("cf_scrape_up 1"), "{body}");
+    assert!(body.contains("stripe_scrape_up 1"), "{body}");
+    assert!(
+        body.contains("docker_names_last_run_timestamp_seconds"),
+        "{body}"
+    );
+}
