@@ -267,6 +267,9 @@ enum Frame {
         anchor: usize,
         entries: Vec<(String, Pos, Node)>,
         pending_key: Option<(String, Pos)>,
+        /// Keys seen so far with their positions: a linear scan of `entries` per
+        /// key would make a large mapping quadratic to read.
+        seen: HashMap<String, Pos>,
     },
 }
 
@@ -362,6 +365,7 @@ impl Builder {
                         anchor,
                         entries: Vec::new(),
                         pending_key: None,
+                        seen: HashMap::new(),
                     });
                     None
                 }
@@ -407,6 +411,7 @@ impl Builder {
                     Some(Frame::Map {
                         entries,
                         pending_key,
+                        seen,
                         ..
                     }) => match pending_key.take() {
                         None => {
@@ -419,8 +424,7 @@ impl Builder {
                                     })
                                 }
                             };
-                            if let Some((_, first, _)) = entries.iter().find(|(k, _, _)| *k == key)
-                            {
+                            if let Some(first) = seen.get(&key) {
                                 return Err(YamlError {
                                     pos: node.pos,
                                     message: format!(
@@ -429,6 +433,7 @@ impl Builder {
                                     ),
                                 });
                             }
+                            seen.insert(key.clone(), node.pos);
                             *pending_key = Some((key, node.pos));
                         }
                         Some((key, kpos)) => entries.push((key, kpos, node)),
