@@ -84,6 +84,10 @@ pub struct Document {
     pub root: Node,
 }
 
+/// Callback of [`Node::for_each_scalar_mut`]: scalar text, written unquoted, position,
+/// field path.
+pub type ScalarVisitor<'a> = dyn FnMut(&mut String, bool, Pos, &[PathSeg]) + 'a;
+
 /// One step of a field path, e.g. `spec.ports[1].host`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathSeg {
@@ -179,15 +183,31 @@ impl Node {
         }
     }
 
-    /// Visits every scalar mutably (used for `${VAR}` interpolation).
-    pub fn for_each_scalar_mut(&mut self, f: &mut dyn FnMut(&mut String, bool, Pos)) {
+    /// Visits every scalar mutably with its field path (used for `${VAR}`
+    /// interpolation, whose errors must name the field). Recursion depth is bounded by
+    /// the reader's `max_depth`.
+    pub fn for_each_scalar_mut(&mut self, f: &mut ScalarVisitor<'_>) {
+        self.scalars_mut_at(&mut Vec::new(), f);
+    }
+
+    fn scalars_mut_at(&mut self, path: &mut Vec<PathSeg>, f: &mut ScalarVisitor<'_>) {
         let pos = self.pos;
         match &mut self.value {
-            Value::Scalar { text, plain } => f(text, *plain, pos),
-            Value::Seq(items) => items.iter_mut().for_each(|n| n.for_each_scalar_mut(f)),
-            Value::Map(entries) => entries
-                .iter_mut()
-                .for_each(|(_, _, n)| n.for_each_scalar_mut(f)),
+            Value::Scalar { text, plain } => f(text, *plain, pos, path),
+            Value::Seq(items) => {
+                for (i, n) in items.iter_mut().enumerate() {
+                    path.push(PathSeg::Index(i));
+                    n.scalars_mut_at(path, f);
+                    path.pop();
+                }
+            }
+            Value::Map(entries) => {
+                for (k, _, n) in entries.iter_mut() {
+                    path.push(PathSeg::Key(k.clone()));
+                    n.scalars_mut_at(path, f);
+                    path.pop();
+                }
+            }
         }
     }
 }
