@@ -309,6 +309,9 @@ fn load_hostile(name: &str, content: &[u8], limits: Option<Limits>) -> (Vec<Diag
     let start = Instant::now();
     let res = load_dir(&dir, &opts);
     let elapsed = start.elapsed();
+    if dump() {
+        println!("{name}: load_dir took {elapsed:?}");
+    }
     let diags = match res {
         Ok(s) => s.warnings,
         Err(LoadErrors(d)) => d,
