@@ -222,7 +222,7 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
         let r = &raw[*extra];
         diags.push(Diagnostic::error(
             &r.file,
-            r.doc_pos,
+            r.root.locate(&keys(&["kind"])),
             "kind",
             format!(
                 "a second Stack document; exactly one is allowed (first in {})",
@@ -283,8 +283,20 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
     let mut volumes = Vec::new();
     let mut networks = Vec::new();
     let mut jobs = Vec::new();
+    // Interpolation errors are kept apart: a field whose `${VAR}` failed is reported
+    // once, not again as, say, an invalid image reference `x:${TAG}`. Fields left
+    // unresolved (env file missing) are not checked either: they cannot be yet.
+    let mut interp_diags = Vec::new();
+    let mut unchecked = Vec::new();
     for mut r in raw {
-        let unresolved = interpolate(&r.file, &mut r.root, &env, &process_env, &mut diags);
+        let unresolved = interpolate(
+            &r.file,
+            &mut r.root,
+            &env,
+            &process_env,
+            &mut interp_diags,
+            &mut unchecked,
+        );
         if !unresolved.is_empty() {
             diags.push(Diagnostic::warning(
                 &r.file,
@@ -322,6 +334,7 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
     let jobs = unique(Kind::Job, jobs, &mut diags);
 
     let Some(stack) = stack else {
+        merge_interpolation_errors(&mut diags, interp_diags, &unchecked);
         return Err(finish(diags));
     };
     let mut state = DesiredState {
@@ -376,6 +389,7 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
 
     // 5. Cross-resource validation.
     crate::validate::validate(&state, &mut diags);
+    merge_interpolation_errors(&mut diags, interp_diags, &unchecked);
 
     if diags.iter().any(Diagnostic::is_error) {
         return Err(finish(diags));
@@ -384,6 +398,24 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
     state.warnings = diags;
     state.digest = hex::encode(hasher.finalize());
     Ok(state)
+}
+
+/// Adds the interpolation errors, dropping other errors on the same fields and on
+/// the `unchecked` (file, field path) pairs.
+fn merge_interpolation_errors(
+    diags: &mut Vec<Diagnostic>,
+    interp: Vec<Diagnostic>,
+    unchecked: &[(PathBuf, String)],
+) {
+    let fields: std::collections::HashSet<(&Path, &str)> = interp
+        .iter()
+        .map(|d| (d.file.as_path(), d.path.as_str()))
+        .chain(unchecked.iter().map(|(f, p)| (f.as_path(), p.as_str())))
+        .collect();
+    if !fields.is_empty() {
+        diags.retain(|d| !(d.is_error() && fields.contains(&(d.file.as_path(), d.path.as_str()))));
+    }
+    diags.extend(interp);
 }
 
 fn finish(mut diags: Vec<Diagnostic>) -> LoadErrors {
@@ -603,13 +635,14 @@ fn interpolate(
     env: &EnvFile,
     process: &BTreeMap<String, String>,
     diags: &mut Vec<Diagnostic>,
+    unchecked: &mut Vec<(PathBuf, String)>,
 ) -> Vec<String> {
     // With the env file configured but absent (e.g. validating a checkout), a variable
     // that only it could provide is "unresolved": a warning here, and the resources
     // using it refuse to render, so nothing ever runs with a literal `${VAR}`.
     let deferred = env.path.is_some() && !env.present;
     let unresolved = std::cell::RefCell::new(Vec::<String>::new());
-    root.for_each_scalar_mut(&mut |text, _plain, pos| {
+    root.for_each_scalar_mut(&mut |text, _plain, pos, path| {
         if !text.contains('$') {
             return;
         }
@@ -625,9 +658,15 @@ fn interpolate(
                 format!("${{{name}}}")
             })
         };
+        let before = unresolved.borrow().len();
         match expand_with(text, &lookup, &unset) {
-            Ok(s) => *text = s,
-            Err(msg) => diags.push(Diagnostic::error(file, pos, "", msg)),
+            Ok(s) => {
+                if unresolved.borrow().len() > before {
+                    unchecked.push((file.to_path_buf(), yaml::path_string(path)));
+                }
+                *text = s
+            }
+            Err(msg) => diags.push(Diagnostic::error(file, pos, yaml::path_string(path), msg)),
         }
     });
     let mut u = unresolved.into_inner();

@@ -17,6 +17,12 @@ pub fn valid_name(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Most per-key errors reported for one Service's `env` and `secretEnv`.
+const MAX_KEY_ERRORS: usize = 20;
+
+/// Most declared names searched for a "did you mean" hint on a dangling reference.
+const MAX_HINT_CANDIDATES: usize = 500;
+
 const SIGNALS: &[&str] = &[
     "SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGKILL", "SIGWINCH",
 ];
@@ -227,45 +233,56 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
                 host_ports.insert(key, (name.clone(), src.file.clone(), pos));
             }
         }
+        // Per-key errors are capped: each one costs a lookup in the (possibly huge)
+        // mapping, and a thousand copies of one mistake help nobody.
+        let mut key_errors = 0usize;
         for key in spec.env.keys() {
             if !valid_env_name(key) {
-                d.push(err_at(
-                    src,
-                    &[k("spec"), k("env"), k(key)],
-                    format!("`{key}` is not a valid environment variable name"),
-                ));
+                key_errors += 1;
+                if key_errors <= MAX_KEY_ERRORS {
+                    d.push(err_at(
+                        src,
+                        &[k("spec"), k("env"), k(key)],
+                        format!("`{key}` is not a valid environment variable name"),
+                    ));
+                }
             }
         }
         for (key, var) in &spec.secret_env {
             let path = [k("spec"), k("secretEnv"), k(key)];
+            let mut msgs = Vec::new();
             if !valid_env_name(key) || !valid_env_name(var) {
-                d.push(err_at(
-                    src,
-                    &path,
-                    format!("`{key}: {var}`: both must be valid variable names"),
-                ));
+                msgs.push(format!("`{key}: {var}`: both must be valid variable names"));
             }
             if spec.env.contains_key(key) {
-                d.push(err_at(
-                    src,
-                    &path,
-                    format!("`{key}` is set in both env and secretEnv"),
-                ));
+                msgs.push(format!("`{key}` is set in both env and secretEnv"));
             }
             if s.env.present && s.env.get(var).is_none() {
-                d.push(err_at(
-                    src,
-                    &path,
-                    format!(
-                        "`{var}` is not set in the env file {}",
-                        s.env
-                            .path
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
-                    ),
+                msgs.push(format!(
+                    "`{var}` is not set in the env file {}",
+                    s.env
+                        .path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
                 ));
             }
+            for msg in msgs {
+                key_errors += 1;
+                if key_errors <= MAX_KEY_ERRORS {
+                    d.push(err_at(src, &path, msg));
+                }
+            }
+        }
+        if key_errors > MAX_KEY_ERRORS {
+            d.push(err_at(
+                src,
+                &keys(&["spec"]),
+                format!(
+                    "{} more errors in env and secretEnv not shown",
+                    key_errors - MAX_KEY_ERRORS
+                ),
+            ));
         }
         if let Some(res) = &spec.resources {
             if let Some(m) = &res.memory {
@@ -441,7 +458,7 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
 }
 
 fn valid_docker_object_name(s: &str) -> bool {
-    !s.is_empty()
+    s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && s.len() <= 63
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
@@ -458,12 +475,18 @@ fn dangling<'a>(
     path: &[PathSeg],
     kind: &str,
     name: &str,
-    known: impl Iterator<Item = &'a String>,
+    known: impl ExactSizeIterator<Item = &'a String>,
 ) -> Diagnostic {
-    let known: Vec<&str> = known.map(String::as_str).collect();
-    let hint = did_you_mean(name, known.iter().copied())
-        .map(|h| format!(" (did you mean `{h}`?)"))
-        .unwrap_or_default();
+    // A hint costs one string comparison per declared name; past a few hundred names
+    // (far beyond one host's stack) thousands of dangling references would make
+    // loading quadratic, so the hint is skipped.
+    let hint = if known.len() <= MAX_HINT_CANDIDATES {
+        did_you_mean(name, known.map(String::as_str))
+            .map(|h| format!(" (did you mean `{h}`?)"))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
     err_at(
         src,
         path,
@@ -490,14 +513,51 @@ pub fn check_image(image: &str) -> Result<(), String> {
             ));
         }
     }
-    if name.is_empty()
-        || name.ends_with(':')
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':'))
-        || name.bytes().any(|b| b.is_ascii_uppercase()) && !name.contains(':')
-    {
-        return Err(format!("invalid image reference `{image}`"));
+    // The tag is what follows the last `:` after the last `/` (a `:` before a `/` is
+    // a registry port). Only the tag may hold capitals; repository paths are lowercase.
+    let (repo, tag) = match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => (&name[..i], Some(&name[i + 1..])),
+        _ => (name, None),
+    };
+    let bad = || Err(format!("invalid image reference `{image}`"));
+    if let Some(tag) = tag {
+        let ok = !tag.is_empty()
+            && tag.len() <= 128
+            && !tag.starts_with(['.', '-'])
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return bad();
+        }
+    }
+    let mut parts: Vec<&str> = repo.split('/').collect();
+    let first = parts[0];
+    if parts.len() > 1 && (first.contains(['.', ':']) || first == "localhost") {
+        // Registry host[:port].
+        let (host, port) = first.split_once(':').unwrap_or((first, "1"));
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+            || port.is_empty()
+            || !port.bytes().all(|b| b.is_ascii_digit())
+        {
+            return bad();
+        }
+        parts.remove(0);
+    }
+    for part in parts {
+        let ok = part
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && part.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            });
+        if !ok {
+            return bad();
+        }
     }
     Ok(())
 }
@@ -617,5 +677,13 @@ mod tests {
         assert!(check_image("prom/prometheus@sha256:abc").is_err());
         assert!(check_image("bad image").is_err());
         assert!(check_image("x:").is_err());
+        assert!(check_image("grafana/grafana:11.2.0-RC1").is_ok());
+        assert!(check_image("localhost:5000/obs/tool").is_ok());
+        assert!(check_image("Grafana/Grafana:11.2.0").is_err());
+        assert!(check_image("Grafana").is_err());
+        assert!(check_image(":latest").is_err());
+        assert!(check_image("grafana//grafana").is_err());
+        assert!(check_image("/grafana").is_err());
+        assert!(check_image("grafana:1:2").is_err());
     }
 }

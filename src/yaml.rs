@@ -84,6 +84,10 @@ pub struct Document {
     pub root: Node,
 }
 
+/// Callback of [`Node::for_each_scalar_mut`]: scalar text, written unquoted, position,
+/// field path.
+pub type ScalarVisitor<'a> = dyn FnMut(&mut String, bool, Pos, &[PathSeg]) + 'a;
+
 /// One step of a field path, e.g. `spec.ports[1].host`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathSeg {
@@ -179,15 +183,31 @@ impl Node {
         }
     }
 
-    /// Visits every scalar mutably (used for `${VAR}` interpolation).
-    pub fn for_each_scalar_mut(&mut self, f: &mut dyn FnMut(&mut String, bool, Pos)) {
+    /// Visits every scalar mutably with its field path (used for `${VAR}`
+    /// interpolation, whose errors must name the field). Recursion depth is bounded by
+    /// the reader's `max_depth`.
+    pub fn for_each_scalar_mut(&mut self, f: &mut ScalarVisitor<'_>) {
+        self.scalars_mut_at(&mut Vec::new(), f);
+    }
+
+    fn scalars_mut_at(&mut self, path: &mut Vec<PathSeg>, f: &mut ScalarVisitor<'_>) {
         let pos = self.pos;
         match &mut self.value {
-            Value::Scalar { text, plain } => f(text, *plain, pos),
-            Value::Seq(items) => items.iter_mut().for_each(|n| n.for_each_scalar_mut(f)),
-            Value::Map(entries) => entries
-                .iter_mut()
-                .for_each(|(_, _, n)| n.for_each_scalar_mut(f)),
+            Value::Scalar { text, plain } => f(text, *plain, pos, path),
+            Value::Seq(items) => {
+                for (i, n) in items.iter_mut().enumerate() {
+                    path.push(PathSeg::Index(i));
+                    n.scalars_mut_at(path, f);
+                    path.pop();
+                }
+            }
+            Value::Map(entries) => {
+                for (k, _, n) in entries.iter_mut() {
+                    path.push(PathSeg::Key(k.clone()));
+                    n.scalars_mut_at(path, f);
+                    path.pop();
+                }
+            }
         }
     }
 }
@@ -267,6 +287,9 @@ enum Frame {
         anchor: usize,
         entries: Vec<(String, Pos, Node)>,
         pending_key: Option<(String, Pos)>,
+        /// Keys seen so far with their positions: a linear scan of `entries` per
+        /// key would make a large mapping quadratic to read.
+        seen: HashMap<String, Pos>,
     },
 }
 
@@ -362,6 +385,7 @@ impl Builder {
                         anchor,
                         entries: Vec::new(),
                         pending_key: None,
+                        seen: HashMap::new(),
                     });
                     None
                 }
@@ -407,6 +431,7 @@ impl Builder {
                     Some(Frame::Map {
                         entries,
                         pending_key,
+                        seen,
                         ..
                     }) => match pending_key.take() {
                         None => {
@@ -419,8 +444,7 @@ impl Builder {
                                     })
                                 }
                             };
-                            if let Some((_, first, _)) = entries.iter().find(|(k, _, _)| *k == key)
-                            {
+                            if let Some(first) = seen.get(&key) {
                                 return Err(YamlError {
                                     pos: node.pos,
                                     message: format!(
@@ -429,6 +453,7 @@ impl Builder {
                                     ),
                                 });
                             }
+                            seen.insert(key.clone(), node.pos);
                             *pending_key = Some((key, node.pos));
                         }
                         Some((key, kpos)) => entries.push((key, kpos, node)),
