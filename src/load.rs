@@ -837,6 +837,15 @@ pub fn hash_config_source(dir: &Path, source: &str) -> Result<String, String> {
     let path = dir.join(rel);
     let meta = std::fs::metadata(&path)
         .map_err(|_| format!("config file `{source}` does not exist ({})", path.display()))?;
+    // A symlink must not lead out of the directory: the engine would mount its target.
+    if let (Ok(real), Ok(root)) = (path.canonicalize(), dir.canonicalize()) {
+        if !real.starts_with(&root) {
+            return Err(format!(
+                "config file `{source}` resolves to {}, outside the desired-state directory",
+                real.display()
+            ));
+        }
+    }
     let mut h = Sha256::new();
     if meta.is_dir() {
         let mut files = Vec::new();
@@ -866,7 +875,12 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), String> 
     for e in rd.flatten() {
         let p = e.path();
         let ft = e.file_type().map_err(|e| e.to_string())?;
-        if ft.is_dir() {
+        if ft.is_symlink() {
+            return Err(format!(
+                "{} is a symlink; config directories are mounted as they are, so they may not hold links",
+                p.display()
+            ));
+        } else if ft.is_dir() {
             walk(&p, out, depth + 1)?;
         } else if ft.is_file() {
             out.push(p);

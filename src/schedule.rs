@@ -18,6 +18,11 @@ impl Schedule {
         if let Some(rest) = s.strip_prefix("@every") {
             let d = humantime::parse_duration(rest.trim())
                 .map_err(|e| format!("invalid schedule `{s}`: {e}; write e.g. `@every 5m`"))?;
+            if d > std::time::Duration::from_secs(366 * 24 * 3600) {
+                return Err(format!(
+                    "invalid schedule `{s}`: the interval must be at most a year"
+                ));
+            }
             if d < std::time::Duration::from_secs(1) {
                 return Err(format!(
                     "invalid schedule `{s}`: the interval must be at least 1s"
@@ -31,15 +36,30 @@ impl Schedule {
             "@weekly" => "0 0 * * 0",
             other => other,
         };
-        let fields = line.split_whitespace().count();
-        if fields != 5 {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() != 5 {
             return Err(format!(
-                "invalid schedule `{s}`: expected `@every <duration>`, `@hourly`, `@daily`, `@weekly` or five cron fields (minute hour day-of-month month day-of-week), found {fields} field(s)"
+                "invalid schedule `{s}`: expected `@every <duration>`, `@hourly`, `@daily`, `@weekly` or five cron fields (minute hour day-of-month month day-of-week), found {} field(s)",
+                fields.len()
             ));
         }
-        cron::Schedule::from_str(&format!("0 {line}"))
-            .map(|c| Schedule::Cron(Box::new(c)))
-            .map_err(|e| format!("invalid cron line `{s}`: {e}"))
+        let dow = unix_weekdays(fields[4])
+            .map_err(|e| format!("invalid cron line `{s}`: day-of-week {e}"))?;
+        let full = format!(
+            "0 {} {} {} {} {dow}",
+            fields[0], fields[1], fields[2], fields[3]
+        );
+        let c = cron::Schedule::from_str(&full).map_err(|e| {
+            // The crate's message spans lines and shows the internal seconds field.
+            let first = e.to_string().lines().next().unwrap_or_default().to_string();
+            format!("invalid cron line `{s}` (minute hour day-of-month month day-of-week, UTC): {first}")
+        })?;
+        if c.upcoming(Utc).next().is_none() {
+            return Err(format!(
+                "invalid cron line `{s}`: it never fires (e.g. 31 February)"
+            ));
+        }
+        Ok(Schedule::Cron(Box::new(c)))
     }
 
     /// The first scheduled time strictly after `t`.
@@ -81,6 +101,72 @@ impl Schedule {
             }
         }
     }
+}
+
+/// Translates a Unix cron day-of-week field (0–7, 0 and 7 = Sunday, names, ranges,
+/// lists, steps) into the cron crate's numbering (1 = Sunday … 7 = Saturday), by
+/// expanding it to the set of days.
+fn unix_weekdays(field: &str) -> Result<String, String> {
+    if field == "*" || field == "?" {
+        return Ok("*".into());
+    }
+    const NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    let day = |t: &str| -> Result<u32, String> {
+        let up = t.to_ascii_uppercase();
+        if let Some(i) = NAMES.iter().position(|n| *n == up) {
+            return Ok(i as u32);
+        }
+        match t.parse::<u32>() {
+            Ok(n) if n <= 7 => Ok(n % 7),
+            _ => Err(format!("`{t}` is not a weekday (0-7 or SUN-SAT)")),
+        }
+    };
+    let mut days = [false; 7];
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, st)) => (
+                r,
+                st.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(format!("bad step in `{item}`"))?,
+            ),
+            None => (item, 1),
+        };
+        let (lo, hi) = match range {
+            "*" => (0, 6),
+            r => match r.split_once('-') {
+                Some((a, b)) => {
+                    let a = day(a)?;
+                    // `5-7` ends on Sunday: keep 7 as the upper bound.
+                    let b = if b == "7" { 7 } else { day(b)? };
+                    if a > b {
+                        return Err(format!("range `{r}` runs backwards"));
+                    }
+                    (a, b)
+                }
+                None => {
+                    let a = day(r)?;
+                    (a, if step > 1 { 6 } else { a })
+                }
+            },
+        };
+        let mut d = lo;
+        while d <= hi {
+            days[(d % 7) as usize] = true;
+            d += step;
+        }
+    }
+    if days.iter().all(|d| *d) {
+        return Ok("*".into());
+    }
+    Ok(days
+        .iter()
+        .enumerate()
+        .filter(|(_, on)| **on)
+        .map(|(i, _)| (i + 1).to_string())
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 #[cfg(test)]
@@ -135,6 +221,39 @@ mod tests {
         assert!(Schedule::parse("@every").is_err());
         assert!(Schedule::parse("61 * * * *").is_err());
         assert!(Schedule::parse("* * *").is_err());
+    }
+
+    #[test]
+    fn weekdays_use_unix_numbering() {
+        use chrono::Datelike;
+        // 2026-01-01 is a Thursday.
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let next = |line: &str| {
+            Schedule::parse(line)
+                .unwrap()
+                .next_after(t)
+                .unwrap()
+                .weekday()
+        };
+        assert_eq!(next("0 12 * * 1"), chrono::Weekday::Mon);
+        assert_eq!(next("0 12 * * 0"), chrono::Weekday::Sun);
+        assert_eq!(next("0 12 * * 7"), chrono::Weekday::Sun);
+        assert_eq!(next("0 12 * * SAT"), chrono::Weekday::Sat);
+        assert_eq!(next("0 12 * * 5-7"), chrono::Weekday::Fri);
+        assert_eq!(next("@weekly"), chrono::Weekday::Sun);
+        assert_eq!(unix_weekdays("1-5").unwrap(), "2,3,4,5,6");
+        assert_eq!(unix_weekdays("*/2").unwrap(), "1,3,5,7");
+        assert!(unix_weekdays("8").is_err());
+    }
+
+    #[test]
+    fn never_firing_and_readable_errors() {
+        assert!(Schedule::parse("0 0 31 2 *")
+            .unwrap_err()
+            .contains("never fires"));
+        let e = Schedule::parse("61 * * * *").unwrap_err();
+        assert!(!e.contains('\n') && e.contains("`61 * * * *`"), "{e}");
+        assert!(Schedule::parse("@every 18446744073709551615s").is_err());
     }
 
     #[test]
