@@ -772,7 +772,18 @@ fn typed<S: serde::de::DeserializeOwned>(
                         ),
                     }
                 }
-                None => raw,
+                None => match parse_unknown_variant(&raw) {
+                    Some((value, expected)) => {
+                        let hint = did_you_mean(&value, expected.iter().map(String::as_str))
+                            .map(|h| format!(" (did you mean `{h}`?)"))
+                            .unwrap_or_default();
+                        format!(
+                            "unknown value `{value}`{hint}; expected one of {}",
+                            expected.join(", ")
+                        )
+                    }
+                    None => raw,
+                },
             };
             diags.push(err_at(src, &path, message));
             None
@@ -791,6 +802,19 @@ fn parse_unknown_field(msg: &str) -> Option<(String, Vec<String>)> {
         .map(|(_, s)| s.to_string())
         .collect();
     Some((field.to_string(), expected))
+}
+
+/// Splits serde's "unknown variant `x`, expected one of `a`, `b`" message.
+fn parse_unknown_variant(msg: &str) -> Option<(String, Vec<String>)> {
+    let rest = msg.strip_prefix("unknown variant `")?;
+    let (value, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, s)| s.to_string())
+        .collect();
+    Some((value.to_string(), expected))
 }
 
 /// Keeps the first resource of each name; later ones are duplicate-name errors.
