@@ -143,7 +143,15 @@ def floor(project, n, image, parallel):
     net = f"{project}_default"
     label = {"floorbench.project": project}
     t0 = time.monotonic()
-    call("POST", "/networks/create", {"Name": net, "CheckDuplicate": True, "Labels": label})
+    st, _ = call(
+        "POST",
+        "/networks/create",
+        {"Name": net, "CheckDuplicate": True, "Labels": label},
+        ok=(201, 409),
+    )
+    if st == 409:
+        # A network the engine could not remove earlier (stale endpoint count): reuse it.
+        print(f"floor {project}: network {net} already existed; reused", file=sys.stderr)
     t1 = time.monotonic()
     with ThreadPoolExecutor(parallel) as ex:
         list(
@@ -174,15 +182,21 @@ def floor(project, n, image, parallel):
             },
             "NetworkingConfig": {"EndpointsConfig": {net: {"Aliases": [s]}}},
         }
+        a = time.monotonic()
         _, r = call("POST", f"/containers/create?name={project}-{s}", body)
+        b = time.monotonic()
         call("POST", f"/containers/{r['Id']}/start")
+        return b - a, time.monotonic() - b
 
     with ThreadPoolExecutor(parallel) as ex:
-        list(ex.map(one, range(1, n + 1)))
+        lat = list(ex.map(one, range(1, n + 1)))
     t3 = time.monotonic()
+    cr = statistics.mean(x for x, _ in lat)
+    st = statistics.mean(y for _, y in lat)
     print(
         f"floor {project}: network {t1 - t0:.3f}s, {n} volumes {t2 - t1:.3f}s, "
-        f"{n} containers create+start {t3 - t2:.3f}s (in-process total {t3 - t0:.3f}s)",
+        f"{n} containers create+start {t3 - t2:.3f}s (in-process total {t3 - t0:.3f}s; "
+        f"mean latency per call: create {cr:.3f}s, start {st:.3f}s; {parallel} in parallel)",
         file=sys.stderr,
     )
 
@@ -326,6 +340,7 @@ def idle(pid, url, seconds, project):
         "seconds": round(w1 - w0, 2),
         "cpu_pct": round(100.0 * (c1 - c0) / hz / (w1 - w0), 3),
         "cpu_seconds": (c1 - c0) / hz,
+        "cpu_ticks": c1 - c0,
         "rss_mib_max": round(max(rss) / 1024, 1),
         "rss_mib_last": round(rss[-1] / 1024, 1),
         "rss_mib_metric": round(m1.get("process_resident_memory_bytes", 0) / 2**20, 1),
