@@ -793,28 +793,24 @@ fn typed<S: serde::de::DeserializeOwned>(
 
 /// Splits serde's "unknown field `x`, expected one of `a`, `b`" message.
 fn parse_unknown_field(msg: &str) -> Option<(String, Vec<String>)> {
-    let rest = msg.strip_prefix("unknown field `")?;
-    let (field, rest) = rest.split_once('`')?;
-    let expected = rest
-        .split('`')
-        .enumerate()
-        .filter(|(i, _)| i % 2 == 1)
-        .map(|(_, s)| s.to_string())
-        .collect();
-    Some((field.to_string(), expected))
+    split_unknown(msg, "unknown field `")
 }
 
 /// Splits serde's "unknown variant `x`, expected one of `a`, `b`" message.
 fn parse_unknown_variant(msg: &str) -> Option<(String, Vec<String>)> {
-    let rest = msg.strip_prefix("unknown variant `")?;
-    let (value, rest) = rest.split_once('`')?;
+    split_unknown(msg, "unknown variant `")
+}
+
+fn split_unknown(msg: &str, prefix: &str) -> Option<(String, Vec<String>)> {
+    let rest = msg.strip_prefix(prefix)?;
+    let (name, rest) = rest.split_once('`')?;
     let expected = rest
         .split('`')
         .enumerate()
         .filter(|(i, _)| i % 2 == 1)
         .map(|(_, s)| s.to_string())
         .collect();
-    Some((value.to_string(), expected))
+    Some((name.to_string(), expected))
 }
 
 /// Keeps the first resource of each name; later ones are duplicate-name errors.
