@@ -279,6 +279,9 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
 
     // 3. Interpolate and deserialize every document.
     let mut stack: Option<Resource<StackSpec>> = None;
+    // Documents that failed to load were reported once; references to them are not
+    // also "undeclared" (that would bury the real error under follow-on ones).
+    let mut failed: std::collections::BTreeSet<(Kind, String)> = std::collections::BTreeSet::new();
     let mut services = Vec::new();
     let mut volumes = Vec::new();
     let mut networks = Vec::new();
@@ -313,18 +316,35 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
             root: r.root,
             unresolved,
         };
-        match r.kind {
-            Kind::Stack => {
-                if let Some(res) = typed::<StackSpec>(&source, &mut diags) {
-                    if stack.is_none() {
-                        stack = Some(res);
-                    }
+        let doc_name = source
+            .root
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Node::as_str)
+            .map(str::to_string);
+        let ok = match r.kind {
+            Kind::Stack => match typed::<StackSpec>(&source, &mut diags) {
+                Some(res) => {
+                    stack.get_or_insert(res);
+                    true
                 }
-            }
-            Kind::Service => services.extend(typed::<ServiceSpec>(&source, &mut diags)),
-            Kind::Volume => volumes.extend(typed::<VolumeSpec>(&source, &mut diags)),
-            Kind::Network => networks.extend(typed::<NetworkSpec>(&source, &mut diags)),
-            Kind::Job => jobs.extend(typed::<JobSpec>(&source, &mut diags)),
+                None => false,
+            },
+            Kind::Service => typed::<ServiceSpec>(&source, &mut diags)
+                .map(|x| services.push(x))
+                .is_some(),
+            Kind::Volume => typed::<VolumeSpec>(&source, &mut diags)
+                .map(|x| volumes.push(x))
+                .is_some(),
+            Kind::Network => typed::<NetworkSpec>(&source, &mut diags)
+                .map(|x| networks.push(x))
+                .is_some(),
+            Kind::Job => typed::<JobSpec>(&source, &mut diags)
+                .map(|x| jobs.push(x))
+                .is_some(),
+        };
+        if !ok {
+            failed.extend(doc_name.map(|n| (r.kind, n)));
         }
     }
 
@@ -388,7 +408,23 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
     }
 
     // 5. Cross-resource validation.
+    let before = diags.len();
     crate::validate::validate(&state, &mut diags);
+    let follow_on: Vec<String> = failed
+        .iter()
+        .map(|(kind, name)| format!("refers to {kind} `{name}`, which is not declared"))
+        .collect();
+    let mut i = before;
+    while i < diags.len() {
+        if follow_on
+            .iter()
+            .any(|f| diags[i].message.starts_with(f.as_str()))
+        {
+            diags.remove(i);
+        } else {
+            i += 1;
+        }
+    }
     merge_interpolation_errors(&mut diags, interp_diags, &unchecked);
 
     if diags.iter().any(Diagnostic::is_error) {
