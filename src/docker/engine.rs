@@ -49,7 +49,16 @@ fn map_err(e: bollard::errors::Error) -> DockerError {
         E::SocketNotFoundError(s) => DockerError::Unreachable(format!("socket {s} not found")),
         E::RequestTimeoutError => DockerError::Unreachable("request timed out".into()),
         other => {
-            let s = other.to_string();
+            // bollard's top-level message hides the cause ("client error (Connect)").
+            let mut s = other.to_string();
+            let mut cause = std::error::Error::source(&other);
+            while let Some(c) = cause {
+                let text = c.to_string();
+                if !s.ends_with(&text) {
+                    s.push_str(&format!(": {text}"));
+                }
+                cause = c.source();
+            }
             if s.contains("onnection refused")
                 || s.contains("No such file")
                 || s.contains("error trying to connect")

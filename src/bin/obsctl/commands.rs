@@ -63,13 +63,24 @@ fn load(dir: &Path) -> anyhow::Result<DesiredState> {
 }
 
 async fn engine() -> anyhow::Result<Engine> {
-    let e = Engine::connect()?;
     let host =
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let e = match Engine::connect() {
+        Ok(e) => e,
+        Err(err) => bail!("cannot reach the Docker engine at {host}: {}", plain(&err)),
+    };
     match tokio::time::timeout(Duration::from_secs(10), e.negotiate()).await {
         Ok(Ok(e)) => Ok(e),
-        Ok(Err(err)) => bail!("cannot reach the Docker engine at {host}: {err}"),
+        Ok(Err(err)) => bail!("cannot reach the Docker engine at {host}: {}", plain(&err)),
         Err(_) => bail!("cannot reach the Docker engine at {host}: timed out"),
+    }
+}
+
+/// The engine error without its own "unreachable" prefix (the caller says it).
+fn plain(err: &obsd::docker::DockerError) -> String {
+    match err {
+        obsd::docker::DockerError::Unreachable(m) => m.clone(),
+        other => other.to_string(),
     }
 }
 
