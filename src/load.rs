@@ -17,6 +17,13 @@ use std::path::{Path, PathBuf};
 /// Most documents files accepted in one directory (hostile-input bound).
 const MAX_FILES: usize = 1000;
 
+/// Most bytes of YAML read from one directory (hostile-input bound; the real stack is
+/// well under 100 KiB).
+const MAX_TOTAL_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most diagnostics reported from one load; the rest are summarised in one line.
+const MAX_DIAGNOSTICS: usize = 500;
+
 /// Where a resource was declared; used to locate errors found after loading.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -177,6 +184,7 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
 
     // 1. Parse every file into positioned documents.
     let mut raw: Vec<RawDoc> = Vec::new();
+    let mut total = 0usize;
     for file in &files {
         let text = match read_bounded(file, limits.max_bytes) {
             Ok(t) => t,
@@ -185,6 +193,16 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
                 continue;
             }
         };
+        total += text.len();
+        if total > MAX_TOTAL_BYTES {
+            diags.push(Diagnostic::error(
+                file,
+                Pos { line: 1, col: 1 },
+                "",
+                format!("the directory holds more than {MAX_TOTAL_BYTES} bytes of YAML; refusing to read further"),
+            ));
+            break;
+        }
         hasher.update(file.to_string_lossy().as_bytes());
         hasher.update(text.as_bytes());
         let docs = match yaml::parse(&text, limits) {
@@ -457,6 +475,20 @@ fn merge_interpolation_errors(
 fn finish(mut diags: Vec<Diagnostic>) -> LoadErrors {
     diags.sort();
     diags.dedup();
+    if diags.len() > MAX_DIAGNOSTICS {
+        let more = diags.len() - MAX_DIAGNOSTICS;
+        let last = diags[MAX_DIAGNOSTICS - 1].clone();
+        diags.truncate(MAX_DIAGNOSTICS);
+        diags.push(Diagnostic::error(
+            last.file,
+            Pos {
+                line: last.line,
+                col: last.column,
+            },
+            "",
+            format!("… and {more} more problems (only the first {MAX_DIAGNOSTICS} are shown)"),
+        ));
+    }
     LoadErrors(diags)
 }
 
@@ -967,6 +999,27 @@ mod tests {
             .unwrap_err()
             .contains("`B` is not set"));
         assert!(expand("${A", &look).unwrap_err().contains("unterminated"));
+    }
+
+    #[test]
+    fn diagnostics_are_capped_with_a_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("apiVersion: obs.tlsstress.art/v1alpha1\nkind: Stack\nmetadata: {name: t}\nspec: {project: p}\n");
+        for i in 0..600 {
+            text.push_str(&format!("---\napiVersion: obs.tlsstress.art/v1alpha1\nkind: Volume\nmetadata: {{name: v{i}}}\nspec: {{bogus: 1}}\n"));
+        }
+        std::fs::write(dir.path().join("s.yaml"), text).unwrap();
+        let opts = LoadOptions {
+            process_env: Some(BTreeMap::new()),
+            ..Default::default()
+        };
+        let e = load_dir(dir.path(), &opts).unwrap_err();
+        assert_eq!(e.0.len(), MAX_DIAGNOSTICS + 1);
+        assert!(
+            e.0.last().unwrap().message.contains("100 more problems"),
+            "{}",
+            e.0.last().unwrap()
+        );
     }
 
     #[test]
