@@ -91,7 +91,7 @@ fn type_name(v: &Value, defs: &Map<String, Value>) -> String {
         if let Some(e) = enum_values(target) {
             return format!("enum: {}", e.join(" \\| "));
         }
-        return format!("[{name}](#{})", name.to_ascii_lowercase());
+        return format!("object (`{name}`)");
     }
     if let Some(c) = v.get("const") {
         return format!("`{c}`");

@@ -183,6 +183,7 @@ pub struct VolumeMount {
     pub volume: String,
     /// Absolute path in the container.
     pub target: String,
+    /// Mount read-only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
 }
@@ -195,6 +196,7 @@ pub struct BindMount {
     pub source: String,
     /// Absolute path in the container.
     pub target: String,
+    /// Mount read-only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
     /// Mount propagation (`rslave` for node-exporter's `/:/host`).
@@ -239,6 +241,7 @@ pub enum OnChange {
 pub struct Dependency {
     /// Name of another `Service`.
     pub service: String,
+    /// `started`: its container runs; `healthy`: its healthcheck passes.
     #[serde(default)]
     pub condition: DependencyCondition,
 }
