@@ -270,6 +270,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
 
     let mut desired: Option<Arc<DesiredState>> = None;
     let mut engine: Option<Engine> = None;
+    let mut down_logged = false;
     let mut in_flight = false;
     let mut pending;
     let mut pull_next = true;
@@ -378,8 +379,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
                 }
             }
             Event::DockerDown(msg) => {
-                if engine.take().is_some() {
-                    warn!(error = %msg, "docker engine unreachable; retrying");
+                // Once per outage (at start-up too), not on every retry.
+                if engine.take().is_some() || !down_logged {
+                    warn!(error = %msg, "docker engine unreachable; retrying with backoff");
+                    down_logged = true;
                 }
                 *engine_slot.write().expect("engine slot") = None;
                 shared.metrics.docker_up.set(0);
@@ -387,6 +390,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
             }
             Event::DockerUp(e) => {
                 info!("docker engine connected");
+                down_logged = false;
                 *engine_slot.write().expect("engine slot") = Some(e.clone());
                 engine = Some(e);
                 shared.metrics.docker_up.set(1);

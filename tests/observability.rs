@@ -385,3 +385,60 @@ fn canary_secret_never_appears_in_any_output() {
     assert!(outputs[0].1.contains("app"), "status lists the service");
     drop(guard);
 }
+
+#[test]
+fn daemon_without_engine_keeps_running_and_reports_docker_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = format!("obsdt-{}-noengine", std::process::id());
+    let ds = tmp.path().join("ds");
+    std::fs::create_dir(&ds).unwrap();
+    write_env(&ds, "X=1\n");
+    std::fs::write(ds.join("stack.yaml"), stack(&project, "")).unwrap();
+    let port = free_port();
+    let log = tmp.path().join("obsd.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_obsd"))
+        .arg("--desired-state")
+        .arg(&ds)
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no-engine.sock", tmp.path().display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard {
+        children: vec![child],
+        project,
+    };
+    let metrics = wait_for(
+        "metrics with obsd_docker_up 0",
+        Duration::from_secs(20),
+        || {
+            http_get(&format!("http://127.0.0.1:{port}/metrics"))
+                .filter(|m| m.contains("obsd_docker_up 0"))
+        },
+    );
+    assert!(metrics.contains("obsd_desired_state_valid 1"), "{metrics}");
+    // Still serving (retrying with backoff), not exited.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        guard.children[0].try_wait().unwrap().is_none(),
+        "obsd exited without an engine"
+    );
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{port}/healthz")).as_deref(),
+        Some("ok\n")
+    );
+    let mut text = String::new();
+    std::fs::File::open(&log)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(text.contains("unreachable"), "the log says why: {text}");
+    let _ = guard.children[0].kill();
+}
