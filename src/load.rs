@@ -120,11 +120,6 @@ impl DesiredState {
             svc.networks.clone()
         }
     }
-
-    /// The state directory, after `OBSD_STATE_DIR` override.
-    pub fn state_dir(&self) -> PathBuf {
-        PathBuf::from(&self.stack.spec.state_dir)
-    }
 }
 
 /// Every problem found; loading failed.
