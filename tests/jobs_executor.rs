@@ -5,27 +5,14 @@ mod jobs_support;
 
 use jobs_support::*;
 use obsd::jobs::{BodyExecutor, JobMetrics, JobRunner, RunResult, RunnerConfig, SystemClock};
-use obsd::model::job::{BackupJob, ConcurrencyPolicy, DockerNamesJob};
-use obsd::model::{Duration as ModelDuration, JobSpec};
+use obsd::model::job::{BackupJob, DockerNamesJob};
+use obsd::model::JobSpec;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 fn spec() -> JobSpec {
-    JobSpec {
-        schedule: "@daily".into(),
-        timeout: ModelDuration::secs(30),
-        jitter: None,
-        concurrency_policy: ConcurrencyPolicy::Forbid,
-        starting_deadline: None,
-        suspend: false,
-        history_limit: 5,
-        cloud_poller: None,
-        backup: None,
-        self_heal: None,
-        docker_names: None,
-        status_page: None,
-    }
+    job_spec("@daily", 30)
 }
 
 #[tokio::test]

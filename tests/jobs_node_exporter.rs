@@ -11,8 +11,7 @@ mod jobs_support;
 use jobs_support::*;
 use obsd::jobs::{BodyExecutor, JobMetrics, JobRunner, RunnerConfig, SystemClock};
 use obsd::model::job::{
-    CloudPollerJob, CloudflareSource, ConcurrencyPolicy, DockerNamesJob, SelfHealApp, SelfHealJob,
-    StripeSource,
+    CloudPollerJob, CloudflareSource, DockerNamesJob, SelfHealApp, SelfHealJob, StripeSource,
 };
 use obsd::model::{Duration as ModelDuration, JobSpec};
 use serde_json::json;
@@ -57,20 +56,7 @@ fn start_exporter(textfile_dir: &Path, port: u16) -> Exporter {
 }
 
 fn spec(schedule: &str) -> JobSpec {
-    JobSpec {
-        schedule: schedule.into(),
-        timeout: ModelDuration::secs(20),
-        jitter: None,
-        concurrency_policy: ConcurrencyPolicy::Forbid,
-        starting_deadline: None,
-        suspend: false,
-        history_limit: 5,
-        cloud_poller: None,
-        backup: None,
-        self_heal: None,
-        docker_names: None,
-        status_page: None,
-    }
+    job_spec(schedule, 20)
 }
 
 async fn fakes() -> (FakeServer, FakeServer, FakeServer) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{ensure_image as test_image, poll, remove_project, IMAGE};
+use common::{ensure_image as test_image, http_get, poll, remove_project, IMAGE};
 
 const LOOP: &str = r#"["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]"#;
 
@@ -28,16 +28,6 @@ fn free_port() -> u16 {
 
 fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
     poll(timeout, what, f)
-}
-
-fn http_get(url: &str) -> Option<String> {
-    let out = Command::new("curl")
-        .args(["-sf", "--max-time", "2", url])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Kills and reaps a child when dropped; removes the project's Docker objects.

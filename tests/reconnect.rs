@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ensure_image, poll, remove_project, IMAGE, LOOP};
+use common::{ensure_image, http_get as get, poll, remove_project, IMAGE, LOOP};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -66,16 +66,6 @@ impl Proxy {
         }
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-fn get(url: &str) -> Option<String> {
-    let out = Command::new("curl")
-        .args(["-sf", "--max-time", "2", url])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn running(name: &str) -> bool {

@@ -360,6 +360,17 @@ pub fn ensure_image() {
     });
 }
 
+/// GET with curl (2 s timeout); the body on a 2xx answer.
+pub fn http_get(url: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "2", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 // ------------------------------------------------------------------------------ polling
 
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `deadline` with `what`.

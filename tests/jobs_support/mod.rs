@@ -256,3 +256,21 @@ pub fn read_textfile(ctx: &JobContext, name: &str) -> obsd::jobs::textfile::Pars
     let text = std::fs::read_to_string(ctx.textfile_dir.as_ref().unwrap().join(name)).unwrap();
     obsd::jobs::textfile::parse(&text).unwrap()
 }
+
+/// A job with no body yet: tests set the one body they exercise.
+pub fn job_spec(schedule: &str, timeout_secs: u64) -> obsd::model::JobSpec {
+    obsd::model::JobSpec {
+        schedule: schedule.into(),
+        timeout: obsd::model::Duration::secs(timeout_secs),
+        jitter: None,
+        concurrency_policy: obsd::model::job::ConcurrencyPolicy::Forbid,
+        starting_deadline: None,
+        suspend: false,
+        history_limit: 5,
+        cloud_poller: None,
+        backup: None,
+        self_heal: None,
+        docker_names: None,
+        status_page: None,
+    }
+}
