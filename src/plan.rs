@@ -211,8 +211,13 @@ impl Plan {
     }
 }
 
+/// True for objects carrying this stack's ownership label.
+fn owned(object_labels: &BTreeMap<String, String>, project: &str) -> bool {
+    object_labels.get(labels::STACK).map(String::as_str) == Some(project)
+}
+
 fn owned_by(c: &ContainerInfo, project: &str) -> bool {
-    c.label(labels::STACK) == Some(project)
+    owned(&c.labels, project)
 }
 
 /// Applied config hashes of a container: the in-place record wins over the label.
@@ -235,7 +240,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
     let mut owned_nets: BTreeSet<&str> = observed
         .networks
         .iter()
-        .filter(|n| n.labels.get(labels::STACK).map(String::as_str) == Some(project))
+        .filter(|n| owned(&n.labels, project))
         .map(|n| n.name.as_str())
         .collect();
     for name in desired.networks.keys() {
@@ -268,7 +273,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
     let mut owned_vols: BTreeSet<&str> = observed
         .volumes
         .iter()
-        .filter(|v| v.labels.get(labels::STACK).map(String::as_str) == Some(project))
+        .filter(|v| owned(&v.labels, project))
         .map(|v| v.name.as_str())
         .collect();
     for name in desired.volumes.keys() {
