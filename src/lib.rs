@@ -1,25 +1,22 @@
 //! obsd: a Kubernetes-style reconciling operator for one Docker host.
 //!
 //! The library holds everything; `src/bin/obsd.rs` (daemon) and `src/bin/obsctl/`
-//! (CLI) are thin shells over it. See ARCHITECTURE.md for the code map and invariants.
+//! (CLI) are thin shells over it. One folder per box of ARCHITECTURE.md:
+//!
+//! * [`desired`] — YAML → `DesiredState`. No Docker, no clock.
+//! * [`reconcile`] — one pass: observe, `plan` and `render` (pure), `exec` (the only IO,
+//!   through the [`docker::Docker`] trait).
+//! * [`docker`] — the trait, the bollard engine (the only bollard user) and the fake.
+//! * [`daemon`] — the event loop, watchers, HTTP servers, metrics, alerting.
+//! * [`jobs`] — scheduled reconcilers.
+//! * [`api`] — the obsd ↔ obsctl wire types and the unix-socket client.
+//! * [`state`], [`secret`] — shared ground: the state directory, secrets and the host key.
 
-pub mod alerting;
 pub mod api;
-pub mod compose;
 pub mod daemon;
-pub mod diag;
+pub mod desired;
 pub mod docker;
-pub mod exec;
 pub mod jobs;
-pub mod load;
-pub mod metrics;
-pub mod model;
-pub mod plan;
 pub mod reconcile;
-pub mod render;
-pub mod schedule;
-pub mod schema;
 pub mod secret;
 pub mod state;
-pub mod validate;
-pub mod yaml;

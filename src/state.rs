@@ -3,7 +3,7 @@
 //! per-resource backoff). Every write is atomic (temp file in the same directory,
 //! fsync, rename), so a crash leaves either the old or the new file, never half of one.
 
-use crate::render::HostKey;
+use crate::secret::HostKey;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

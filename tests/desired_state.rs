@@ -1,9 +1,10 @@
 //! The shipped desired state: it loads, it matches the legacy compose file it replaces
 //! for every container-level field, and the crds-docs reference is up to date.
 
+use obsd::desired::load::{load_dir, DesiredState, LoadOptions};
 use obsd::docker::CreateContainer;
-use obsd::load::{load_dir, DesiredState, LoadOptions};
-use obsd::render::{render_service, HostKey};
+use obsd::reconcile::render::render_service;
+use obsd::secret::HostKey;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -95,7 +96,7 @@ fn compose_import_matches_desired_state_for_every_container_field() {
     let desired = load_with_env(&repo().join("desired-state"), &env);
 
     let compose = repo().join("compose-legacy/docker-compose.yml");
-    let yaml = obsd::compose::import_file(&compose).unwrap();
+    let yaml = obsd::desired::compose::import_file(&compose).unwrap();
     // The legacy project name is given on the docker-compose command line (v1 has no
     // top-level `name:`); the import names it after the directory.
     assert!(yaml.contains("project: compose-legacy"), "{yaml}");
@@ -157,7 +158,7 @@ fn compose_import_matches_desired_state_for_every_container_field() {
 fn crds_docs_are_up_to_date() {
     let dir = repo().join("crds-docs");
     let mut stale = Vec::new();
-    for (name, content) in obsd::schema::render_docs() {
+    for (name, content) in obsd::desired::schema::render_docs() {
         let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
         if on_disk != content {
             stale.push(name);

@@ -4,9 +4,9 @@
 mod jobs_support;
 
 use jobs_support::*;
+use obsd::desired::model::job::{CloudPollerJob, CloudflareSource, PlausibleSource, StripeSource};
 use obsd::jobs::cloud_poller;
 use obsd::jobs::JobError;
-use obsd::model::job::{CloudPollerJob, CloudflareSource, PlausibleSource, StripeSource};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -4,9 +4,9 @@
 mod jobs_support;
 
 use jobs_support::*;
+use obsd::desired::model::job::{BackupJob, DockerNamesJob};
+use obsd::desired::model::JobSpec;
 use obsd::jobs::{BodyExecutor, JobMetrics, JobRunner, RunResult, RunnerConfig, SystemClock};
-use obsd::model::job::{BackupJob, DockerNamesJob};
-use obsd::model::JobSpec;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;

@@ -9,11 +9,11 @@
 mod jobs_support;
 
 use jobs_support::*;
-use obsd::jobs::{BodyExecutor, JobMetrics, JobRunner, RunnerConfig, SystemClock};
-use obsd::model::job::{
+use obsd::desired::model::job::{
     CloudPollerJob, CloudflareSource, DockerNamesJob, SelfHealApp, SelfHealJob, StripeSource,
 };
-use obsd::model::{Duration as ModelDuration, JobSpec};
+use obsd::desired::model::{Duration as ModelDuration, JobSpec};
+use obsd::jobs::{BodyExecutor, JobMetrics, JobRunner, RunnerConfig, SystemClock};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;

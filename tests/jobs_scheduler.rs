@@ -5,13 +5,13 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::future::BoxFuture;
+use obsd::desired::model::job::{ConcurrencyPolicy, DockerNamesJob};
+use obsd::desired::model::{Duration as ModelDuration, JobSpec};
 use obsd::jobs::history::{self, JobState};
 use obsd::jobs::{
     Executor, JobError, JobMetrics, JobRun, JobRunner, RunResult, RunTrigger, RunnerConfig,
     TokioClock, TriggerError,
 };
-use obsd::model::job::{ConcurrencyPolicy, DockerNamesJob};
-use obsd::model::{Duration as ModelDuration, JobSpec};
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -5,9 +5,9 @@ mod jobs_support;
 
 use hmac::{Hmac, Mac};
 use jobs_support::*;
+use obsd::desired::model::job::{SelfHealApp, SelfHealJob};
+use obsd::desired::model::Duration as ModelDuration;
 use obsd::jobs::{self_heal, JobContext};
-use obsd::model::job::{SelfHealApp, SelfHealJob};
-use obsd::model::Duration as ModelDuration;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,8 +5,8 @@
 mod jobs_support;
 
 use jobs_support::*;
+use obsd::desired::model::job::{StatusPageJob, StatusSurface};
 use obsd::jobs::status_page::{self, Health, StatusDoc};
-use obsd::model::job::{StatusPageJob, StatusSurface};
 use serde_json::json;
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;

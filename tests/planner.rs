@@ -1,12 +1,12 @@
 //! Planner + executor against the recording fake engine: which calls each scenario
 //! makes, and that a converged state makes none that write.
 
+use obsd::desired::load::{load_dir, DesiredState, LoadOptions};
 use obsd::docker::fake::FakeDocker;
 use obsd::docker::{ContainerInfo, RunState};
-use obsd::load::{load_dir, DesiredState, LoadOptions};
-use obsd::plan::Reason;
 use obsd::reconcile::pass;
-use obsd::render::HostKey;
+use obsd::reconcile::plan::Reason;
+use obsd::secret::HostKey;
 use obsd::state::Persisted;
 use std::collections::BTreeMap;
 

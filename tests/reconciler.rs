@@ -315,8 +315,9 @@ fn steady_state_makes_no_write_calls() {
     s.file("config/web.conf", "v1\n");
     s.write();
 
-    let desired = obsd::load::load_dir(&s.dir, &obsd::load::LoadOptions::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let desired =
+        obsd::desired::load::load_dir(&s.dir, &obsd::desired::load::LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
     let key = obsd::state::host_key(&s.state_dir).expect("host key");
     let mut persisted = obsd::state::Persisted::load(&s.state_dir).expect("state");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -1226,8 +1227,8 @@ fn sigterm_during_replace_is_graceful() {
 /// Passes until the plan is empty; returns the write calls made.
 async fn converge_lib(
     docker: &Recording,
-    desired: &obsd::load::DesiredState,
-    key: &obsd::render::HostKey,
+    desired: &obsd::desired::load::DesiredState,
+    key: &obsd::secret::HostKey,
     persisted: &mut obsd::state::Persisted,
 ) -> Vec<&'static str> {
     let mut writes = Vec::new();
@@ -1254,7 +1255,7 @@ fn crash_after_each_replace_step_is_repaired() {
     s.service("web", service(json!({"env": {"GEN": "0"}})));
     s.write();
     let load = |s: &Stack| {
-        obsd::load::load_dir(&s.dir, &obsd::load::LoadOptions::default())
+        obsd::desired::load::load_dir(&s.dir, &obsd::desired::load::LoadOptions::default())
             .unwrap_or_else(|e| panic!("{e}"))
     };
     let key = obsd::state::host_key(&s.state_dir).expect("host key");

@@ -18,9 +18,9 @@
 //! Each case is copied to a temporary directory first, so tests never write into the
 //! source tree. Set `CORPUS_DUMP=1` to print every case's actual diagnostics.
 
-use obsd::diag::Diagnostic;
-use obsd::load::{load_dir, LoadErrors, LoadOptions};
-use obsd::yaml::Limits;
+use obsd::desired::diag::Diagnostic;
+use obsd::desired::load::{load_dir, LoadErrors, LoadOptions};
+use obsd::desired::yaml::Limits;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -146,7 +146,7 @@ fn load_case(
 ) -> (
     tempfile::TempDir,
     PathBuf,
-    Result<obsd::load::DesiredState, LoadErrors>,
+    Result<obsd::desired::load::DesiredState, LoadErrors>,
 ) {
     let tmp = tempfile::tempdir().unwrap();
     // The loader reports paths under the directory it was given; canonicalize so

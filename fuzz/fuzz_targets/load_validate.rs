@@ -14,7 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use obsd::load::{load_dir, LoadErrors, LoadOptions};
+use obsd::desired::load::{load_dir, LoadErrors, LoadOptions};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
             for svc in state.services.values() {
                 let _ = state.service_networks(&svc.spec);
             }
-            let _ = obsd::validate::topo_order(&state);
+            let _ = obsd::desired::validate::topo_order(&state);
         }
         Err(LoadErrors(diags)) => {
             assert!(

@@ -4,7 +4,7 @@
 //! success without copying anything is worse than none.
 
 use super::{JobContext, JobError};
-use crate::model::job::BackupJob;
+use crate::desired::model::job::BackupJob;
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(

@@ -13,7 +13,7 @@ use super::clock::unix_seconds;
 use super::http::{self, HttpError};
 use super::textfile::Textfile;
 use super::{JobContext, JobError};
-use crate::model::job::{CloudPollerJob, CloudflareSource, PlausibleSource, StripeSource};
+use crate::desired::model::job::{CloudPollerJob, CloudflareSource, PlausibleSource, StripeSource};
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;

@@ -8,7 +8,7 @@
 use super::clock::unix_seconds;
 use super::textfile::Textfile;
 use super::{JobContext, JobError};
-use crate::model::job::DockerNamesJob;
+use crate::desired::model::job::DockerNamesJob;
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 

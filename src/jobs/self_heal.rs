@@ -20,7 +20,7 @@ use super::http::{self, HttpError, RetryPolicy};
 use super::sigv4;
 use super::textfile::Textfile;
 use super::{fsutil, JobContext, JobError};
-use crate::model::job::{SelfHealApp, SelfHealJob};
+use crate::desired::model::job::{SelfHealApp, SelfHealJob};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -19,7 +19,7 @@ use super::clock::unix_seconds;
 use super::http::{self, HttpError};
 use super::textfile::Textfile;
 use super::{fsutil, JobContext, JobError};
-use crate::model::job::StatusPageJob;
+use crate::desired::model::job::StatusPageJob;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

@@ -9,8 +9,8 @@ use axum::response::Response;
 use axum::Router;
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::future::BoxFuture;
+use obsd::desired::load::EnvFile;
 use obsd::jobs::{Clock, ContainerNames, ContainerNamesError, JobContext, RetryPolicy};
-use obsd::load::EnvFile;
 use obsd::secret::Secret;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -258,12 +258,12 @@ pub fn read_textfile(ctx: &JobContext, name: &str) -> obsd::jobs::textfile::Pars
 }
 
 /// A job with no body yet: tests set the one body they exercise.
-pub fn job_spec(schedule: &str, timeout_secs: u64) -> obsd::model::JobSpec {
-    obsd::model::JobSpec {
+pub fn job_spec(schedule: &str, timeout_secs: u64) -> obsd::desired::model::JobSpec {
+    obsd::desired::model::JobSpec {
         schedule: schedule.into(),
-        timeout: obsd::model::Duration::secs(timeout_secs),
+        timeout: obsd::desired::model::Duration::secs(timeout_secs),
         jitter: None,
-        concurrency_policy: obsd::model::job::ConcurrencyPolicy::Forbid,
+        concurrency_policy: obsd::desired::model::job::ConcurrencyPolicy::Forbid,
         starting_deadline: None,
         suspend: false,
         history_limit: 5,

@@ -2,10 +2,10 @@
 
 use crate::Output;
 use anyhow::{bail, Context};
+use obsd::desired::load::{load_dir, DesiredState, LoadOptions};
 use obsd::docker::engine::Engine;
 use obsd::docker::{labels, Docker};
-use obsd::load::{load_dir, DesiredState, LoadOptions};
-use obsd::plan::{InfraAction, Plan, Step};
+use obsd::reconcile::plan::{InfraAction, Plan, Step};
 use obsd::state::{self, Persisted};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -85,14 +85,14 @@ fn plain(err: &obsd::docker::DockerError) -> String {
 }
 
 /// Host key without creating one: with no key on disk nothing was deployed with it.
-fn read_key(state_dir: &Path) -> obsd::render::HostKey {
+fn read_key(state_dir: &Path) -> obsd::secret::HostKey {
     match std::fs::read(state_dir.join("host.key")) {
         Ok(b) if b.len() == 32 => {
             let mut k = [0u8; 32];
             k.copy_from_slice(&b);
-            obsd::render::HostKey(k)
+            obsd::secret::HostKey(k)
         }
-        _ => obsd::render::HostKey(rand::random()),
+        _ => obsd::secret::HostKey(rand::random()),
     }
 }
 
@@ -207,7 +207,7 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
                 .map(|d| d.as_str())
                 .collect::<Vec<_>>()
                 .join(",");
-            if !(r.kind == "Service" && r.drift == [obsd::plan::Reason::Orphan]) {
+            if !(r.kind == "Service" && r.drift == [obsd::reconcile::plan::Reason::Orphan]) {
                 println!(
                     "! {} {}: {reasons}{}",
                     r.kind.to_lowercase(),
@@ -255,8 +255,8 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
             let report = pass.report.as_ref().expect("apply pass has a report");
             for (svc, r) in &report.services {
                 match r {
-                    obsd::exec::ServiceResult::Done { actions } if !actions.is_empty() => println!("{svc}: {}", actions.join(" + ")),
-                    obsd::exec::ServiceResult::Failed { action, error } => eprintln!("{svc}: {action} failed: {error}"),
+                    obsd::reconcile::exec::ServiceResult::Done { actions } if !actions.is_empty() => println!("{svc}: {}", actions.join(" + ")),
+                    obsd::reconcile::exec::ServiceResult::Failed { action, error } => eprintln!("{svc}: {action} failed: {error}"),
                     _ => {}
                 }
             }
@@ -264,7 +264,7 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
                 eprintln!("error: {e}");
             }
             if pass.failed() {
-                let failing = report.services.iter().filter(|(_, r)| matches!(r, obsd::exec::ServiceResult::Failed { .. })).count();
+                let failing = report.services.iter().filter(|(_, r)| matches!(r, obsd::reconcile::exec::ServiceResult::Failed { .. })).count();
                 bail!("{failing} service(s) failed to converge (see above); `obsctl diff` shows what remains");
             }
             if pass.plan.is_noop() && !report.needs_requeue() {
@@ -274,7 +274,7 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
                     .plan
                     .resources
                     .iter()
-                    .filter(|r| !r.in_sync && r.drift.iter().any(|d| matches!(d, obsd::plan::Reason::NameConflict | obsd::plan::Reason::Failed)))
+                    .filter(|r| !r.in_sync && r.drift.iter().any(|d| matches!(d, obsd::reconcile::plan::Reason::NameConflict | obsd::reconcile::plan::Reason::Failed)))
                     .map(|r| format!("{} {}: {}", r.kind, r.name, r.message.clone().unwrap_or_default()))
                     .collect();
                 if !unresolved.is_empty() {
@@ -537,7 +537,7 @@ pub fn volume_rm(dir: &Path, name: &str, confirmed: bool) -> anyhow::Result<Exit
 }
 
 pub fn import_compose(file: &Path) -> anyhow::Result<ExitCode> {
-    let out = obsd::compose::import_file(file)?;
+    let out = obsd::desired::compose::import_file(file)?;
     print!("{out}");
     Ok(ExitCode::SUCCESS)
 }

@@ -133,12 +133,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Schema => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&obsd::schema::json_schema())?
+                serde_json::to_string_pretty(&obsd::desired::schema::json_schema())?
             );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::GenDocs { dir } => {
-            for (name, content) in obsd::schema::render_docs() {
+            for (name, content) in obsd::desired::schema::render_docs() {
                 std::fs::write(dir.join(&name), content)?;
                 println!("wrote {}", dir.join(name).display());
             }

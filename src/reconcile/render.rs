@@ -8,35 +8,12 @@
 //! A rotated secret therefore changes the hash (the container is recreated), but no
 //! label lets anyone confirm a guessed secret without the host key.
 
+use crate::desired::load::DesiredState;
+use crate::desired::model::service::{parse_memory, OnChange};
 use crate::docker::{labels, CreateContainer, Mount};
-use crate::load::DesiredState;
-use crate::model::service::{parse_memory, OnChange};
-use crate::secret::MASK;
-use hmac::{Hmac, Mac};
+use crate::secret::{HostKey, MASK};
 use serde_json::{json, Map, Value};
-use sha2::Sha256;
 use std::collections::BTreeMap;
-
-/// The per-host HMAC key.
-#[derive(Clone)]
-pub struct HostKey(pub [u8; 32]);
-
-impl std::fmt::Debug for HostKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HostKey(***)")
-    }
-}
-
-impl HostKey {
-    pub fn mac(&self, parts: &[&[u8]]) -> String {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
-        for p in parts {
-            m.update(&(p.len() as u64).to_be_bytes());
-            m.update(p);
-        }
-        hex::encode(m.finalize().into_bytes())
-    }
-}
 
 /// A service ready to compare and create.
 #[derive(Debug, Clone)]
@@ -156,7 +133,8 @@ pub fn render_service(
             None => (t.clone(), String::new()),
         })
         .collect();
-    let ns = |d: &Option<crate::model::Duration>| d.map(|d| d.0.as_nanos() as i64).unwrap_or(0);
+    let ns =
+        |d: &Option<crate::desired::model::Duration>| d.map(|d| d.0.as_nanos() as i64).unwrap_or(0);
     let healthcheck = s.healthcheck.as_ref().map(|h| {
         (
             h.test.clone(),

@@ -1,10 +1,10 @@
 //! Cross-resource validation of a loaded desired state: names, references, cycles,
 //! port clashes, schedules. Pure: it only reads the state and appends diagnostics.
 
-use crate::diag::{did_you_mean, Diagnostic};
-use crate::load::{err_at, k, keys, valid_env_name, DesiredState};
-use crate::model::service::{parse_memory, DependencyCondition, OnChange};
-use crate::yaml::PathSeg;
+use crate::desired::diag::{did_you_mean, Diagnostic};
+use crate::desired::load::{err_at, k, keys, valid_env_name, DesiredState};
+use crate::desired::model::service::{parse_memory, DependencyCondition, OnChange};
+use crate::desired::yaml::PathSeg;
 use std::collections::{BTreeMap, HashMap};
 
 /// A DNS label: what Kubernetes accepts as a name, and safe in container names.
@@ -102,7 +102,7 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
     // Services.
     let mut host_ports: HashMap<
         (u16, &'static str, String),
-        (String, std::path::PathBuf, crate::yaml::Pos),
+        (String, std::path::PathBuf, crate::desired::yaml::Pos),
     > = HashMap::new();
     for (name, r) in &s.services {
         let src = &r.source;
@@ -355,7 +355,7 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
     let mut cloud_pollers = 0;
     for (job_name, r) in &s.jobs {
         let src = &r.source;
-        if let Err(msg) = crate::schedule::Schedule::parse(&r.spec.schedule) {
+        if let Err(msg) = crate::desired::schedule::Schedule::parse(&r.spec.schedule) {
             d.push(err_at(src, &keys(&["spec", "schedule"]), msg));
         }
         if r.spec.timeout.0.is_zero() {
@@ -464,14 +464,14 @@ fn valid_docker_object_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn abs(src: &crate::load::Source, path: &[PathSeg], p: &str, d: &mut Vec<Diagnostic>) {
+fn abs(src: &crate::desired::load::Source, path: &[PathSeg], p: &str, d: &mut Vec<Diagnostic>) {
     if !p.starts_with('/') {
         d.push(err_at(src, path, format!("`{p}` must be an absolute path")));
     }
 }
 
 fn dangling<'a>(
-    src: &crate::load::Source,
+    src: &crate::desired::load::Source,
     path: &[PathSeg],
     kind: &str,
     name: &str,

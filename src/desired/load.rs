@@ -5,11 +5,11 @@
 //! error found (not only the first), each located at `file:line:column` + field path.
 //! Nothing here talks to Docker, so a bad edit can never disturb what is running.
 
-use crate::diag::{did_you_mean, Diagnostic};
-use crate::model::{self, Document, Kind, NetworkSpec, StackSpec, VolumeSpec};
-use crate::model::{JobSpec, ServiceSpec};
+use crate::desired::diag::{did_you_mean, Diagnostic};
+use crate::desired::model::{self, Document, Kind, NetworkSpec, StackSpec, VolumeSpec};
+use crate::desired::model::{JobSpec, ServiceSpec};
+use crate::desired::yaml::{self, Limits, Node, PathSeg, Pos};
 use crate::secret::Secret;
-use crate::yaml::{self, Limits, Node, PathSeg, Pos};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -422,7 +422,7 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
 
     // 5. Cross-resource validation.
     let before = diags.len();
-    crate::validate::validate(&state, &mut diags);
+    crate::desired::validate::validate(&state, &mut diags);
     let follow_on: Vec<String> = failed
         .iter()
         .map(|(kind, name)| format!("refers to {kind} `{name}`, which is not declared"))

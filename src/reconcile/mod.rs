@@ -1,12 +1,16 @@
 //! One reconcile pass — observe, plan, (optionally) execute, record — shared by the
 //! daemon, `obsctl apply` and `obsctl diff`, so all three make the same decisions.
 
+pub mod exec;
+pub mod plan;
+pub mod render;
+
+use crate::desired::load::DesiredState;
 use crate::docker::Docker;
-use crate::exec::{self, ExecOptions, Report, ServiceResult};
-use crate::load::DesiredState;
-use crate::plan::{self, Plan, ResourceStatus};
-use crate::render::HostKey;
+use crate::secret::HostKey;
 use crate::state::{now_ms, Persisted, ResourceRecord};
+use exec::{ExecOptions, Report, ServiceResult};
+use plan::{Plan, ResourceStatus};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -103,9 +107,9 @@ fn service_ips(desired: &DesiredState, observed: &plan::Observed) -> BTreeMap<St
 /// service's container address: obsd runs on the host, where service names do not
 /// resolve. URLs naming no known service are left as written.
 pub fn resolve_job_urls(
-    jobs: &BTreeMap<String, crate::model::JobSpec>,
+    jobs: &BTreeMap<String, crate::desired::model::JobSpec>,
     ips: &BTreeMap<String, String>,
-) -> BTreeMap<String, crate::model::JobSpec> {
+) -> BTreeMap<String, crate::desired::model::JobSpec> {
     let rewrite = |url: &str| -> String {
         let Ok(mut u) = reqwest::Url::parse(url) else {
             return url.to_string();

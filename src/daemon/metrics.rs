@@ -4,7 +4,7 @@
 //! goes, so dashboards and `ObsdDriftPersisting` see explicit zeros, and label sets
 //! stay bounded by the desired state.
 
-use crate::plan::{Reason, ResourceStatus};
+use crate::reconcile::plan::{Reason, ResourceStatus};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;

@@ -1,7 +1,7 @@
 //! Located diagnostics: every problem in the desired state names file, line, column and
 //! field path, so a person can act on it without guessing.
 
-use crate::yaml::Pos;
+use crate::desired::yaml::Pos;
 use std::fmt;
 use std::path::PathBuf;
 

@@ -6,10 +6,11 @@
 //! steps that repair them; for owned objects that are no longer desired it decides
 //! removal (containers, networks) or reporting only (volumes: never removed here).
 
+use crate::desired::load::DesiredState;
+use crate::desired::model::service::{DependencyCondition, OnChange, PullPolicy, RestartPolicy};
 use crate::docker::{labels, ContainerInfo, Health, NetworkInfo, RunState, VolumeInfo};
-use crate::load::DesiredState;
-use crate::model::service::{DependencyCondition, OnChange, PullPolicy, RestartPolicy};
-use crate::render::{render_service, HostKey, Rendered};
+use crate::reconcile::render::{render_service, Rendered};
+use crate::secret::HostKey;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -418,7 +419,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
                         .label(labels::APPLIED)
                         .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
                     {
-                        st.changes = crate::render::diff_fields(&old, &rendered.masked);
+                        st.changes = crate::reconcile::render::diff_fields(&old, &rendered.masked);
                     }
                 }
                 if image_changed {

@@ -1,10 +1,12 @@
 //! The JSON Schema of the desired state and the `crds-docs/` reference generated from it.
 //!
-//! One source of truth: the serde/schemars model in `crate::model`. `obsctl schema`
+//! One source of truth: the serde/schemars model in `crate::desired::model`. `obsctl schema`
 //! prints [`json_schema`]; [`render_docs`] turns the same schema into one Markdown page
 //! per kind, and a test fails when the committed `crds-docs/` differ from it.
 
-use crate::model::{Document, JobSpec, Kind, NetworkSpec, ServiceSpec, StackSpec, VolumeSpec};
+use crate::desired::model::{
+    Document, JobSpec, Kind, NetworkSpec, ServiceSpec, StackSpec, VolumeSpec,
+};
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -27,7 +29,7 @@ fn kind_schema<S: JsonSchema>(kind: Kind, defs: &mut Map<String, Value>) -> Valu
         );
         props.insert(
             "apiVersion".into(),
-            json!({"const": crate::model::API_VERSION, "description": "Always `obs.tlsstress.art/v1alpha1`."}),
+            json!({"const": crate::desired::model::API_VERSION, "description": "Always `obs.tlsstress.art/v1alpha1`."}),
         );
     }
     schema
@@ -229,11 +231,11 @@ fn fields(out: &mut String, prefix: &str, v: &Value, defs: &Map<String, Value>, 
 /// Example document per kind; also loaded by a test so the docs never show invalid YAML.
 pub fn example(kind: Kind) -> &'static str {
     match kind {
-        Kind::Stack => include_str!("../crds-docs/examples/stack.yaml"),
-        Kind::Service => include_str!("../crds-docs/examples/service.yaml"),
-        Kind::Volume => include_str!("../crds-docs/examples/volume.yaml"),
-        Kind::Network => include_str!("../crds-docs/examples/network.yaml"),
-        Kind::Job => include_str!("../crds-docs/examples/job.yaml"),
+        Kind::Stack => include_str!("../../crds-docs/examples/stack.yaml"),
+        Kind::Service => include_str!("../../crds-docs/examples/service.yaml"),
+        Kind::Volume => include_str!("../../crds-docs/examples/volume.yaml"),
+        Kind::Network => include_str!("../../crds-docs/examples/network.yaml"),
+        Kind::Job => include_str!("../../crds-docs/examples/job.yaml"),
     }
 }
 

@@ -8,8 +8,8 @@
 //! directory); environment values that are exactly `${VAR}` with a credential-like
 //! name become `secretEnv`, so they are masked everywhere.
 
-use crate::model::service::*;
-use crate::model::{Document, Metadata, NetworkSpec, StackSpec, VolumeSpec, API_VERSION};
+use crate::desired::model::service::*;
+use crate::desired::model::{Document, Metadata, NetworkSpec, StackSpec, VolumeSpec, API_VERSION};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -130,10 +130,10 @@ fn shell_words(s: &str) -> Vec<String> {
     out
 }
 
-fn duration(v: &Value) -> Option<crate::model::Duration> {
+fn duration(v: &Value) -> Option<crate::desired::model::Duration> {
     as_str(v)
         .and_then(|s| humantime::parse_duration(s.trim()).ok())
-        .map(crate::model::Duration)
+        .map(crate::desired::model::Duration)
 }
 
 fn dns_name(s: &str) -> String {
@@ -291,7 +291,7 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
             let whole_var = v
                 .strip_prefix("${")
                 .and_then(|r| r.strip_suffix('}'))
-                .filter(|n| crate::load::valid_env_name(n));
+                .filter(|n| crate::desired::load::valid_env_name(n));
             match whole_var {
                 Some(var) if secret_like(var) || secret_like(&k) => {
                     spec.secret_env.insert(k, var.to_string());
@@ -480,7 +480,7 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
         state_dir: "/var/lib/obsd".into(),
         default_network: Some("default".into()),
         concurrency: 8,
-        resync_period: crate::model::Duration::secs(300),
+        resync_period: crate::desired::model::Duration::secs(300),
         prune: Default::default(),
         alerting: None,
         textfile_dir: None,

@@ -6,16 +6,19 @@
 //! reconcile is in flight and at most one is pending; a burst of events collapses into
 //! a single pass. Start-up is just "desired state changed" from nothing.
 
-use crate::alerting::{AlertConfig, Alerter};
+pub mod alerting;
+pub mod metrics;
+
+use crate::daemon::alerting::{AlertConfig, Alerter};
+use crate::daemon::metrics::{Metrics, ResultLabel};
+use crate::desired::load::{load_dir, DesiredState, LoadOptions};
 use crate::docker::engine::Engine;
 use crate::docker::{labels, Docker, EngineEvent};
-use crate::exec::ServiceResult;
 use crate::jobs::{
     BodyExecutor, ContainerNames, ContainerNamesError, JobContext, JobMetrics, JobRunner,
     JobStatus, RunResult, RunnerConfig, SystemClock, TriggerError,
 };
-use crate::load::{load_dir, DesiredState, LoadOptions};
-use crate::metrics::{Metrics, ResultLabel};
+use crate::reconcile::exec::ServiceResult;
 use crate::reconcile::{self, StatusRow};
 use crate::state::{self, Persisted};
 use futures_util::StreamExt;
@@ -121,7 +124,7 @@ struct JobsFeed {
     exec: Arc<BodyExecutor>,
     names: Arc<dyn ContainerNames>,
     state_dir: PathBuf,
-    last: Option<BTreeMap<String, crate::model::JobSpec>>,
+    last: Option<BTreeMap<String, crate::desired::model::JobSpec>>,
 }
 
 impl JobsFeed {
@@ -140,7 +143,7 @@ impl JobsFeed {
                 self.names.clone(),
             ));
         }
-        let ready: BTreeMap<String, crate::model::JobSpec> = d
+        let ready: BTreeMap<String, crate::desired::model::JobSpec> = d
             .jobs
             .iter()
             .filter(|(name, r)| {
@@ -208,7 +211,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let engine_slot: Arc<RwLock<Option<Engine>>> = Arc::new(RwLock::new(None));
     let names: Arc<dyn ContainerNames> = Arc::new(EngineNames(engine_slot.clone()));
     let exec = Arc::new(BodyExecutor::new(JobContext::new(
-        Arc::new(crate::load::EnvFile::default()),
+        Arc::new(crate::desired::load::EnvFile::default()),
         state_dir.clone(),
         None,
         names.clone(),
@@ -878,7 +881,7 @@ async fn serve_metrics(
                             axum::http::header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
-                        crate::metrics::encode(&s.registry),
+                        crate::daemon::metrics::encode(&s.registry),
                     )
                 },
             ),
