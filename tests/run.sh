@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every Rust test (unit, loader corpus,
 # desired-state round trip, real-engine reconciler, jobs), and the Prometheus rule
-# unit tests. Needs a Docker engine and the Debian packages .ci/run installs.
+# unit tests. Needs a Docker engine and the Rust toolchain; tests/setup.sh installs (or
+# names) everything else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+bash tests/setup.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
