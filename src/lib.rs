@@ -16,6 +16,7 @@ pub mod api;
 pub mod daemon;
 pub mod desired;
 pub mod docker;
+pub mod export;
 pub mod jobs;
 pub mod reconcile;
 pub mod secret;
