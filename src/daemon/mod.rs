@@ -7,6 +7,7 @@
 //! a single pass. Start-up is just "desired state changed" from nothing.
 
 pub mod alerting;
+pub mod jobs_only;
 pub mod metrics;
 
 use crate::daemon::alerting::{AlertConfig, Alerter};
