@@ -36,6 +36,8 @@ need_pip() { # need_pip CHECK REQUIREMENT
   if ! eval "$1" >/dev/null 2>&1; then pip_need+=("$2"); fi
 }
 # (Python test peers are added here by the features that need them.)
+# Offline Kubernetes schema check of `obsctl export k8s` (bundles the schemas; pinned).
+need_pip 'kubernetes-validate --version | grep -qx 1.37.0' kubernetes-validate==1.37.0
 
 if [ ${#pip_need[@]} -gt 0 ]; then
   python3 -m pip install -q "${pip_need[@]}"

@@ -9,7 +9,7 @@
 //! mode reads where the env file lacks a value. Job history and cooldowns live on a
 //! claim, so a restart keeps them (one replica, `Recreate`: one obsd per state).
 
-use super::{names, Cx, ExportError, Object, OBSD_PORT};
+use super::{names, refs, Cx, ExportError, Object, OBSD_PORT};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapProjection, Container, ContainerPort, EmptyDirVolumeSource,
@@ -31,6 +31,25 @@ pub const DESIRED_DIR: &str = "/etc/obsd/desired-state";
 pub const STATE_DIR: &str = "/var/lib/obsd";
 /// The non-root user obsd runs as.
 const UID: i64 = 65532;
+
+/// Values of the job bodies' `…Env` fields (`tokenEnv`, `keyEnv`, `deadManUrlEnv`, …):
+/// the env-file names a job reads its credentials from.
+fn credential_names(v: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match v {
+                    serde_json::Value::String(s) if k.ends_with("Env") => out.push(s.clone()),
+                    _ => out.extend(credential_names(v)),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| out.extend(credential_names(v))),
+        _ => {}
+    }
+    out
+}
 
 pub(super) fn build(cx: &mut Cx) -> Result<(), ExportError> {
     let input = cx.input;
@@ -168,6 +187,15 @@ pub(super) fn build(cx: &mut Cx) -> Result<(), ExportError> {
         });
     for (i, (name, j)) in st.jobs.iter().enumerate() {
         let subject = format!("Job/{name}");
+        // The Secret keys the jobs read: credentials by name, and `${VAR}`s obsd
+        // expands in the pod from its environment.
+        let body = serde_json::to_value(&j.spec).unwrap_or_default();
+        cx.secret_keys.extend(credential_names(&body));
+        cx.secret_keys.extend(
+            refs::vars(&body.to_string())
+                .into_iter()
+                .map(str::to_string),
+        );
         if j.spec.docker_names.is_some() {
             w.push((subject.clone(), "spec.dockerNames".to_string(), "lists the Docker host's containers: jobs-only obsd has no Docker engine and does not run it (on Kubernetes the kubelet's cAdvisor labels container metrics with pod and container names)".to_string()));
         }
