@@ -11,7 +11,8 @@ pub mod metrics;
 
 use crate::daemon::alerting::{AlertConfig, Alerter};
 use crate::daemon::metrics::{Metrics, ResultLabel};
-use crate::desired::load::{load_dir, DesiredState, LoadOptions};
+use crate::desired::load::{load_dir, LoadOptions};
+use crate::desired::DesiredState;
 use crate::docker::engine::Engine;
 use crate::docker::{labels, Docker, EngineEvent};
 use crate::jobs::{
@@ -211,7 +212,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let engine_slot: Arc<RwLock<Option<Engine>>> = Arc::new(RwLock::new(None));
     let names: Arc<dyn ContainerNames> = Arc::new(EngineNames(engine_slot.clone()));
     let exec = Arc::new(BodyExecutor::new(JobContext::new(
-        Arc::new(crate::desired::load::EnvFile::default()),
+        Arc::new(crate::desired::EnvFile::default()),
         state_dir.clone(),
         None,
         names.clone(),

@@ -291,7 +291,7 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
             let whole_var = v
                 .strip_prefix("${")
                 .and_then(|r| r.strip_suffix('}'))
-                .filter(|n| crate::desired::load::valid_env_name(n));
+                .filter(|n| crate::desired::env::valid_env_name(n));
             match whole_var {
                 Some(var) if secret_like(var) || secret_like(&k) => {
                     spec.secret_env.insert(k, var.to_string());

@@ -39,8 +39,8 @@ pub use http::RetryPolicy;
 pub use metrics::JobMetrics;
 pub use scheduler::{JobRunner, JobStatus, RunHandle, RunnerConfig, TriggerError};
 
-use crate::desired::load::EnvFile;
 use crate::desired::model::JobSpec;
+use crate::desired::EnvFile;
 use crate::secret::Secret;
 use futures_util::future::BoxFuture;
 use std::path::{Path, PathBuf};

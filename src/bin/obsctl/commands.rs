@@ -2,7 +2,8 @@
 
 use crate::Output;
 use anyhow::{bail, Context};
-use obsd::desired::load::{load_dir, DesiredState, LoadOptions};
+use obsd::desired::load::{load_dir, LoadOptions};
+use obsd::desired::DesiredState;
 use obsd::docker::engine::Engine;
 use obsd::docker::{labels, Docker};
 use obsd::reconcile::plan::{InfraAction, Plan, Step};
