@@ -23,7 +23,6 @@ pub mod backup;
 pub mod clock;
 pub mod cloud_poller;
 pub mod docker_names;
-pub mod fsutil;
 pub mod history;
 pub mod http;
 pub mod metrics;
