@@ -7,19 +7,6 @@
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Default state directory when neither `OBSD_STATE_DIR` nor the Stack says otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/obsd";
-
-/// The state directory: `OBSD_STATE_DIR`, else the Stack's `stateDir`, else the default.
-pub fn state_dir(stack_state_dir: Option<&str>) -> PathBuf {
-    if let Ok(d) = std::env::var("OBSD_STATE_DIR") {
-        if !d.is_empty() {
-            return PathBuf::from(d);
-        }
-    }
-    PathBuf::from(stack_state_dir.unwrap_or(DEFAULT_STATE_DIR))
-}
-
 /// The socket path inside a state directory.
 pub fn socket_in(state_dir: &Path) -> PathBuf {
     state_dir.join("obsd.sock")

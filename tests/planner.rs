@@ -1,7 +1,8 @@
 //! Planner + executor against the recording fake engine: which calls each scenario
 //! makes, and that a converged state makes none that write.
 
-use obsd::desired::load::{load_dir, DesiredState, LoadOptions};
+use obsd::desired::load::{load_dir, LoadOptions};
+use obsd::desired::DesiredState;
 use obsd::docker::fake::FakeDocker;
 use obsd::docker::{ContainerInfo, RunState};
 use obsd::reconcile::pass;

@@ -1227,7 +1227,7 @@ fn sigterm_during_replace_is_graceful() {
 /// Passes until the plan is empty; returns the write calls made.
 async fn converge_lib(
     docker: &Recording,
-    desired: &obsd::desired::load::DesiredState,
+    desired: &obsd::desired::DesiredState,
     key: &obsd::secret::HostKey,
     persisted: &mut obsd::state::Persisted,
 ) -> Vec<&'static str> {

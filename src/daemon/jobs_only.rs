@@ -15,8 +15,9 @@
 //! logged once per load.
 
 use crate::daemon::DaemonError;
-use crate::desired::load::{load_dir, DesiredState, EnvFile, LoadOptions};
+use crate::desired::load::{load_dir, LoadOptions};
 use crate::desired::model::JobSpec;
+use crate::desired::{DesiredState, EnvFile};
 use crate::jobs::textfile;
 use crate::jobs::{
     BodyExecutor, ContainerNames, ContainerNamesError, JobContext, JobMetrics, JobRunner,
@@ -199,11 +200,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
             dir: cfg.desired_dir.clone(),
             errors,
         })?;
-    let state_dir = cfg
-        .state_dir
-        .clone()
-        .or_else(|| std::env::var_os("OBSD_STATE_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(&first.stack.spec.state_dir));
+    let state_dir = state::resolve_dir(cfg.state_dir.as_deref(), Some(&first.stack.spec.state_dir));
     state::ensure_dir(&state_dir)?;
     let _lock = state::Lock::acquire(&state_dir)?;
     let textfiles = state_dir.join("textfiles");

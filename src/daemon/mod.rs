@@ -12,7 +12,8 @@ pub mod metrics;
 
 use crate::daemon::alerting::{AlertConfig, Alerter};
 use crate::daemon::metrics::{Metrics, ResultLabel};
-use crate::desired::load::{load_dir, DesiredState, LoadOptions};
+use crate::desired::load::{load_dir, LoadOptions};
+use crate::desired::DesiredState;
 use crate::docker::engine::Engine;
 use crate::docker::{labels, Docker, EngineEvent};
 use crate::jobs::{
@@ -170,14 +171,10 @@ impl JobsFeed {
 /// Runs the daemon until `shutdown` is cancelled (or one pass with `--once`).
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let first = load(&cfg.desired_dir).await;
-    let state_dir = cfg
-        .state_dir
-        .clone()
-        .or_else(|| std::env::var_os("OBSD_STATE_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| match &first {
-            Ok(d) => PathBuf::from(&d.stack.spec.state_dir),
-            Err(_) => PathBuf::from(crate::api::DEFAULT_STATE_DIR),
-        });
+    let state_dir = state::resolve_dir(
+        cfg.state_dir.as_deref(),
+        first.as_ref().ok().map(|d| d.stack.spec.state_dir.as_str()),
+    );
     state::ensure_dir(&state_dir)?;
     let _lock = state::Lock::acquire(&state_dir)?;
     let key = state::host_key(&state_dir)?;
@@ -212,7 +209,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let engine_slot: Arc<RwLock<Option<Engine>>> = Arc::new(RwLock::new(None));
     let names: Arc<dyn ContainerNames> = Arc::new(EngineNames(engine_slot.clone()));
     let exec = Arc::new(BodyExecutor::new(JobContext::new(
-        Arc::new(crate::desired::load::EnvFile::default()),
+        Arc::new(crate::desired::EnvFile::default()),
         state_dir.clone(),
         None,
         names.clone(),
@@ -700,13 +697,7 @@ fn finish_pass(
 }
 
 async fn connect_engine() -> Result<Engine, String> {
-    let e = Engine::connect().map_err(|e| e.to_string())?;
-    let e = tokio::time::timeout(Duration::from_secs(10), e.negotiate())
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    e.ping().await.map_err(|e| e.to_string())?;
-    Ok(e)
+    Engine::open().await.map_err(|e| e.detail())
 }
 
 /// Connects to the engine, follows its event stream, and reconnects with capped

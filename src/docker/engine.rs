@@ -31,6 +31,19 @@ impl Engine {
         let docker = self.docker.negotiate_version().await.map_err(map_err)?;
         Ok(Engine { docker })
     }
+
+    /// Connects, negotiates and pings within 10 s: the one way the daemon and obsctl
+    /// open the engine, so both fail the same way when it does not answer.
+    pub async fn open() -> Result<Engine> {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let e = Engine::connect()?.negotiate().await?;
+            e.ping().await?;
+            Ok::<_, DockerError>(e)
+        })
+        .await
+        .map_err(|_| DockerError::Unreachable("timed out".into()))??;
+        Ok(e)
+    }
 }
 
 fn map_err(e: bollard::errors::Error) -> DockerError {

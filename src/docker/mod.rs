@@ -39,6 +39,14 @@ pub enum DockerError {
 }
 
 impl DockerError {
+    /// The error without the "unreachable" prefix, for callers that say it themselves.
+    pub fn detail(&self) -> String {
+        match self {
+            DockerError::Unreachable(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// Low-cardinality label for metrics.
     pub fn class(&self) -> &'static str {
         match self {

@@ -5,7 +5,7 @@ pub mod exec;
 pub mod plan;
 pub mod render;
 
-use crate::desired::load::DesiredState;
+use crate::desired::DesiredState;
 use crate::docker::Docker;
 use crate::secret::HostKey;
 use crate::state::{now_ms, Persisted, ResourceRecord};

@@ -6,8 +6,8 @@
 //! steps that repair them; for owned objects that are no longer desired it decides
 //! removal (containers, networks) or reporting only (volumes: never removed here).
 
-use crate::desired::load::DesiredState;
 use crate::desired::model::service::{DependencyCondition, OnChange, PullPolicy, RestartPolicy};
+use crate::desired::DesiredState;
 use crate::docker::{labels, ContainerInfo, Health, NetworkInfo, RunState, VolumeInfo};
 use crate::reconcile::render::{render_service, Rendered};
 use crate::secret::HostKey;

@@ -8,8 +8,8 @@
 //! A rotated secret therefore changes the hash (the container is recreated), but no
 //! label lets anyone confirm a guessed secret without the host key.
 
-use crate::desired::load::DesiredState;
 use crate::desired::model::service::{parse_memory, OnChange};
+use crate::desired::DesiredState;
 use crate::docker::{labels, CreateContainer, Mount};
 use crate::secret::{HostKey, MASK};
 use serde_json::{json, Map, Value};

@@ -2,7 +2,8 @@
 
 use crate::Output;
 use anyhow::{bail, Context};
-use obsd::desired::load::{load_dir, DesiredState, LoadOptions};
+use obsd::desired::load::{load_dir, LoadOptions};
+use obsd::desired::DesiredState;
 use obsd::docker::engine::Engine;
 use obsd::docker::{labels, Docker};
 use obsd::reconcile::plan::{InfraAction, Plan, Step};
@@ -63,43 +64,19 @@ fn load(dir: &Path) -> anyhow::Result<DesiredState> {
 }
 
 async fn engine() -> anyhow::Result<Engine> {
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let e = match Engine::connect() {
-        Ok(e) => e,
-        Err(err) => bail!("cannot reach the Docker engine at {host}: {}", plain(&err)),
-    };
-    match tokio::time::timeout(Duration::from_secs(10), e.negotiate()).await {
-        Ok(Ok(e)) => Ok(e),
-        Ok(Err(err)) => bail!("cannot reach the Docker engine at {host}: {}", plain(&err)),
-        Err(_) => bail!("cannot reach the Docker engine at {host}: timed out"),
-    }
-}
-
-/// The engine error without its own "unreachable" prefix (the caller says it).
-fn plain(err: &obsd::docker::DockerError) -> String {
-    match err {
-        obsd::docker::DockerError::Unreachable(m) => m.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Host key without creating one: with no key on disk nothing was deployed with it.
-fn read_key(state_dir: &Path) -> obsd::secret::HostKey {
-    match std::fs::read(state_dir.join("host.key")) {
-        Ok(b) if b.len() == 32 => {
-            let mut k = [0u8; 32];
-            k.copy_from_slice(&b);
-            obsd::secret::HostKey(k)
-        }
-        _ => obsd::secret::HostKey(rand::random()),
-    }
+    Engine::open().await.map_err(|err| {
+        let host =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        anyhow::anyhow!("cannot reach the Docker engine at {host}: {}", err.detail())
+    })
 }
 
 pub fn diff(dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
     let desired = load(dir)?;
-    let state_dir = obsd::api::state_dir(Some(&desired.stack.spec.state_dir));
-    let key = read_key(&state_dir);
+    let state_dir = state::resolve_dir(None, Some(&desired.stack.spec.state_dir));
+    // With no key on disk nothing was deployed with one: any key shows the same plan.
+    let key =
+        state::read_host_key(&state_dir)?.unwrap_or_else(|| obsd::secret::HostKey(rand::random()));
     let mut persisted = Persisted::load(&state_dir).unwrap_or_default();
     let pass = rt()?.block_on(async {
         let docker = engine().await?;
@@ -236,7 +213,7 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
         });
     }
     let desired = load(dir)?;
-    let state_dir = obsd::api::state_dir(Some(&desired.stack.spec.state_dir));
+    let state_dir = state::resolve_dir(None, Some(&desired.stack.spec.state_dir));
     state::ensure_dir(&state_dir)?;
     let _lock = state::Lock::acquire(&state_dir).context(
         "obsd is running on this state directory and converges by itself; use `obsctl status`",
@@ -294,7 +271,7 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn socket_path(socket: Option<PathBuf>) -> PathBuf {
-    socket.unwrap_or_else(|| obsd::api::socket_in(&obsd::api::state_dir(None)))
+    socket.unwrap_or_else(|| obsd::api::socket_in(&state::resolve_dir(None, None)))
 }
 
 fn get_json(socket: &Path, method: &str, path: &str) -> anyhow::Result<serde_json::Value> {

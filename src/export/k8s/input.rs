@@ -14,7 +14,8 @@
 
 use super::refs;
 use crate::desired::diag::Diagnostic;
-use crate::desired::load::{load_dir, DesiredState, LoadErrors, LoadOptions};
+use crate::desired::load::{load_dir, LoadErrors, LoadOptions};
+use crate::desired::DesiredState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -7,11 +7,11 @@
 //! * otherwise a Deployment with one replica.
 
 use super::{config, names, refs, Claim, Cx, EdgeServiceType, Object};
-use crate::desired::load::Resource;
 use crate::desired::model::service::{
     parse_memory, DependencyCondition, Healthcheck, OnChange, PullPolicy, RestartPolicy,
     ServiceSpec,
 };
+use crate::desired::Resource;
 use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, StatefulSet,
     StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
