@@ -91,7 +91,7 @@ pub fn run(cmd: ExportCmd) -> anyhow::Result<ExitCode> {
     }
     let input = k8s::read_input(&a.desired_state, a.env_file.as_deref())?;
     let export = k8s::export(&input, &opts)?;
-    for w in &export.warnings {
+    for w in export.warning_lines() {
         eprintln!("warning: {w}");
     }
     match &a.output_dir {

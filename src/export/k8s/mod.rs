@@ -506,6 +506,30 @@ fn finish(cx: Cx) -> Result<Export, ExportError> {
 }
 
 impl Export {
+    /// The warnings as printed: one line per message, the subjects that share a field
+    /// and message on one line (`Service/a, Service/b spec.logging: …`).
+    pub fn warning_lines(&self) -> Vec<String> {
+        let mut groups: Vec<((&str, &str), Vec<&str>)> = Vec::new();
+        for w in &self.warnings {
+            let key = (w.field.as_str(), w.message.as_str());
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, subjects)) => subjects.push(&w.subject),
+                None => groups.push((key, vec![&w.subject])),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|((field, message), subjects)| {
+                let who = subjects.join(", ");
+                if field.is_empty() {
+                    format!("{who}: {message}")
+                } else {
+                    format!("{who} {field}: {message}")
+                }
+            })
+            .collect()
+    }
+
     /// Every manifest as one multi-document YAML stream (for `kubectl apply -f -`).
     pub fn stream(&self) -> String {
         let mut s = String::new();

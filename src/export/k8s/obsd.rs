@@ -222,12 +222,12 @@ pub(super) fn build(cx: &mut Cx) -> Result<(), ExportError> {
                     .get(out.trim_end_matches('/'))
                     .map(|v| {
                         format!(
-                            " (read by {} through a host bind, which is not mounted there)",
+                            "; {} read it through a host bind, which is not mounted on Kubernetes",
                             v.join(", ")
                         )
                     })
                     .unwrap_or_default();
-                w.push((subject.clone(), "spec.statusPage.outputDir".to_string(), format!("`{out}` is a directory of the obsd pod (an empty directory){readers}: to serve status.json, share it through storage both pods mount (ReadWriteMany) or publish it elsewhere")));
+                w.push((subject.clone(), "spec.statusPage.outputDir".to_string(), format!("`{out}` becomes an empty directory of the obsd pod{readers}: to serve status.json, share it through storage both pods mount (ReadWriteMany) or publish it elsewhere")));
             }
         }
     }

@@ -590,7 +590,12 @@ pub(super) fn build(cx: &mut Cx, name: &str) {
                 None
             }
         };
-        w.push((field.clone(), format!("hostPath `{}` → `{}`: the pod reads the node's files; allowed here because the service is node-level (the namespace needs the `privileged` Pod Security level)", b.source, b.target)));
+        let all = if src == "/" {
+            " — the whole node, including its container runtime's socket"
+        } else {
+            ""
+        };
+        w.push((field.clone(), format!("hostPath `{}` → `{}`: the pod reads the node's files{all}; allowed here because the service is node-level (the namespace needs the `privileged` Pod Security level)", b.source, b.target)));
         let vname = format!("host-{i}");
         volumes.push(Volume {
             name: vname.clone(),
