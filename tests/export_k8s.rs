@@ -1551,3 +1551,163 @@ fn kubernetes_mapping_page_is_up_to_date() {
         "crds-docs/kubernetes.md is stale; regenerate with `cargo run --bin obsctl -- gen-docs crds-docs`"
     );
 }
+
+#[test]
+fn obsd_pod_sees_a_desired_state_that_loads_in_jobs_only_mode() {
+    // Materialise the obsd Deployment's projected volume from the exported ConfigMaps,
+    // as the kubelet would, and load it the way `obsd --jobs-only` does in the pod: no
+    // env file, the Secret's keys in the environment.
+    let tmp = tempfile::tempdir().unwrap();
+    let env = dummy_env(tmp.path());
+    let dir = repo().join("desired-state");
+    let input = k8s::read_input(&dir, Some(&env)).unwrap();
+    let export = k8s::export(&input, &Options::default()).unwrap();
+    let m = parse(
+        &export
+            .manifests
+            .iter()
+            .map(|m| (m.file.clone(), m.yaml.clone()))
+            .collect(),
+    );
+    let (_, tpl, _) = m.workload("obsd").unwrap();
+    let pod = tpl.spec.as_ref().unwrap();
+    let mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|v| v.name == "desired-state")
+        .unwrap();
+    assert_eq!(mount.mount_path, "/etc/obsd/desired-state");
+    let vol = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "desired-state")
+        .unwrap();
+    let tree = tmp.path().join("pod/etc/obsd/desired-state");
+    let mut n = 0;
+    for src in vol.projected.as_ref().unwrap().sources.iter().flatten() {
+        let cm = src
+            .config_map
+            .as_ref()
+            .expect("only ConfigMaps in the shipped stack");
+        let data = m.configmaps[&cm.name].data.clone().unwrap_or_default();
+        for item in cm.items.iter().flatten() {
+            let path = tree.join(&item.path);
+            assert!(!path.exists(), "{} projected twice", item.path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &data[&item.key]).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n > 30, "{n} files");
+    let process: BTreeMap<String, String> = std::fs::read_to_string(&env)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let opts = obsd::desired::load::LoadOptions {
+        process_env: Some(process),
+        ..Default::default()
+    };
+    let loaded = obsd::desired::load::load_dir(&tree, &opts)
+        .unwrap_or_else(|e| panic!("the pod's desired state does not load:\n{e}"));
+    assert!(!loaded.env.present, "no env file in the pod");
+    let original = obsd::desired::load::load_dir(
+        &dir,
+        &obsd::desired::load::LoadOptions {
+            process_env: Some(BTreeMap::new()),
+            env_file: Some(env.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        loaded
+            .jobs
+            .iter()
+            .map(|(k, r)| (k.clone(), r.spec.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        original
+            .jobs
+            .iter()
+            .map(|(k, r)| (k.clone(), r.spec.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        "the jobs in the pod are the jobs of the desired state, variables expanded"
+    );
+    assert!(loaded.jobs.values().all(|r| r.source.unresolved.is_empty()));
+}
+
+#[test]
+fn options_and_env_file_syntax_kubectl_reads_differently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = stage_small(tmp.path());
+    // kubectl --from-env-file keeps quotes and rejects `export`: said, with line numbers.
+    write_private(
+        &dir.join("secrets.env"),
+        "DB_PASSWORD=\"quoted-canary\"\nexport STRIPE_KEY=exported-canary\nREGION=eu\n",
+    );
+    let out = obsctl(
+        tmp.path(),
+        &[
+            "export",
+            "k8s",
+            "--desired-state",
+            "small",
+            "-o",
+            "out",
+            "--edge-service-type",
+            "node-port",
+            "--namespace",
+            "shop-prod",
+            "--volume-size",
+            "50Gi",
+            "--storage-class",
+            "fast",
+        ],
+        &[],
+    );
+    let (stdout, stderr) = ok(&out, "export with options");
+    assert!(
+        stderr.contains("lines 1, 2 quote their value or start with `export`"),
+        "{stderr}"
+    );
+    assert!(!format!("{stdout}{stderr}").contains("canary"));
+    assert!(stdout.contains("--namespace shop-prod"), "{stdout}");
+    schema_check(&tmp.path().join("out"));
+    let m = parse(&files(&tmp.path().join("out")));
+    let public = m.services["web-public"].spec.as_ref().unwrap();
+    assert_eq!(public.type_.as_deref(), Some("NodePort"));
+    assert!(stderr.contains("node port"), "{stderr}");
+    assert!(m
+        .services
+        .values()
+        .all(|s| s.metadata.namespace.as_deref() == Some("shop-prod")));
+    let db = m.statefulsets["db"].spec.as_ref().unwrap();
+    let claim = db.volume_claim_templates.as_ref().unwrap()[0]
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+        "50Gi"
+    );
+    // A namespace that is not a DNS label is refused.
+    let out = obsctl(
+        tmp.path(),
+        &[
+            "export",
+            "k8s",
+            "--desired-state",
+            "small",
+            "--namespace",
+            "Shop",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
