@@ -144,7 +144,7 @@ async fn env_change_replaces_only_that_service_safely() {
     assert!(web
         .changes
         .iter()
-        .any(|(path, old, new)| path == "env.A" && old == "1" && new == "2"));
+        .any(|c| c.path == "env.A" && c.applied == "1" && c.desired == "2"));
     let w = f.writes();
     assert_eq!(w[0], "create_container p-web--next", "{w:?}");
     assert!(
@@ -218,7 +218,7 @@ async fn orphan_container_removed_volume_kept() {
         .plan
         .resources
         .iter()
-        .find(|x| x.kind == "Volume")
+        .find(|x| x.kind == obsd::desired::model::Kind::Volume)
         .unwrap();
     assert_eq!(vol.drift, vec![Reason::Orphan]);
 }

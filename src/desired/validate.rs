@@ -320,31 +320,30 @@ impl Validator<'_> {
     /// the (possibly huge) mapping, and a thousand copies of one mistake help nobody.
     fn service_env(&mut self, src: &Source, spec: &ServiceSpec) {
         let s = self.s;
+        let mut total = 0usize;
         let mut found: Vec<(Vec<PathSeg>, String)> = Vec::new();
-        for key in spec.env.keys() {
-            if !valid_env_name(key) {
-                found.push((
-                    vec![k("spec"), k("env"), k(key)],
-                    format!("`{key}` is not a valid environment variable name"),
-                ));
-                if found.len() > MAX_KEY_ERRORS {
-                    break;
-                }
+        let mut note = |path: Vec<PathSeg>, msg: String| {
+            total += 1;
+            if found.len() < MAX_KEY_ERRORS {
+                found.push((path, msg));
             }
+        };
+        for key in spec.env.keys().filter(|k| !valid_env_name(k)) {
+            note(
+                vec![k("spec"), k("env"), k(key)],
+                format!("`{key}` is not a valid environment variable name"),
+            );
         }
         for (key, var) in &spec.secret_env {
-            let path = vec![k("spec"), k("secretEnv"), k(key)];
+            let path = || vec![k("spec"), k("secretEnv"), k(key)];
             if !valid_env_name(key) || !valid_env_name(var) {
-                found.push((
-                    path.clone(),
+                note(
+                    path(),
                     format!("`{key}: {var}`: both must be valid variable names"),
-                ));
+                );
             }
             if spec.env.contains_key(key) {
-                found.push((
-                    path.clone(),
-                    format!("`{key}` is set in both env and secretEnv"),
-                ));
+                note(path(), format!("`{key}` is set in both env and secretEnv"));
             }
             if s.env.present && s.env.get(var).is_none() {
                 let file = s
@@ -353,11 +352,10 @@ impl Validator<'_> {
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
-                found.push((path, format!("`{var}` is not set in the env file {file}")));
+                note(path(), format!("`{var}` is not set in the env file {file}"));
             }
         }
-        let total = found.len();
-        for (path, msg) in found.into_iter().take(MAX_KEY_ERRORS) {
+        for (path, msg) in found {
             self.err(src, &path, msg);
         }
         if total > MAX_KEY_ERRORS {

@@ -269,7 +269,8 @@ fn readiness(
     done_ok: &BTreeSet<String>,
     failed: &BTreeSet<String>,
 ) -> Ready {
-    for (dep, cond) in &sp.depends_on {
+    for d in &sp.depends_on {
+        let (dep, cond) = (&d.service, &d.condition);
         if failed.contains(dep) {
             return Ready::Never(format!("{dep} (failed)"));
         }
