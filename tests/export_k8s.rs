@@ -1711,3 +1711,86 @@ fn options_and_env_file_syntax_kubectl_reads_differently() {
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn what_the_api_server_would_refuse_is_adjusted_and_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("edge");
+    std::fs::create_dir_all(&dir).unwrap();
+    let long = "a".repeat(60);
+    std::fs::write(
+        dir.join("stack.yaml"),
+        format!(
+            r#"apiVersion: obs.tlsstress.art/v1alpha1
+kind: Stack
+metadata: {{name: edge}}
+spec: {{project: edge_case, defaultNetwork: default}}
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Network
+metadata: {{name: default}}
+spec: {{internal: true}}
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Volume
+metadata: {{name: data}}
+spec: {{}}
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
+metadata: {{name: agent}}
+spec:
+  image: example/agent:1
+  pid: host
+  binds: [{{source: /, target: /host, readOnly: true, propagation: rshared}}, {{source: /var/run/docker.sock, target: /var/run/docker.sock}}]
+  user: nobody
+  restart: on-failure
+  stopSignal: SIGINT
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
+metadata: {{name: {long}}}
+spec:
+  image: example/store:1
+  volumes: [{{volume: data, target: /data}}]
+  resources: {{pidsLimit: 100}}
+"#
+        ),
+    )
+    .unwrap();
+    let (m, export) = export_and_check(&dir, tmp.path(), "edge-out", None);
+    let warned = |subject: &str, field: &str, text: &str| {
+        export
+            .warnings
+            .iter()
+            .any(|w| w.subject == subject && w.field == field && w.message.contains(text))
+    };
+    let ds = m.daemonsets["agent"].spec.as_ref().unwrap();
+    let pod = ds.template.spec.as_ref().unwrap();
+    assert_eq!(pod.host_pid, Some(true));
+    let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+    assert_eq!(mounts.len(), 1, "the Docker socket is not mounted");
+    assert_eq!(
+        mounts[0].mount_propagation.as_deref(),
+        Some("HostToContainer")
+    );
+    assert!(warned(
+        "Service/agent",
+        "spec.binds[0].propagation",
+        "privileged"
+    ));
+    assert!(warned("Service/agent", "spec.binds[1]", "Docker socket"));
+    assert!(warned("Service/agent", "spec.user", "numeric"));
+    assert!(warned("Service/agent", "spec.restart", "on-failure"));
+    assert!(warned("Service/agent", "spec.stopSignal", "SIGINT"));
+    assert!(warned(&format!("Service/{long}"), "metadata.name", "52"));
+    assert!(warned(
+        &format!("Service/{long}"),
+        "spec.resources.pidsLimit",
+        "per node"
+    ));
+    assert!(warned("Network/default", "", "internal"));
+    // `edge_case` is a valid label value but not a DNS label: the namespace is derived.
+    assert_eq!(export.namespace, "edge-case");
+    assert_eq!(export.claims[0].pvc, format!("data-{long}-0"));
+}

@@ -189,6 +189,9 @@ pub(super) fn build(cx: &mut Cx, name: &str) {
     };
     let source = format!("Service {name} ({})", cx.source_file(&r.source.file));
     let selector = cx.labels(name);
+    if kind == WorkloadKind::StatefulSet && name.len() > 52 {
+        cx.warn(&subject, "metadata.name", "longer than 52 characters: a StatefulSet's pods carry the label `controller-revision-hash: <name>-<hash>`, which must fit in 63; Kubernetes will not create its pods — shorten the name");
+    }
     let mut labels = selector.clone();
     for (k, v) in &r.labels {
         if names::is_qualified_key(k) && names::is_label_value(v) && !labels.contains_key(k) {
@@ -579,7 +582,12 @@ pub(super) fn build(cx: &mut Cx, name: &str) {
         let propagation = match b.propagation.as_deref() {
             None | Some("private") | Some("rprivate") => None,
             Some("slave") | Some("rslave") => Some("HostToContainer".to_string()),
-            Some("shared") | Some("rshared") => Some("Bidirectional".to_string()),
+            // Kubernetes allows Bidirectional only in privileged containers.
+            Some("shared") | Some("rshared") if svc.privileged => Some("Bidirectional".to_string()),
+            Some(p @ ("shared" | "rshared")) => {
+                w.push((format!("{field}.propagation"), format!("`{p}` needs a privileged container on Kubernetes (Bidirectional); mounted HostToContainer instead")));
+                Some("HostToContainer".to_string())
+            }
             Some(other) => {
                 w.push((
                     format!("{field}.propagation"),
