@@ -318,6 +318,9 @@ pub(super) fn build(cx: &mut Cx, name: &str) {
         w.push(("metadata.name".into(), format!("a Kubernetes Service name must start with a letter: it is `{k8s_service}`, so other services reach it by that name")));
     }
     let has_cluster_service = !cports.is_empty();
+    if has_cluster_service && kind == WorkloadKind::DaemonSet {
+        w.push(("spec.expose".into(), format!("the ClusterIP Service `{k8s_service}` reaches one node's pod per connection: on a cluster of several nodes, scrape the pods through Kubernetes service discovery (role: pod or endpoints) to see every node")));
+    }
     if has_cluster_service {
         let ports = cports
             .iter()
