@@ -151,7 +151,11 @@ pub fn read_input(dir: &Path, env_file: Option<&Path>) -> Result<Input, InputErr
 
     let mut files = BTreeMap::new();
     let mut documents = Vec::new();
-    for f in document_files(&state.dir)? {
+    let docs = crate::desired::load::list_files(&state.dir).map_err(|e| InputError::Io {
+        path: state.dir.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    for f in docs {
         let rel = rel_of(&state.dir, &f);
         files.insert(rel.clone(), read_entry(&f)?);
         documents.push(rel);
@@ -223,28 +227,6 @@ fn kubectl_incompatible(path: &Path) -> Result<Vec<usize>, InputError> {
         })
         .map(|(i, _)| i + 1)
         .collect())
-}
-
-/// The desired-state documents, chosen as the loader chooses them.
-fn document_files(dir: &Path) -> Result<Vec<PathBuf>, InputError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| InputError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut out: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_file()
-                && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                && !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {

@@ -39,14 +39,9 @@ pub fn service_name(s: &str) -> String {
     }
 }
 
-/// Whether `s` is a valid DNS-1123 label.
+/// Whether `s` is a valid DNS-1123 label (the rule obsd's own names follow).
 pub fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    crate::desired::validate::valid_name(s)
 }
 
 /// A valid ConfigMap / Secret key (`[-._a-zA-Z0-9]+`, not `.`/`..`, not starting with
