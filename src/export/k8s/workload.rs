@@ -465,30 +465,19 @@ pub(super) fn build(cx: &mut Cx, name: &str) {
                 })
                 .collect::<Vec<_>>()
         };
-        let volume = if cs.single_file {
-            if let (Some(secret), false) = (&cs.secret, cs.private.is_empty()) {
-                Volume {
-                    name: vname.clone(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(secret.clone()),
-                        items: Some(items(&cs.private)),
-                        ..Default::default()
-                    }),
+        let volume = match (&cs.secret, cs.single_file) {
+            // A single private file: the Secret alone.
+            (Some(secret), true) => Volume {
+                name: vname.clone(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    items: Some(items(&cs.private)),
                     ..Default::default()
-                }
-            } else {
-                Volume {
-                    name: vname.clone(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: cs.name.clone(),
-                        items: Some(items(&cs.items)),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }
-            }
-        } else if let Some(secret) = &cs.secret {
-            Volume {
+                }),
+                ..Default::default()
+            },
+            // A directory with private files: public and private side by side.
+            (Some(secret), false) => Volume {
                 name: vname.clone(),
                 projected: Some(ProjectedVolumeSource {
                     sources: Some(vec![
@@ -512,9 +501,8 @@ pub(super) fn build(cx: &mut Cx, name: &str) {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }
-        } else {
-            Volume {
+            },
+            (None, _) => Volume {
                 name: vname.clone(),
                 config_map: Some(ConfigMapVolumeSource {
                     name: cs.name.clone(),
@@ -522,7 +510,7 @@ pub(super) fn build(cx: &mut Cx, name: &str) {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }
+            },
         };
         volumes.push(volume);
         let sub_path = cs.single_file.then(|| {
