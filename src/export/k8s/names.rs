@@ -41,7 +41,7 @@ pub fn service_name(s: &str) -> String {
 
 /// Whether `s` is a valid DNS-1123 label (the rule obsd's own names follow).
 pub fn is_label(s: &str) -> bool {
-    crate::desired::validate::valid_name(s)
+    crate::desired::names::valid_name(s)
 }
 
 /// A valid ConfigMap / Secret key (`[-._a-zA-Z0-9]+`, not `.`/`..`, not starting with
