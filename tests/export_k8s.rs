@@ -1754,11 +1754,34 @@ spec:
   image: example/store:1
   volumes: [{{volume: data, target: /data}}]
   resources: {{pidsLimit: 100}}
+  configFiles: [{{source: ./conf/app.yml, target: /etc/app.yml}}, {{source: conf/, target: /etc/conf}}]
+  labels: {{team: "${{TEAM:-core}}"}}
 "#
         ),
     )
     .unwrap();
+    std::fs::create_dir_all(dir.join("conf")).unwrap();
+    std::fs::write(dir.join("conf/app.yml"), "a: 1\n").unwrap();
     let (m, export) = export_and_check(&dir, tmp.path(), "edge-out", None);
+    // `./conf/app.yml` and `conf/` name the file and the directory as the loader does.
+    assert_eq!(
+        m.configmaps["conf-app-yml"].data.as_ref().unwrap()["app.yml"],
+        "a: 1\n"
+    );
+    assert_eq!(
+        m.configmaps["conf"].data.as_ref().unwrap()["app.yml"],
+        "a: 1\n"
+    );
+    let store = m.statefulsets[&long].spec.as_ref().unwrap();
+    let ann = store
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap();
+    assert_eq!(ann["team"], "core");
     let warned = |subject: &str, field: &str, text: &str| {
         export
             .warnings

@@ -250,6 +250,7 @@ fn rel_of(dir: &Path, f: &Path) -> String {
     f.strip_prefix(dir)
         .unwrap_or(f)
         .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join("/")

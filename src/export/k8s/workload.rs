@@ -884,7 +884,10 @@ pub(super) fn build(cx: &mut Cx, name: &str) {
     let mut annotations = BTreeMap::new();
     for (k, v) in &svc.labels {
         if names::is_qualified_key(k) {
-            annotations.insert(k.clone(), refs::placeholders(v));
+            annotations.insert(
+                k.clone(),
+                placeholder(&format!("spec.labels.{k}"), v, &mut w),
+            );
         } else {
             w.push((
                 format!("spec.labels.{k}"),
