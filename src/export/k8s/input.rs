@@ -43,8 +43,6 @@ pub struct EnvFacts {
     pub present: bool,
     /// Names that became Secret references.
     pub referenced: BTreeSet<String>,
-    /// Every name the env file holds (empty when it is missing).
-    pub names: BTreeSet<String>,
     /// Lines that quote their value or start with `export `: `kubectl create secret
     /// --from-env-file` keeps quotes as part of the value and rejects `export`.
     pub kubectl_incompatible_lines: Vec<usize>,
@@ -103,7 +101,6 @@ pub fn read_input(dir: &Path, env_file: Option<&Path>) -> Result<Input, InputErr
         env.path_display = Some(display_path(dir, &dir_display, p, env_file));
     }
     if plain.env.present {
-        env.names = plain.env.values.keys().cloned().collect();
         // Emptiness is the one fact read from a value; the value itself is dropped here.
         env.referenced = plain
             .env
