@@ -205,13 +205,18 @@ async fn error_detail(resp: Response) -> String {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let text = resp.text().await.unwrap_or_default();
-    let mut detail = match serde_json::from_str::<serde_json::Value>(&text) {
+    body_detail(aws_type.as_deref(), &text)
+}
+
+/// [`error_detail`] on a body already read (`aws_type`: the `x-amzn-errortype` header).
+pub(crate) fn body_detail(aws_type: Option<&str>, text: &str) -> String {
+    let mut detail = match serde_json::from_str::<serde_json::Value>(text) {
         Ok(v) => json_message(&v).unwrap_or_default(),
         Err(_) => String::new(),
     };
     if detail.is_empty() {
         if let Some(t) = aws_type {
-            detail = aws_error_type(&t);
+            detail = aws_error_type(t);
         }
     }
     if detail.is_empty() {

@@ -8,8 +8,8 @@
 //! - [`textfile`]: the node-exporter textfile writer every body uses.
 //! - bodies: [`cloud_poller`], [`docker_names`], [`status_page`], [`self_heal`],
 //!   [`backup`] (not implemented yet: running it fails loudly).
-//! - [`http`] (retry/backoff, error shapes) and [`sigv4`] (AWS request signing) serve the
-//!   bodies.
+//! - [`http`] (retry/backoff, error shapes) and [`aws`] (SigV4-signed AWS JSON calls,
+//!   through the `aws-sigv4` crate) serve the bodies.
 //!
 //! Invariants:
 //! - A body never blocks the caller of the runner: every run is its own task, and a panic
@@ -19,6 +19,7 @@
 //! - Every file a job writes (textfiles, `status.json`, state) is written to a temporary
 //!   file in the same directory and renamed over the target.
 
+pub mod aws;
 pub mod backup;
 pub mod clock;
 pub mod cloud_poller;
@@ -29,7 +30,6 @@ pub mod http;
 pub mod metrics;
 pub mod scheduler;
 pub mod self_heal;
-pub mod sigv4;
 pub mod status_page;
 pub mod textfile;
 
