@@ -9,4 +9,5 @@ pub mod model;
 pub mod schedule;
 pub mod schema;
 pub mod validate;
+pub mod validate_aws;
 pub mod yaml;

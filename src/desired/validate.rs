@@ -381,7 +381,7 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
                 src,
                 &keys(&["spec"]),
                 format!(
-                    "a Job needs exactly one body (cloudPoller, backup, selfHeal, dockerNames, statusPage); found {}",
+                    "a Job needs exactly one body (cloudPoller, backup, selfHeal, dockerNames, statusPage, logsShipper, awsCronMonitor); found {}",
                     if bodies.is_empty() { "none".to_string() } else { bodies.join(", ") }
                 ),
             ));
@@ -420,6 +420,14 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
                 .status_page
                 .as_ref()
                 .map(|c| ("statusPage", &c.textfile)),
+            r.spec
+                .logs_shipper
+                .as_ref()
+                .map(|c| ("logsShipper", &c.textfile)),
+            r.spec
+                .aws_cron_monitor
+                .as_ref()
+                .map(|c| ("awsCronMonitor", &c.textfile)),
         ];
         for (body, tf) in textfiles.into_iter().flatten() {
             if let Some(other) = textfile_owner.insert(tf.clone(), job_name.clone()) {
@@ -445,6 +453,7 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
                 ));
             }
         }
+        crate::desired::validate_aws::validate_job(r, d);
         if let Some(sp) = &r.spec.status_page {
             if !(sp.slo_target > 0.0 && sp.slo_target < 1.0) {
                 d.push(err_at(

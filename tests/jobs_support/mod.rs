@@ -275,5 +275,7 @@ pub fn job_spec(schedule: &str, timeout_secs: u64) -> obsd::desired::model::JobS
         self_heal: None,
         docker_names: None,
         status_page: None,
+        logs_shipper: None,
+        aws_cron_monitor: None,
     }
 }

@@ -48,6 +48,48 @@ pub struct JobSpec {
     /// Public status page `status.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_page: Option<StatusPageJob>,
+    /// CloudWatch Logs (`FilterLogEvents` per log group) and CloudTrail
+    /// (`LookupEvents`) → Loki (`/loki/api/v1/push`). Streams are labelled `source`
+    /// (`cloudwatch` | `cloudtrail`), `source_app` (the group's `app`; `cloudtrail`),
+    /// `log_group` (CloudWatch only), `security` (`auth` | `none`) and the job's
+    /// `labels`. A CloudTrail line is the event's JSON record (`CloudTrailEvent`), a
+    /// CloudWatch line the event's message.
+    ///
+    /// `security="auth"`: CloudTrail events from `signin.amazonaws.com` (console
+    /// logins, failed ones included, MFA checks, role switches), the STS calls that
+    /// mint credentials (`AssumeRole*`, `GetSessionToken`, `GetFederationToken`), and
+    /// any call refused for authentication or authorisation (`errorCode` AccessDenied,
+    /// UnauthorizedOperation, InvalidClientTokenId, SignatureDoesNotMatch, AuthFailure,
+    /// ExpiredToken …); CloudWatch messages that Vector would tag too (login, sign-in,
+    /// password, MFA, OAuth, SSO, credential, unauthorized, forbidden, access denied,
+    /// or a JSON line with `category` auth/security or `status` 401/403).
+    ///
+    /// Delivery is at-least-once, de-duplicated by event ID. Each source has a
+    /// checkpoint (time watermark plus the IDs of events shipped near it) in
+    /// `<state_dir>/jobs/<job>.logs-shipper.json`, replaced atomically after every
+    /// accepted push. An event is pushed again only when obsd dies after Loki accepted
+    /// a push and before that write: at most one batch (`batchBytes`) per source, sent
+    /// byte-identical (same labels, nanosecond timestamp and line), which Loki drops as
+    /// a duplicate of the entry it holds, so queries show it once. A Loki outage (refused, 5xx, 429 after
+    /// retries) leaves the checkpoint where it was; the next run ships the backlog.
+    /// Entries Loki refuses for good (HTTP 400: too old, too far behind) are counted
+    /// in `logs_shipper_events_rejected_total` and not retried. Events that reach AWS
+    /// more than `overlap` after their timestamp are not seen.
+    ///
+    /// Entry timestamps are the event's (milliseconds for CloudWatch, seconds for
+    /// CloudTrail) plus a sub-millisecond offset derived from the event ID, so two
+    /// events of the same instant never collapse into one in Loki, and a re-push lands
+    /// on the same nanosecond. Metrics (textfile, labels `source`, `log_group`):
+    /// `logs_shipper_events_shipped_total`, `logs_shipper_events_rejected_total`,
+    /// `logs_shipper_auth_events_total`, `logs_shipper_lag_seconds` (now − checkpoint),
+    /// `logs_shipper_last_success_timestamp_seconds`, `logs_shipper_scrape_up`,
+    /// `logs_shipper_skipped_seconds_total`; heartbeat
+    /// `logs_shipper_last_run_timestamp_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_shipper: Option<super::aws_job::LogsShipperJob>,
+    /// The cron Lambdas' CloudWatch metrics → a healthchecks.io ping per expected run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_cron_monitor: Option<super::aws_job::AwsCronMonitorJob>,
 }
 
 fn default_timeout() -> Duration {
@@ -75,6 +117,12 @@ impl JobSpec {
         }
         if self.status_page.is_some() {
             v.push("statusPage");
+        }
+        if self.logs_shipper.is_some() {
+            v.push("logsShipper");
+        }
+        if self.aws_cron_monitor.is_some() {
+            v.push("awsCronMonitor");
         }
         v
     }
