@@ -166,6 +166,13 @@ fn logs_shipper(src: &Source, j: &LogsShipperJob, d: &mut Vec<Diagnostic>) {
                 "overlap must be at most 1h (Loki refuses entries further behind a stream's newest)",
             ));
         }
+        if !(1..=10_000).contains(&cw.page_size) {
+            d.push(err_at(
+                src,
+                &path(B, &[k("cloudWatchLogs"), k("pageSize")]),
+                "pageSize must be between 1 and 10000",
+            ));
+        }
         if cw.log_groups.is_empty() {
             d.push(err_at(
                 src,
@@ -218,6 +225,13 @@ fn logs_shipper(src: &Source, j: &LogsShipperJob, d: &mut Vec<Diagnostic>) {
                 src,
                 &path(B, &[k("cloudTrail"), k("overlap")]),
                 "overlap must be at most 1h (Loki refuses entries further behind a stream's newest)",
+            ));
+        }
+        if !(1..=50).contains(&ct.page_size) {
+            d.push(err_at(
+                src,
+                &path(B, &[k("cloudTrail"), k("pageSize")]),
+                "pageSize must be between 1 and 50",
             ));
         }
         if ct.page_interval.0 > Duration::from_secs(10) {

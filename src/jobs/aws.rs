@@ -21,7 +21,6 @@ use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
-use rand::Rng;
 use serde::de::DeserializeOwned;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -160,6 +159,15 @@ impl<'a> Client<'a> {
         })
     }
 
+    /// [`Client::call`] with the context's retry policy (reads that may repeat).
+    pub async fn call_default<T: DeserializeOwned>(
+        &self,
+        op: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, JobError> {
+        self.call(op, body, &self.ctx.retry).await
+    }
+
     /// `POST /` with `X-Amz-Target: <prefix>.<op>`; the 2xx JSON body decoded as `T`.
     /// `retry.attempts == 1` sends exactly once (a call that must never repeat).
     pub async fn call<T: DeserializeOwned>(
@@ -193,7 +201,7 @@ impl<'a> Client<'a> {
             if !failure.retryable() || attempt >= max {
                 return Err(failure.error.into());
             }
-            let wait = backoff(retry, attempt, failure.retry_after);
+            let wait = http::backoff_delay(retry, attempt, failure.retry_after);
             if let Some(deadline) = self.deadline {
                 if Instant::now() + wait >= deadline {
                     tracing::warn!(call = %what, attempts = attempt, "giving up: the run's time budget is spent");
@@ -330,18 +338,6 @@ impl Failure {
     }
 }
 
-/// Exponential backoff with "equal jitter" (half fixed, half random), capped; a
-/// server's `retry-after` wins when given (still capped).
-fn backoff(retry: &RetryPolicy, attempt: usize, retry_after: Option<Duration>) -> Duration {
-    if let Some(ra) = retry_after {
-        return ra.min(retry.max_delay);
-    }
-    let exp = 1u32 << (attempt.saturating_sub(1)).min(16);
-    let d = retry.min_delay.saturating_mul(exp).min(retry.max_delay);
-    let half = d / 2;
-    half + half.mul_f64(rand::rng().random::<f64>())
-}
-
 /// The AWS error code of an error answer: the JSON body's `__type` (or `code`), else the
 /// `x-amzn-errortype` header, with any `ns#` prefix and `:…` suffix stripped.
 pub fn error_code(header: Option<&str>, body: &str) -> Option<String> {
@@ -378,24 +374,5 @@ mod tests {
             Some("ThrottlingException")
         );
         assert_eq!(error_code(None, "<html>").as_deref(), None);
-    }
-
-    #[test]
-    fn backoff_is_capped_and_honours_retry_after() {
-        let p = RetryPolicy {
-            attempts: 4,
-            min_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(1),
-        };
-        for attempt in 1..20 {
-            let d = backoff(&p, attempt, None);
-            assert!(d <= Duration::from_secs(1), "{attempt}: {d:?}");
-        }
-        let first = backoff(&p, 1, None);
-        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-        assert_eq!(
-            backoff(&p, 1, Some(Duration::from_secs(60))),
-            Duration::from_secs(1)
-        );
     }
 }

@@ -7,7 +7,8 @@
 //! - [`history`]: the per-job state file `<state_dir>/jobs/<name>.json`.
 //! - [`textfile`]: the node-exporter textfile writer every body uses.
 //! - bodies: [`cloud_poller`], [`docker_names`], [`status_page`], [`self_heal`],
-//!   [`backup`] (not implemented yet: running it fails loudly).
+//!   [`logs_shipper`] (with the Loki client [`loki`]), [`aws_cron_monitor`], [`backup`]
+//!   (not implemented yet: running it fails loudly).
 //! - [`http`] (retry/backoff, error shapes) and [`aws`] (SigV4-signed AWS JSON calls,
 //!   through the `aws-sigv4` crate) serve the bodies.
 //!
@@ -20,6 +21,7 @@
 //!   file in the same directory and renamed over the target.
 
 pub mod aws;
+pub mod aws_cron_monitor;
 pub mod backup;
 pub mod clock;
 pub mod cloud_poller;
@@ -27,6 +29,8 @@ pub mod docker_names;
 pub mod fsutil;
 pub mod history;
 pub mod http;
+pub mod logs_shipper;
+pub mod loki;
 pub mod metrics;
 pub mod scheduler;
 pub mod self_heal;
@@ -202,6 +206,9 @@ impl Executor for BodyExecutor {
         Box::pin(async move {
             let spec = &run.spec;
             let cancel = &run.cancel;
+            // The runner cancels the run at its timeout; bodies that back off (AWS
+            // throttling) never sleep past it.
+            let deadline = tokio::time::Instant::now() + spec.timeout.0;
             if let Some(b) = &spec.cloud_poller {
                 cloud_poller::run(&ctx, b, cancel).await
             } else if let Some(b) = &spec.docker_names {
@@ -212,6 +219,10 @@ impl Executor for BodyExecutor {
                 self_heal::run(&ctx, &run.name, b, cancel).await
             } else if let Some(b) = &spec.backup {
                 backup::run(&ctx, b, cancel).await
+            } else if let Some(b) = &spec.logs_shipper {
+                logs_shipper::run(&ctx, &run.name, b, cancel, Some(deadline)).await
+            } else if let Some(b) = &spec.aws_cron_monitor {
+                aws_cron_monitor::run(&ctx, &run.name, b, cancel, Some(deadline)).await
             } else {
                 Err(JobError::Config("the job has no body".into()))
             }

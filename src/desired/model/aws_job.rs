@@ -103,11 +103,18 @@ pub struct CloudWatchLogsSource {
     /// At most 1h (Loki rejects entries further behind a stream's newest).
     #[serde(default = "cw_overlap")]
     pub overlap: Duration,
+    /// Events per `FilterLogEvents` page (`limit`, 1–10000).
+    #[serde(default = "cw_page_size")]
+    pub page_size: u32,
+    /// The groups; each has its own checkpoint.
     pub log_groups: Vec<LogGroup>,
 }
 
 fn cw_overlap() -> Duration {
     Duration::secs(5 * 60)
+}
+fn cw_page_size() -> u32 {
+    10_000
 }
 
 /// One log group.
@@ -141,6 +148,13 @@ pub struct CloudTrailSource {
     /// per account and region.
     #[serde(default = "ct_page_interval")]
     pub page_interval: Duration,
+    /// Events per `LookupEvents` page (`MaxResults`, 1–50).
+    #[serde(default = "ct_page_size")]
+    pub page_size: u32,
+}
+
+fn ct_page_size() -> u32 {
+    50
 }
 
 fn ct_overlap() -> Duration {

@@ -87,7 +87,17 @@ pub struct JobSpec {
     /// `logs_shipper_last_run_timestamp_seconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs_shipper: Option<super::aws_job::LogsShipperJob>,
-    /// The cron Lambdas' CloudWatch metrics → a healthchecks.io ping per expected run.
+    /// The cron Lambdas' CloudWatch metrics → one healthchecks.io ping per expected run.
+    /// For each function: `GetMetricData` sums `AWS/Lambda` `Invocations` and `Errors`
+    /// since its latest expected run (the latest time of `schedule` at least `settle`
+    /// ago, up to the next one); ran without errors → the check URL is pinged, erred →
+    /// `<url>/fail`, not run → nothing (healthchecks' own period and grace raise the
+    /// alarm; a run that shows up late is still pinged when it appears). Each expected
+    /// run is pinged at most once, persisted in `<state_dir>/jobs/<job>.aws-cron.json`.
+    /// Metrics (textfile, label `function`): `aws_cron_invocations`, `aws_cron_errors`,
+    /// `aws_cron_ran` (0/1), `aws_cron_expected_run_timestamp_seconds`,
+    /// `aws_cron_last_ping_timestamp_seconds`, `aws_cron_pings_total{result}`,
+    /// `aws_cron_scrape_up`; heartbeat `aws_cron_monitor_last_run_timestamp_seconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_cron_monitor: Option<super::aws_job::AwsCronMonitorJob>,
 }
