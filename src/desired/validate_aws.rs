@@ -70,8 +70,9 @@ fn valid_function_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
-/// AWS region names (`sa-east-1`); a value still holding `${…}` (env file absent) is
-/// left to the run.
+/// AWS region names (`sa-east-1`): lowercase letters, digits, `-` (and `_`, harmless);
+/// catches spaces and capitals. A value still holding `${…}` (env file absent) is left
+/// to the run.
 fn region(src: &Source, body: &str, region: &str, d: &mut Vec<Diagnostic>) {
     if region.contains("${") {
         return;
@@ -79,7 +80,7 @@ fn region(src: &Source, body: &str, region: &str, d: &mut Vec<Diagnostic>) {
     let ok = !region.is_empty()
         && region
             .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
     if !ok {
         d.push(err_at(
             src,
@@ -184,7 +185,9 @@ fn logs_shipper(src: &Source, j: &LogsShipperJob, d: &mut Vec<Diagnostic>) {
         for (i, g) in cw.log_groups.iter().enumerate() {
             let base = [k("cloudWatchLogs"), k("logGroups"), PathSeg::Index(i)];
             let at = |f: &str| path(B, &[&base[..], &[k(f)]].concat());
-            if !valid_log_group(&g.name) {
+            if g.name.contains("${") {
+                // Left unexpanded (no env file): checked when the run uses it.
+            } else if !valid_log_group(&g.name) {
                 d.push(err_at(
                     src,
                     &at("name"),
