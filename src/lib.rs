@@ -10,12 +10,14 @@
 //! * [`daemon`] — the event loop, watchers, HTTP servers, metrics, alerting.
 //! * [`jobs`] — scheduled reconcilers.
 //! * [`api`] — the obsd ↔ obsctl wire types and the unix-socket client.
-//! * [`state`], [`secret`] — shared ground: the state directory, secrets and the host key.
+//! * [`state`], [`secret`], [`fsutil`] — shared ground: the state directory, secrets and
+//!   the host key, atomic file writes.
 
 pub mod api;
 pub mod daemon;
 pub mod desired;
 pub mod docker;
+pub mod fsutil;
 pub mod jobs;
 pub mod reconcile;
 pub mod secret;

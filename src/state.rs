@@ -26,6 +26,23 @@ pub enum StateError {
     Corrupt { path: PathBuf, message: String },
 }
 
+/// Default state directory when neither a flag, `OBSD_STATE_DIR` nor the Stack says
+/// otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/obsd";
+
+/// The state directory, by precedence: an explicit `--state-dir`, a non-empty
+/// `OBSD_STATE_DIR`, the Stack's `stateDir`, [`DEFAULT_STATE_DIR`]. The one rule obsd,
+/// `obsctl apply/diff` and `obsctl status` share, so they meet in the same directory.
+pub fn resolve_dir(explicit: Option<&Path>, stack_state_dir: Option<&str>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("OBSD_STATE_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(stack_state_dir.unwrap_or(DEFAULT_STATE_DIR)),
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     move |source| StateError::Io {
         path: path.to_path_buf(),
@@ -33,30 +50,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` atomically with `mode`.
+/// Writes `bytes` to `path` atomically with `mode` ([`crate::fsutil::atomic_write`]).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::fsutil::atomic_write(path, bytes, mode).map_err(io(path))
 }
 
 /// An exclusive `flock` on `<state>/obsd.lock`, released when dropped (or when the
@@ -96,27 +92,32 @@ pub fn ensure_dir(state_dir: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Loads the host key, creating it (32 random bytes, mode 0600) on first use.
-pub fn host_key(state_dir: &Path) -> Result<HostKey, StateError> {
+/// The host key, if one exists (`obsctl diff` reads it without creating one: with no
+/// key on disk nothing was deployed with it).
+pub fn read_host_key(state_dir: &Path) -> Result<Option<HostKey>, StateError> {
     let path = state_dir.join("host.key");
     match std::fs::read(&path) {
-        Ok(b) if b.len() == 32 => {
-            let mut k = [0u8; 32];
-            k.copy_from_slice(&b);
-            Ok(HostKey(k))
-        }
-        Ok(_) => Err(StateError::Corrupt {
-            path,
-            message: "expected 32 bytes".into(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            ensure_dir(state_dir)?;
-            let k: [u8; 32] = rand::random();
-            write_atomic(&path, &k, 0o600)?;
-            Ok(HostKey(k))
-        }
+        Ok(b) => match <[u8; 32]>::try_from(b.as_slice()) {
+            Ok(k) => Ok(Some(HostKey(k))),
+            Err(_) => Err(StateError::Corrupt {
+                path,
+                message: "expected 32 bytes".into(),
+            }),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StateError::Io { path, source: e }),
     }
+}
+
+/// Loads the host key, creating it (32 random bytes, mode 0600) on first use.
+pub fn host_key(state_dir: &Path) -> Result<HostKey, StateError> {
+    if let Some(k) = read_host_key(state_dir)? {
+        return Ok(k);
+    }
+    ensure_dir(state_dir)?;
+    let k: [u8; 32] = rand::random();
+    write_atomic(&state_dir.join("host.key"), &k, 0o600)?;
+    Ok(HostKey(k))
 }
 
 /// Backoff of one resource.

@@ -1,7 +1,8 @@
 //! The shipped desired state: it loads, it matches the legacy compose file it replaces
 //! for every container-level field, and the crds-docs reference is up to date.
 
-use obsd::desired::load::{load_dir, DesiredState, LoadOptions};
+use obsd::desired::load::{load_dir, LoadOptions};
+use obsd::desired::DesiredState;
 use obsd::docker::CreateContainer;
 use obsd::reconcile::render::render_service;
 use obsd::secret::HostKey;

@@ -118,7 +118,12 @@ async fn writes_status_json_from_prometheus() {
     );
     let doc: StatusDoc = serde_json::from_str(&raw).unwrap();
     assert_eq!(doc.overall, Health::Degraded);
-    assert!(!out.join("status.json.tmp").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
     let t = read_textfile(&ctx, "status_page.prom");
     assert_eq!(

@@ -1,7 +1,8 @@
 //! Planner + executor against the recording fake engine: which calls each scenario
 //! makes, and that a converged state makes none that write.
 
-use obsd::desired::load::{load_dir, DesiredState, LoadOptions};
+use obsd::desired::load::{load_dir, LoadOptions};
+use obsd::desired::DesiredState;
 use obsd::docker::fake::FakeDocker;
 use obsd::docker::{ContainerInfo, RunState};
 use obsd::reconcile::pass;
@@ -143,7 +144,7 @@ async fn env_change_replaces_only_that_service_safely() {
     assert!(web
         .changes
         .iter()
-        .any(|(path, old, new)| path == "env.A" && old == "1" && new == "2"));
+        .any(|c| c.path == "env.A" && c.applied == "1" && c.desired == "2"));
     let w = f.writes();
     assert_eq!(w[0], "create_container p-web--next", "{w:?}");
     assert!(
@@ -217,7 +218,7 @@ async fn orphan_container_removed_volume_kept() {
         .plan
         .resources
         .iter()
-        .find(|x| x.kind == "Volume")
+        .find(|x| x.kind == obsd::desired::model::Kind::Volume)
         .unwrap();
     assert_eq!(vol.drift, vec![Reason::Orphan]);
 }

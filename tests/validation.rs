@@ -146,7 +146,7 @@ fn load_case(
 ) -> (
     tempfile::TempDir,
     PathBuf,
-    Result<obsd::desired::load::DesiredState, LoadErrors>,
+    Result<obsd::desired::DesiredState, LoadErrors>,
 ) {
     let tmp = tempfile::tempdir().unwrap();
     // The loader reports paths under the directory it was given; canonicalize so

@@ -26,7 +26,7 @@ pub struct AlertConfig {
 }
 
 impl AlertConfig {
-    pub fn from_desired(d: &crate::desired::load::DesiredState) -> AlertConfig {
+    pub fn from_desired(d: &crate::desired::DesiredState) -> AlertConfig {
         let a = d.stack.spec.alerting.as_ref();
         let get = |name: Option<&String>| {
             name.and_then(|n| d.env.get(n))

@@ -148,7 +148,7 @@ impl Metrics {
         let mut known = self.known.lock().expect("metrics lock");
         let now: BTreeSet<(String, String)> = resources
             .iter()
-            .map(|r| (r.kind.clone(), r.name.clone()))
+            .map(|r| (r.kind.to_string(), r.name.clone()))
             .collect();
         for (kind, name) in known.difference(&now) {
             self.resource_in_sync.remove(&ResourceLabels {
@@ -166,14 +166,14 @@ impl Metrics {
         for r in resources {
             self.resource_in_sync
                 .get_or_create(&ResourceLabels {
-                    kind: r.kind.clone(),
+                    kind: r.kind.to_string(),
                     name: r.name.clone(),
                 })
                 .set(r.in_sync as i64);
             for reason in Reason::ALL {
                 self.resource_drift
                     .get_or_create(&DriftLabels {
-                        kind: r.kind.clone(),
+                        kind: r.kind.to_string(),
                         name: r.name.clone(),
                         reason: reason.as_str().into(),
                     })

@@ -1,29 +1,37 @@
 //! The daemon: one closed event loop that keeps the host converged.
 //!
 //! Everything that can wake the loop is an [`Event`]: desired-state file changes
-//! (debounced), Docker events (hints only — the reconcile re-reads everything), the
-//! periodic resync, SIGHUP, API requests, and the completion of a reconcile. At most one
-//! reconcile is in flight and at most one is pending; a burst of events collapses into
-//! a single pass. Start-up is just "desired state changed" from nothing.
+//! (debounced), a finished load, Docker events (hints only — the reconcile re-reads
+//! everything), the periodic resync, SIGHUP, API requests, and the completion of a
+//! reconcile. The loop's state is one [`Daemon`]; [`Daemon::handle`] advances it by one
+//! event and never blocks: loads and passes run as tasks and report back as events. At
+//! most one pass is in flight and at most one is pending, so a burst of events collapses
+//! into a single pass. Start-up is just "desired state changed" from nothing.
+//!
+//! `--once` is [`once`]: one pass, no loop.
 
 pub mod alerting;
+mod jobs_feed;
 pub mod metrics;
+mod server;
+mod watch;
 
+use crate::api::wire;
 use crate::daemon::alerting::{AlertConfig, Alerter};
 use crate::daemon::metrics::{Metrics, ResultLabel};
-use crate::desired::load::{load_dir, DesiredState, LoadOptions};
+use crate::desired::load::{load_dir, LoadOptions};
+use crate::desired::DesiredState;
 use crate::docker::engine::Engine;
-use crate::docker::{labels, Docker, EngineEvent};
+use crate::docker::EngineEvent;
 use crate::jobs::{
-    BodyExecutor, ContainerNames, ContainerNamesError, JobContext, JobMetrics, JobRunner,
-    JobStatus, RunResult, RunnerConfig, SystemClock, TriggerError,
+    BodyExecutor, ContainerNames, JobContext, JobMetrics, JobRunner, RunnerConfig, SystemClock,
 };
 use crate::reconcile::exec::ServiceResult;
-use crate::reconcile::{self, StatusRow};
+use crate::reconcile::{self, Pass};
+use crate::secret::HostKey;
 use crate::state::{self, Persisted};
-use futures_util::StreamExt;
+use jobs_feed::{EngineNames, EngineSlot, JobsFeed};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +39,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 /// Daemon settings from the command line.
@@ -56,473 +65,557 @@ pub enum DaemonError {
     Failed(String),
 }
 
-/// What the API and `obsctl status` read.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Snapshot {
-    pub desired_generation: u64,
-    pub applied_generation: u64,
-    pub docker_up: bool,
-    pub desired_state_error: Option<String>,
-    pub last_reconcile_ms: Option<i64>,
-    pub last_success_ms: Option<i64>,
-    pub resources: Vec<StatusRow>,
-    pub jobs: Vec<serde_json::Value>,
-}
-
+/// Everything that wakes the loop.
 enum Event {
+    /// The desired-state directory changed (debounced).
     FilesChanged,
+    /// SIGHUP.
+    Reload,
+    /// A load finished.
+    Loaded(Box<Result<DesiredState, String>>),
     Docker(EngineEvent),
     DockerDown(String),
     DockerUp(Engine),
     Resync,
-    Reload,
-    Requeue,
+    /// A requeue or Docker-hint deadline passed.
+    Timer,
+    /// `POST /v1/reconcile`.
     ApiReconcile,
+    /// A pass finished.
     Done(Box<Finished>),
 }
 
+/// A finished pass, with the persisted state it carried.
 struct Finished {
     persisted: Persisted,
-    result: Result<reconcile::Pass, String>,
+    result: Result<Pass, String>,
     elapsed: Duration,
     generation: u64,
 }
 
-/// Shared state of a running daemon.
+/// What the servers read: the API's status and the metrics.
 struct Shared {
-    snapshot: RwLock<Snapshot>,
+    /// What `GET /v1/status` answers (jobs are filled in per request).
+    status: RwLock<wire::Status>,
     registry: Registry,
     metrics: Metrics,
     jobs: JobRunner,
 }
 
-/// `ContainerNames` for the docker-names job, on the daemon's current engine.
-struct EngineNames(Arc<RwLock<Option<Engine>>>);
-
-impl ContainerNames for EngineNames {
-    fn list(
-        &self,
-    ) -> futures_util::future::BoxFuture<'_, Result<Vec<(String, String)>, ContainerNamesError>>
-    {
-        let engine = self.0.read().expect("engine slot").clone();
-        Box::pin(async move {
-            let engine = engine.ok_or("the Docker engine is not reachable")?;
-            let all = engine.list_all_containers().await?;
-            Ok(all
-                .into_iter()
-                .filter(|c| c.state == crate::docker::RunState::Running)
-                .map(|c| (c.id, c.name))
-                .collect())
-        })
-    }
+/// The reconcile slot. The persisted state travels with the pass, so exactly one
+/// writer holds it at any time.
+enum PassSlot {
+    Idle(Persisted),
+    Running,
 }
 
-/// Feeds the job runner a desired state: its env file and textfile directory, and the
-/// jobs (with service URLs resolved). Jobs whose `${VAR}`s could not be expanded are
-/// not scheduled.
-struct JobsFeed {
-    exec: Arc<BodyExecutor>,
-    names: Arc<dyn ContainerNames>,
+/// The load slot: at most one load runs; changes during a load ask for another.
+enum LoadSlot {
+    Idle,
+    Running { again: bool },
+}
+
+/// The loop's whole state.
+struct Daemon {
+    /// Where the desired state is read from.
+    desired_dir: PathBuf,
+    /// Where state is persisted (locked by us for our lifetime).
     state_dir: PathBuf,
-    last: Option<BTreeMap<String, crate::desired::model::JobSpec>>,
-}
-
-impl JobsFeed {
-    fn update(
-        &mut self,
-        runner: &JobRunner,
-        d: &DesiredState,
-        ips: &BTreeMap<String, String>,
-        new_state: bool,
-    ) {
-        if new_state {
-            self.exec.set_context(JobContext::new(
-                Arc::new(d.env.clone()),
-                self.state_dir.clone(),
-                d.stack.spec.textfile_dir.as_ref().map(PathBuf::from),
-                self.names.clone(),
-            ));
-        }
-        let ready: BTreeMap<String, crate::desired::model::JobSpec> = d
-            .jobs
-            .iter()
-            .filter(|(name, r)| {
-                if r.source.unresolved.is_empty() {
-                    true
-                } else {
-                    if new_state {
-                        warn!(job = %name, missing = %r.source.unresolved.join(","), "job not scheduled: variables not set");
-                    }
-                    false
-                }
-            })
-            .map(|(n, r)| (n.clone(), r.spec.clone()))
-            .collect();
-        let jobs = reconcile::resolve_job_urls(&ready, ips);
-        if self.last.as_ref() != Some(&jobs) {
-            runner.set_jobs(jobs.clone());
-            self.last = Some(jobs);
-        }
-    }
+    /// Keys the spec hashes.
+    key: HostKey,
+    /// Read by the servers.
+    shared: Arc<Shared>,
+    /// Tasks send their results back to the loop through this.
+    tx: mpsc::Sender<Event>,
+    /// Every task the daemon spawned, awaited at shutdown.
+    tracker: TaskTracker,
+    runner: JobRunner,
+    feed: JobsFeed,
+    alerter: Alerter,
+    /// The last good desired state; `None` until one loads.
+    desired: Option<Arc<DesiredState>>,
+    /// The project the Docker watcher filters events by.
+    project: Arc<RwLock<String>>,
+    /// The engine while it is reachable (shared with the docker-names job).
+    engine: EngineSlot,
+    /// The current engine outage was logged already.
+    down_logged: bool,
+    pass: PassSlot,
+    load: LoadSlot,
+    /// A pass is wanted.
+    pending: bool,
+    /// The next pass pulls `pullPolicy: Always` images first (start, reload, resync —
+    /// not every requeue).
+    pull_next: bool,
+    /// The periodic full resync, at the current Stack's `resyncPeriod`.
+    resync: tokio::time::Interval,
+    resync_period: Duration,
+    /// Look again at this time (decided by [`next_look`] after each pass).
+    requeue_at: Option<tokio::time::Instant>,
+    /// Docker events are coalesced: a replace emits many; one pass follows them.
+    docker_hint_at: Option<tokio::time::Instant>,
+    /// Container address per service, from the latest pass (job URL resolution).
+    service_ips: BTreeMap<String, String>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled (or one pass with `--once`).
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let first = load(&cfg.desired_dir).await;
-    let state_dir = cfg
-        .state_dir
-        .clone()
-        .or_else(|| std::env::var_os("OBSD_STATE_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| match &first {
-            Ok(d) => PathBuf::from(&d.stack.spec.state_dir),
-            Err(_) => PathBuf::from(crate::api::DEFAULT_STATE_DIR),
-        });
+    let state_dir = state::resolve_dir(
+        cfg.state_dir.as_deref(),
+        first.as_ref().ok().map(|d| d.stack.spec.state_dir.as_str()),
+    );
     state::ensure_dir(&state_dir)?;
     let _lock = state::Lock::acquire(&state_dir)?;
     let key = state::host_key(&state_dir)?;
-    let mut persisted = Persisted::load(&state_dir)?;
-
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let job_metrics = JobMetrics::register(&mut registry);
-
+    let persisted = Persisted::load(&state_dir)?;
     if cfg.once {
-        let desired = first.map_err(|e| DaemonError::Invalid {
-            dir: cfg.desired_dir.clone(),
-            errors: e,
-        })?;
-        let engine = connect_engine().await.map_err(DaemonError::Io)?;
-        let generation = persisted.observe_desired(&desired.digest);
-        let pass = reconcile::pass(&engine, &desired, &key, &mut persisted, true, true)
-            .await
-            .map_err(|e| DaemonError::Failed(e.to_string()))?;
-        if !pass.failed() && pass.plan.is_noop() {
-            persisted.applied_generation = generation;
-        }
-        persisted.save(&state_dir)?;
-        if pass.failed() {
-            return Err(DaemonError::Failed(
-                "one or more services failed; see the log".into(),
-            ));
-        }
-        return Ok(());
+        return once(&cfg.desired_dir, first, &state_dir, &key, persisted).await;
     }
+    let (mut daemon, rx) = Daemon::start(&cfg, state_dir, key, persisted, &shutdown).await?;
+    daemon.loaded(first);
+    daemon.pending = true;
+    daemon.run(rx, &shutdown).await
+}
 
-    let engine_slot: Arc<RwLock<Option<Engine>>> = Arc::new(RwLock::new(None));
-    let names: Arc<dyn ContainerNames> = Arc::new(EngineNames(engine_slot.clone()));
-    let exec = Arc::new(BodyExecutor::new(JobContext::new(
-        Arc::new(crate::desired::load::EnvFile::default()),
-        state_dir.clone(),
-        None,
-        names.clone(),
-    )));
-    let runner = JobRunner::start(
-        RunnerConfig {
-            state_dir: state_dir.clone(),
-            clock: Arc::new(SystemClock),
-        },
-        exec.clone(),
-        job_metrics,
-        shutdown.child_token(),
-    );
-    let mut feed = JobsFeed {
-        exec,
-        names,
-        state_dir: state_dir.clone(),
-        last: None,
-    };
-    let shared = Arc::new(Shared {
-        snapshot: RwLock::new(Snapshot::default()),
-        registry,
-        metrics,
-        jobs: runner.clone(),
-    });
-    let mut service_ips: BTreeMap<String, String> = BTreeMap::new();
-
-    let (tx, mut rx) = mpsc::channel::<Event>(1024);
-    let tracker = tokio_util::task::TaskTracker::new();
-
-    // Servers.
-    let socket = cfg
-        .socket
-        .clone()
-        .unwrap_or_else(|| crate::api::socket_in(&state_dir));
-    let api_task = serve_api(&socket, shared.clone(), tx.clone(), shutdown.clone())
+/// `--once`: one pass over a valid desired state, then exit.
+async fn once(
+    dir: &Path,
+    first: Result<DesiredState, String>,
+    state_dir: &Path,
+    key: &HostKey,
+    mut persisted: Persisted,
+) -> Result<(), DaemonError> {
+    let desired = first.map_err(|errors| DaemonError::Invalid {
+        dir: dir.to_path_buf(),
+        errors,
+    })?;
+    let engine = watch::connect_engine().await.map_err(DaemonError::Io)?;
+    let generation = persisted.observe_desired(&desired.digest);
+    let pass = reconcile::pass(&engine, &desired, key, &mut persisted, true, true)
         .await
-        .map_err(DaemonError::Io)?;
-    tracker.spawn(api_task);
-    if let Some(addr) = cfg.listen {
-        let t = serve_metrics(addr, shared.clone(), shutdown.clone())
-            .await
-            .map_err(DaemonError::Io)?;
-        tracker.spawn(t);
+        .map_err(|e| DaemonError::Failed(e.to_string()))?;
+    if pass.converged() {
+        persisted.applied_generation = generation;
     }
-    tracker.spawn(watch_files(
-        cfg.desired_dir.clone(),
-        tx.clone(),
-        shutdown.clone(),
-    ));
-    let project: Arc<RwLock<String>> = Arc::new(RwLock::new(
-        first
-            .as_ref()
-            .map(|d| d.project().to_string())
-            .unwrap_or_default(),
-    ));
-    tracker.spawn(watch_docker(tx.clone(), project.clone(), shutdown.clone()));
-    tracker.spawn(signals(tx.clone(), shutdown.clone()));
-
-    let mut desired: Option<Arc<DesiredState>> = None;
-    let mut engine: Option<Engine> = None;
-    let mut down_logged = false;
-    let mut in_flight = false;
-    let mut pending;
-    let mut pull_next = true;
-    let mut persisted_slot: Option<Persisted> = None;
-    let mut resync = tokio::time::interval(Duration::from_secs(300));
-    resync.tick().await;
-    let mut requeue_at: Option<tokio::time::Instant> = None;
-    let mut docker_hint_at: Option<tokio::time::Instant> = None;
-
-    let mut alerter = Alerter::new(AlertConfig::default());
-    apply_load(first, &cfg.desired_dir, &mut desired, &shared);
-    if let Some(d) = &desired {
-        note_generation(&mut persisted, d, &shared);
-        alerter.set_config(AlertConfig::from_desired(d));
-        feed.update(&runner, d, &service_ips, true);
+    persisted.save(state_dir)?;
+    if pass.failed() {
+        return Err(DaemonError::Failed(
+            "one or more services failed; see the log".into(),
+        ));
     }
-    if let Some(d) = &desired {
-        resync = tokio::time::interval(d.stack.spec.resync_period.0.max(Duration::from_secs(5)));
-        resync.tick().await;
-    }
-    persisted_slot.get_or_insert(persisted);
-    pending = true;
-
-    loop {
-        // Start a pass when one is wanted and none is running.
-        if pending && !in_flight {
-            if let (Some(d), Some(e), true) =
-                (desired.clone(), engine.clone(), persisted_slot.is_some())
-            {
-                let mut p = persisted_slot.take().expect("checked");
-                pending = false;
-                in_flight = true;
-                let key = key.clone();
-                let tx = tx.clone();
-                let pull = std::mem::replace(&mut pull_next, false);
-                let generation = note_generation(&mut p, &d, &shared);
-                let span = info_span!("reconcile", generation);
-                tracker.spawn(
-                    async move {
-                        let mut p = p;
-                        let started = Instant::now();
-                        let result = reconcile::pass(&e, &d, &key, &mut p, true, pull)
-                            .await
-                            .map_err(|e| e.to_string());
-                        let _ = tx
-                            .send(Event::Done(Box::new(Finished {
-                                persisted: p,
-                                result,
-                                elapsed: started.elapsed(),
-                                generation,
-                            })))
-                            .await;
-                    }
-                    .instrument(span),
-                );
-            }
-        }
-
-        let sleep_until = [requeue_at, docker_hint_at].into_iter().flatten().min();
-        let event = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            ev = rx.recv() => match ev { Some(e) => e, None => break },
-            _ = resync.tick() => Event::Resync,
-            _ = async { match sleep_until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
-                let now = tokio::time::Instant::now();
-                if docker_hint_at.is_some_and(|t| t <= now) { docker_hint_at = None; }
-                if requeue_at.is_some_and(|t| t <= now) { requeue_at = None; }
-                Event::Requeue
-            }
-        };
-        match event {
-            Event::FilesChanged | Event::Reload => {
-                let loaded = load(&cfg.desired_dir).await;
-                if apply_load(loaded, &cfg.desired_dir, &mut desired, &shared) {
-                    if let Some(d) = &desired {
-                        alerter.set_config(AlertConfig::from_desired(d));
-                        feed.update(&runner, d, &service_ips, true);
-                        *project.write().expect("project") = d.project().to_string();
-                    }
-                    if let (Some(p), Some(d)) = (persisted_slot.as_mut(), desired.as_ref()) {
-                        note_generation(p, d, &shared);
-                    }
-                    pending = true;
-                    pull_next = true;
-                }
-            }
-            Event::Docker(ev) => {
-                debug!(kind = %ev.kind, action = %ev.action, "docker event");
-                // Container names changed: refresh container_name_info right away.
-                if ev.kind == "container"
-                    && matches!(ev.action.as_str(), "start" | "die" | "destroy" | "rename")
-                {
-                    if let Some(d) = &desired {
-                        for (name, j) in &d.jobs {
-                            if j.spec.docker_names.is_some()
-                                && feed.last.as_ref().is_some_and(|l| l.contains_key(name))
-                            {
-                                let _ = runner.trigger(name);
-                            }
-                        }
-                    }
-                }
-                // Coalesce bursts (a replace emits many events) into one pass.
-                if docker_hint_at.is_none() {
-                    docker_hint_at = Some(tokio::time::Instant::now() + Duration::from_millis(150));
-                }
-            }
-            Event::DockerDown(msg) => {
-                // Once per outage (at start-up too), not on every retry.
-                if engine.take().is_some() || !down_logged {
-                    warn!(error = %msg, "docker engine unreachable; retrying with backoff");
-                    down_logged = true;
-                }
-                *engine_slot.write().expect("engine slot") = None;
-                shared.metrics.docker_up.set(0);
-                shared.snapshot.write().expect("snapshot").docker_up = false;
-            }
-            Event::DockerUp(e) => {
-                info!("docker engine connected");
-                down_logged = false;
-                *engine_slot.write().expect("engine slot") = Some(e.clone());
-                engine = Some(e);
-                shared.metrics.docker_up.set(1);
-                shared.snapshot.write().expect("snapshot").docker_up = true;
-                pending = true;
-            }
-            Event::Resync => {
-                pending = true;
-                pull_next = true;
-            }
-            Event::Requeue | Event::ApiReconcile => pending = true,
-            Event::Done(f) => {
-                in_flight = false;
-                let Finished {
-                    mut persisted,
-                    result,
-                    elapsed,
-                    generation,
-                } = *f;
-                let ips = result.as_ref().ok().map(|p| p.service_ips.clone());
-                let (failed, message) = finish_pass(
-                    &shared,
-                    &mut persisted,
-                    result,
-                    elapsed,
-                    generation,
-                    &state_dir,
-                    &mut requeue_at,
-                );
-                alerter.observe(failed, &message);
-                persisted_slot = Some(persisted);
-                if let (Some(ips), Some(d)) = (ips, &desired) {
-                    service_ips = ips;
-                    feed.update(&runner, d, &service_ips, false);
-                }
-            }
-        }
-    }
-
-    info!("shutting down");
-    shutdown.cancel();
-    runner.shutdown().await;
-    tracker.close();
-    // An in-flight pass finishes its current Docker call and reports; wait briefly.
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        while in_flight {
-            match rx.recv().await {
-                Some(Event::Done(f)) => {
-                    in_flight = false;
-                    persisted_slot = Some(f.persisted);
-                }
-                Some(_) => {}
-                None => break,
-            }
-        }
-    })
-    .await;
-    if let Some(p) = &persisted_slot {
-        p.save(&state_dir)?;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
-    let _ = std::fs::remove_file(&socket);
     Ok(())
 }
 
-/// One line per job for `obsctl status`: failing when its last finished run did not succeed.
-fn job_summary(j: JobStatus) -> serde_json::Value {
-    let failing = j
-        .last_run
-        .as_ref()
-        .is_some_and(|r| !matches!(r.result, RunResult::Success | RunResult::Cancelled));
-    serde_json::json!({
-        "name": j.name,
-        "kind": j.kind,
-        "failing": failing,
-        "last_success": j.last_success,
-        "next_run": j.next_run,
-        "last_error": j.last_error,
-    })
-}
+impl Daemon {
+    /// Registers the metrics, starts the job runner, the servers and the watchers.
+    async fn start(
+        cfg: &Config,
+        state_dir: PathBuf,
+        key: HostKey,
+        persisted: Persisted,
+        shutdown: &CancellationToken,
+    ) -> Result<(Daemon, mpsc::Receiver<Event>), DaemonError> {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let job_metrics = JobMetrics::register(&mut registry);
 
-#[derive(serde::Deserialize)]
-struct RunQuery {
-    #[serde(default)]
-    wait: bool,
-}
+        let engine: EngineSlot = Arc::new(RwLock::new(None));
+        let names: Arc<dyn ContainerNames> = Arc::new(EngineNames(engine.clone()));
+        let exec = Arc::new(BodyExecutor::new(JobContext::new(
+            Arc::new(crate::desired::EnvFile::default()),
+            state_dir.clone(),
+            None,
+            names.clone(),
+        )));
+        let runner = JobRunner::start(
+            RunnerConfig {
+                state_dir: state_dir.clone(),
+                clock: Arc::new(SystemClock),
+            },
+            exec.clone(),
+            job_metrics,
+            shutdown.child_token(),
+        );
+        let shared = Arc::new(Shared {
+            status: RwLock::new(wire::Status::default()),
+            registry,
+            metrics,
+            jobs: runner.clone(),
+        });
+        let (tx, rx) = mpsc::channel::<Event>(1024);
+        let tracker = TaskTracker::new();
 
-/// `POST /v1/jobs/{name}/run[?wait=true]`.
-async fn run_job(
-    axum::extract::State((s, _)): axum::extract::State<(Arc<Shared>, mpsc::Sender<Event>)>,
-    axum::extract::Path(name): axum::extract::Path<String>,
-    axum::extract::Query(q): axum::extract::Query<RunQuery>,
-) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
-    use axum::http::StatusCode;
-    let handle = match s.jobs.trigger(&name) {
-        Ok(h) => h,
-        Err(e @ TriggerError::UnknownJob(_)) => {
-            return (
-                StatusCode::NOT_FOUND,
-                axum::Json(serde_json::json!({"error": e.to_string()})),
-            )
+        let socket = cfg
+            .socket
+            .clone()
+            .unwrap_or_else(|| crate::api::socket_in(&state_dir));
+        let api = server::serve_api(&socket, shared.clone(), tx.clone(), shutdown.clone())
+            .await
+            .map_err(DaemonError::Io)?;
+        tracker.spawn(api);
+        if let Some(addr) = cfg.listen {
+            let t = server::serve_metrics(addr, shared.clone(), shutdown.clone())
+                .await
+                .map_err(DaemonError::Io)?;
+            tracker.spawn(t);
         }
-        Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(serde_json::json!({"error": e.to_string()})),
-            )
+        let project = Arc::new(RwLock::new(String::new()));
+        tracker.spawn(watch::watch_files(
+            cfg.desired_dir.clone(),
+            tx.clone(),
+            shutdown.clone(),
+        ));
+        tracker.spawn(watch::watch_docker(
+            tx.clone(),
+            project.clone(),
+            shutdown.clone(),
+        ));
+        tracker.spawn(watch::signals(tx.clone(), shutdown.clone()));
+
+        let resync_period = Duration::from_secs(300);
+        let daemon = Daemon {
+            desired_dir: cfg.desired_dir.clone(),
+            feed: JobsFeed {
+                exec,
+                names,
+                state_dir: state_dir.clone(),
+                last: None,
+            },
+            state_dir,
+            key,
+            shared,
+            tx,
+            tracker,
+            runner,
+            alerter: Alerter::new(AlertConfig::default()),
+            desired: None,
+            project,
+            engine,
+            down_logged: false,
+            pass: PassSlot::Idle(persisted),
+            load: LoadSlot::Idle,
+            pending: false,
+            pull_next: true,
+            resync: resync_interval(resync_period),
+            resync_period,
+            requeue_at: None,
+            docker_hint_at: None,
+            service_ips: BTreeMap::new(),
+        };
+        Ok((daemon, rx))
+    }
+
+    /// The loop: start a pass when one is due, wait for the next event, handle it.
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Event>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), DaemonError> {
+        loop {
+            self.start_pass_if_due();
+            let wake = [self.requeue_at, self.docker_hint_at]
+                .into_iter()
+                .flatten()
+                .min();
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = rx.recv() => match ev { Some(e) => e, None => break },
+                _ = self.resync.tick() => Event::Resync,
+                _ = sleep_until(wake) => Event::Timer,
+            };
+            self.handle(event);
         }
-    };
-    if !q.wait {
-        return (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"job": name, "queued": handle.queued})),
+        self.shut_down(rx, shutdown).await
+    }
+
+    /// Advances the state by one event. Never blocks: loads and passes are tasks.
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::FilesChanged | Event::Reload => self.start_load(),
+            Event::Loaded(result) => {
+                if let LoadSlot::Running { again: true } = self.load {
+                    self.load = LoadSlot::Idle;
+                    self.start_load();
+                } else {
+                    self.load = LoadSlot::Idle;
+                }
+                self.loaded(*result);
+            }
+            Event::Docker(ev) => {
+                debug!(kind = %ev.kind, action = %ev.action, "docker event");
+                if ev.kind == "container"
+                    && matches!(ev.action.as_str(), "start" | "die" | "destroy" | "rename")
+                {
+                    self.refresh_container_names();
+                }
+                self.docker_hint_at
+                    .get_or_insert_with(|| tokio::time::Instant::now() + DOCKER_HINT_DELAY);
+            }
+            Event::DockerDown(msg) => {
+                // Once per outage (at start-up too), not on every retry.
+                let had = self.engine.write().expect("engine slot").take().is_some();
+                if had || !self.down_logged {
+                    warn!(error = %msg, "docker engine unreachable; retrying with backoff");
+                    self.down_logged = true;
+                }
+                self.shared.metrics.docker_up.set(0);
+                self.shared.status.write().expect("status").docker_up = false;
+            }
+            Event::DockerUp(e) => {
+                info!("docker engine connected");
+                self.down_logged = false;
+                *self.engine.write().expect("engine slot") = Some(e);
+                self.shared.metrics.docker_up.set(1);
+                self.shared.status.write().expect("status").docker_up = true;
+                self.pending = true;
+            }
+            Event::Resync => {
+                self.pending = true;
+                self.pull_next = true;
+            }
+            Event::Timer => {
+                let now = tokio::time::Instant::now();
+                if self.docker_hint_at.is_some_and(|t| t <= now) {
+                    self.docker_hint_at = None;
+                }
+                if self.requeue_at.is_some_and(|t| t <= now) {
+                    self.requeue_at = None;
+                }
+                self.pending = true;
+            }
+            Event::ApiReconcile => self.pending = true,
+            Event::Done(f) => self.finished(*f),
+        }
+    }
+
+    /// Loads the desired state in a task; a change during a load asks for one more.
+    fn start_load(&mut self) {
+        match &mut self.load {
+            LoadSlot::Running { again } => *again = true,
+            LoadSlot::Idle => {
+                self.load = LoadSlot::Running { again: false };
+                let dir = self.desired_dir.clone();
+                let tx = self.tx.clone();
+                self.tracker.spawn(async move {
+                    let _ = tx.send(Event::Loaded(Box::new(load(&dir).await))).await;
+                });
+            }
+        }
+    }
+
+    /// Takes a load result: a valid state replaces the current one and asks for a pass;
+    /// an invalid one is reported and the last good state is kept.
+    fn loaded(&mut self, result: Result<DesiredState, String>) {
+        let d = match result {
+            Ok(d) => d,
+            Err(e) => {
+                error!(dir = %self.desired_dir.display(), errors = %e, "desired state invalid; keeping the last good one");
+                self.shared.metrics.desired_state_valid.set(0);
+                self.shared
+                    .status
+                    .write()
+                    .expect("status")
+                    .desired_state_error = Some(e);
+                return;
+            }
+        };
+        for w in &d.warnings {
+            warn!(warning = %w, "desired state");
+        }
+        info!(
+            services = d.services.len(),
+            jobs = d.jobs.len(),
+            "desired state loaded"
+        );
+        self.shared.metrics.desired_state_valid.set(1);
+        self.shared
+            .status
+            .write()
+            .expect("status")
+            .desired_state_error = None;
+        self.alerter.set_config(AlertConfig::from_desired(&d));
+        self.feed.update(&self.runner, &d, &self.service_ips, true);
+        *self.project.write().expect("project") = d.project().to_string();
+        let period = d.stack.spec.resync_period.0.max(Duration::from_secs(5));
+        if period != self.resync_period {
+            self.resync_period = period;
+            self.resync = resync_interval(period);
+        }
+        if let PassSlot::Idle(p) = &mut self.pass {
+            note_generation(p, &d, &self.shared);
+        }
+        self.desired = Some(Arc::new(d));
+        self.pending = true;
+        self.pull_next = true;
+    }
+
+    /// Re-runs the docker-names jobs now: container names changed.
+    fn refresh_container_names(&self) {
+        let Some(d) = &self.desired else { return };
+        for (name, j) in &d.jobs {
+            if j.spec.docker_names.is_some() && self.feed.scheduled(name) {
+                let _ = self.runner.trigger(name);
+            }
+        }
+    }
+
+    /// Starts a pass when one is wanted, none is running, and there is a desired state
+    /// and an engine to converge.
+    fn start_pass_if_due(&mut self) {
+        if !self.pending || matches!(self.pass, PassSlot::Running) {
+            return;
+        }
+        let engine = self.engine.read().expect("engine slot").clone();
+        let (Some(d), Some(e)) = (self.desired.clone(), engine) else {
+            return;
+        };
+        let PassSlot::Idle(mut p) = std::mem::replace(&mut self.pass, PassSlot::Running) else {
+            unreachable!("checked above");
+        };
+        self.pending = false;
+        let pull = std::mem::replace(&mut self.pull_next, false);
+        let generation = note_generation(&mut p, &d, &self.shared);
+        let key = self.key.clone();
+        let tx = self.tx.clone();
+        let span = info_span!("reconcile", generation);
+        self.tracker.spawn(
+            async move {
+                let mut p = p;
+                let started = Instant::now();
+                let result = reconcile::pass(&e, &d, &key, &mut p, true, pull)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = tx
+                    .send(Event::Done(Box::new(Finished {
+                        persisted: p,
+                        result,
+                        elapsed: started.elapsed(),
+                        generation,
+                    })))
+                    .await;
+            }
+            .instrument(span),
         );
     }
-    match handle.wait().await {
-        Ok(r) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({
-                "job": name,
-                "result": r.result,
-                "duration_seconds": r.duration_seconds,
-                "error": r.error,
-            })),
-        ),
-        Err(e) => (
-            StatusCode::CONFLICT,
-            axum::Json(serde_json::json!({"error": e.to_string()})),
-        ),
+
+    /// Records a finished pass: metrics, status, the generation rule, persisted state,
+    /// alerting, job addresses, and when to look again.
+    fn finished(&mut self, f: Finished) {
+        let Finished {
+            mut persisted,
+            result,
+            elapsed,
+            generation,
+        } = f;
+        let now = state::now_ms();
+        let m = &self.shared.metrics;
+        m.reconcile_duration.observe(elapsed.as_secs_f64());
+        let mut alert = (false, String::new());
+        let outcome = match &result {
+            Err(e) => {
+                warn!(error = %e, "reconcile failed");
+                m.reconcile_total
+                    .get_or_create(&ResultLabel {
+                        result: "error".into(),
+                    })
+                    .inc();
+                self.shared
+                    .status
+                    .write()
+                    .expect("status")
+                    .last_reconcile_ms = Some(now);
+                PassOutcome::errored()
+            }
+            Ok(pass) => {
+                log_pass(pass);
+                let failed = pass.failed();
+                if failed {
+                    alert = (true, first_failure(pass, &persisted));
+                }
+                m.reconcile_total
+                    .get_or_create(&ResultLabel {
+                        result: if failed { "error" } else { "success" }.into(),
+                    })
+                    .inc();
+                for (action, ok) in pass.report.iter().flat_map(|r| &r.actions) {
+                    m.action(action, *ok);
+                }
+                if !failed {
+                    m.last_success.set(now as f64 / 1000.0);
+                }
+                if pass.converged() {
+                    persisted.applied_generation = generation;
+                }
+                m.applied_generation
+                    .set(persisted.applied_generation as i64);
+                m.set_resources(&pass.plan.resources);
+                let mut st = self.shared.status.write().expect("status");
+                st.last_reconcile_ms = Some(now);
+                if !failed {
+                    st.last_success_ms = Some(now);
+                }
+                st.applied_generation = persisted.applied_generation;
+                st.resources = reconcile::status_rows(&pass.plan, &persisted);
+                PassOutcome::of(pass, &persisted, now)
+            }
+        };
+        if let Err(e) = persisted.save(&self.state_dir) {
+            error!(error = %e, "cannot save state");
+        }
+        self.requeue_at = next_look(&outcome).map(|d| tokio::time::Instant::now() + d);
+        self.alerter.observe(alert.0, &alert.1);
+        self.pass = PassSlot::Idle(persisted);
+        if let (Ok(pass), Some(d)) = (result, &self.desired) {
+            self.service_ips = pass.service_ips;
+            self.feed.update(&self.runner, d, &self.service_ips, false);
+        }
+    }
+
+    /// Stops the runner and the tasks; waits briefly for an in-flight pass so the
+    /// persisted state it carries is saved.
+    async fn shut_down(
+        mut self,
+        mut rx: mpsc::Receiver<Event>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), DaemonError> {
+        info!("shutting down");
+        shutdown.cancel();
+        self.runner.shutdown().await;
+        self.tracker.close();
+        // An in-flight pass finishes its current Docker call and reports; wait briefly.
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            while matches!(self.pass, PassSlot::Running) {
+                match rx.recv().await {
+                    Some(Event::Done(f)) => self.pass = PassSlot::Idle(f.persisted),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        })
+        .await;
+        if let PassSlot::Idle(p) = &self.pass {
+            p.save(&self.state_dir)?;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        let _ = std::fs::remove_file(crate::api::socket_in(&self.state_dir));
+        Ok(())
+    }
+}
+
+/// How long Docker events are coalesced before a pass.
+const DOCKER_HINT_DELAY: Duration = Duration::from_millis(150);
+
+fn resync_interval(period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}
+
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -536,46 +629,6 @@ async fn load(dir: &Path) -> Result<DesiredState, String> {
     .unwrap_or_else(|e| Err(format!("loader panicked: {e}")))
 }
 
-/// Takes a load result: a valid state replaces the current one (returns true); an
-/// invalid one is reported and the last good state is kept (returns false).
-fn apply_load(
-    loaded: Result<DesiredState, String>,
-    dir: &Path,
-    desired: &mut Option<Arc<DesiredState>>,
-    shared: &Shared,
-) -> bool {
-    match loaded {
-        Ok(d) => {
-            for w in &d.warnings {
-                warn!(warning = %w, "desired state");
-            }
-            info!(
-                services = d.services.len(),
-                jobs = d.jobs.len(),
-                "desired state loaded"
-            );
-            shared.metrics.desired_state_valid.set(1);
-            shared
-                .snapshot
-                .write()
-                .expect("snapshot")
-                .desired_state_error = None;
-            *desired = Some(Arc::new(d));
-            true
-        }
-        Err(e) => {
-            error!(dir = %dir.display(), errors = %e, "desired state invalid; keeping the last good one");
-            shared.metrics.desired_state_valid.set(0);
-            shared
-                .snapshot
-                .write()
-                .expect("snapshot")
-                .desired_state_error = Some(e);
-            false
-        }
-    }
-}
-
 /// Bumps the generation when the desired state's content changed; publishes it.
 fn note_generation(p: &mut Persisted, d: &DesiredState, shared: &Shared) -> u64 {
     let generation = p.observe_desired(&d.digest);
@@ -584,375 +637,184 @@ fn note_generation(p: &mut Persisted, d: &DesiredState, shared: &Shared) -> u64 
         .metrics
         .applied_generation
         .set(p.applied_generation as i64);
-    let mut snap = shared.snapshot.write().expect("snapshot");
-    snap.desired_generation = generation;
-    snap.applied_generation = p.applied_generation;
+    let mut st = shared.status.write().expect("status");
+    st.desired_generation = generation;
+    st.applied_generation = p.applied_generation;
     generation
 }
 
-fn finish_pass(
-    shared: &Shared,
-    persisted: &mut Persisted,
-    result: Result<reconcile::Pass, String>,
-    elapsed: Duration,
-    generation: u64,
-    state_dir: &Path,
-    requeue_at: &mut Option<tokio::time::Instant>,
-) -> (bool, String) {
-    let m = &shared.metrics;
-    let mut outcome = (false, String::new());
-    m.reconcile_duration.observe(elapsed.as_secs_f64());
-    let now = state::now_ms();
-    let mut snap = shared.snapshot.write().expect("snapshot");
-    snap.last_reconcile_ms = Some(now);
-    match result {
-        Err(e) => {
-            warn!(error = %e, "reconcile failed");
-            m.reconcile_total
-                .get_or_create(&ResultLabel {
-                    result: "error".into(),
-                })
-                .inc();
-            *requeue_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
-        }
-        Ok(pass) => {
-            let report = pass.report.clone().unwrap_or_default();
-            for (action, ok) in &report.actions {
-                m.action(action, *ok);
+fn log_pass(pass: &Pass) {
+    let report = pass.report.clone().unwrap_or_default();
+    for (svc, r) in &report.services {
+        match r {
+            ServiceResult::Done { actions } if !actions.is_empty() => {
+                info!(service = %svc, actions = %actions.join("+"), "converged")
             }
-            for (svc, r) in &report.services {
-                match r {
-                    ServiceResult::Done { actions } if !actions.is_empty() => {
-                        info!(service = %svc, actions = %actions.join("+"), "converged")
-                    }
-                    ServiceResult::Failed { action, error } => {
-                        warn!(service = %svc, action, error = %error, "action failed")
-                    }
-                    ServiceResult::Waiting { on } => debug!(service = %svc, on = %on, "waiting"),
-                    _ => {}
-                }
+            ServiceResult::Failed { action, error } => {
+                warn!(service = %svc, action, error = %error, "action failed")
             }
-            for e in &report.infra_errors {
-                warn!(error = %e, "infrastructure action failed");
-            }
-            for (image, e) in &pass.pull_errors {
-                warn!(image = %image, error = %e, "pull failed; using the local image if present");
-            }
-            let failed = pass.failed();
-            if failed {
-                let first = report
-                    .services
-                    .iter()
-                    .find_map(|(svc, r)| match r {
-                        ServiceResult::Failed { error, .. } => Some(format!("{svc}: {error}")),
-                        ServiceResult::BackingOff { .. } => persisted
-                            .backoff
-                            .get(svc)
-                            .and_then(|b| b.last_error.as_ref())
-                            .map(|e| format!("{svc}: {e}")),
-                        _ => None,
-                    })
-                    .or_else(|| report.infra_errors.first().cloned())
-                    .unwrap_or_default();
-                outcome = (true, first);
-            }
-            m.reconcile_total
-                .get_or_create(&ResultLabel {
-                    result: if failed { "error" } else { "success" }.into(),
-                })
-                .inc();
-            if !failed {
-                m.last_success.set(now as f64 / 1000.0);
-                snap.last_success_ms = Some(now);
-                if pass.plan.is_noop() && !report.needs_requeue() {
-                    persisted.applied_generation = generation;
-                }
-            }
-            m.applied_generation
-                .set(persisted.applied_generation as i64);
-            snap.applied_generation = persisted.applied_generation;
-            m.set_resources(&pass.plan.resources);
-            snap.resources = reconcile::status_rows(&pass.plan, persisted);
-            // Something changed or waits: look again soon. Backoff entries decide when.
-            let again = !pass.plan.is_noop() || report.needs_requeue();
-            if again {
-                let soonest_retry = persisted
-                    .backoff
-                    .values()
-                    .map(|b| b.retry_at_ms)
-                    .filter(|t| *t > now)
-                    .min()
-                    .map(|t| (t - now) as u64);
-                let delay = match (report.needs_requeue(), soonest_retry) {
-                    (_, Some(ms)) if failed => Duration::from_millis(ms.max(100)),
-                    (true, _) => Duration::from_millis(500),
-                    _ => Duration::from_millis(50),
-                };
-                *requeue_at = Some(tokio::time::Instant::now() + delay);
-            }
+            ServiceResult::Waiting { on } => debug!(service = %svc, on = %on, "waiting"),
+            _ => {}
         }
     }
-    if let Err(e) = persisted.save(state_dir) {
-        error!(error = %e, "cannot save state");
+    for e in &report.infra_errors {
+        warn!(error = %e, "infrastructure action failed");
     }
-    outcome
+    for (image, e) in &pass.pull_errors {
+        warn!(image = %image, error = %e, "pull failed; using the local image if present");
+    }
 }
 
-async fn connect_engine() -> Result<Engine, String> {
-    let e = Engine::connect().map_err(|e| e.to_string())?;
-    let e = tokio::time::timeout(Duration::from_secs(10), e.negotiate())
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    e.ping().await.map_err(|e| e.to_string())?;
-    Ok(e)
-}
-
-/// Connects to the engine, follows its event stream, and reconnects with capped
-/// exponential backoff whenever the engine goes away.
-/// Whether an engine event concerns this stack. Healthcheck probes (`exec_*`) and other
-/// projects' objects are noise: at 100 services they would keep the loop busy.
-fn relevant(ev: &EngineEvent, project: &str) -> bool {
-    if ev.action.starts_with("exec_") {
-        return false;
-    }
-    if ev.labels.get(labels::STACK).map(String::as_str) == Some(project) {
-        return true;
-    }
-    // Unowned objects matter when they hold (or free) one of our names: a name
-    // conflict removed by hand, a network deleted by hand.
-    let prefix = match ev.kind.as_str() {
-        "container" => format!("{project}-"),
-        "network" | "volume" => format!("{project}_"),
-        _ => return false,
+/// The first failure of a failed pass, in one line, for the alert.
+fn first_failure(pass: &Pass, persisted: &Persisted) -> String {
+    let Some(report) = &pass.report else {
+        return String::new();
     };
-    ev.labels
-        .get("name")
-        .is_some_and(|n| n.starts_with(&prefix))
+    report
+        .services
+        .iter()
+        .find_map(|(svc, r)| match r {
+            ServiceResult::Failed { error, .. } => Some(format!("{svc}: {error}")),
+            ServiceResult::BackingOff { .. } => persisted
+                .backoff
+                .get(svc)
+                .and_then(|b| b.last_error.as_ref())
+                .map(|e| format!("{svc}: {e}")),
+            _ => None,
+        })
+        .or_else(|| report.infra_errors.first().cloned())
+        .unwrap_or_default()
 }
 
-async fn watch_docker(
-    tx: mpsc::Sender<Event>,
-    project: Arc<RwLock<String>>,
-    shutdown: CancellationToken,
-) {
-    use backon::{BackoffBuilder, ExponentialBuilder};
-    let builder = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times();
-    let mut backoff = builder.build();
-    loop {
-        let engine = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = connect_engine() => r,
-        };
-        match engine {
-            Ok(e) => {
-                backoff = builder.build();
-                // Subscribe first, then announce: no event between the two is lost.
-                let mut events = Box::pin(e.events());
-                if tx.send(Event::DockerUp(e)).await.is_err() {
-                    return;
-                }
-                loop {
-                    let next = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        n = events.next() => n,
-                    };
-                    match next {
-                        Some(Ok(ev)) => {
-                            let ours = relevant(&ev, &project.read().expect("project"));
-                            if ours && tx.send(Event::Docker(ev)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Some(Err(err)) => {
-                            let _ = tx.send(Event::DockerDown(err.to_string())).await;
-                            break;
-                        }
-                        None => {
-                            let _ = tx
-                                .send(Event::DockerDown("event stream ended".into()))
-                                .await;
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(err) => {
-                if tx.send(Event::DockerDown(err)).await.is_err() {
-                    return;
-                }
-            }
+/// What a finished pass says about when to look again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct PassOutcome {
+    /// The pass could not run (the engine did not answer the observation).
+    errored: bool,
+    /// An action failed, or a service is still backing off.
+    failed: bool,
+    /// The plan had steps: what was done must be looked at again.
+    acted: bool,
+    /// Something was skipped (waiting on a dependency, backing off).
+    needs_requeue: bool,
+    /// The earliest backoff retry still ahead, in ms from now.
+    soonest_retry_ms: Option<u64>,
+}
+
+impl PassOutcome {
+    fn errored() -> PassOutcome {
+        PassOutcome {
+            errored: true,
+            ..Default::default()
         }
-        let delay = backoff.next().unwrap_or(Duration::from_secs(30));
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+    }
+
+    fn of(pass: &Pass, persisted: &Persisted, now_ms: i64) -> PassOutcome {
+        PassOutcome {
+            errored: false,
+            failed: pass.failed(),
+            acted: !pass.plan.is_noop(),
+            needs_requeue: pass.report.as_ref().is_some_and(|r| r.needs_requeue()),
+            soonest_retry_ms: persisted
+                .backoff
+                .values()
+                .map(|b| b.retry_at_ms)
+                .filter(|t| *t > now_ms)
+                .min()
+                .map(|t| (t - now_ms) as u64),
         }
     }
 }
 
-/// Watches the desired-state directory (recursively: config files count) and sends a
-/// debounced `FilesChanged`. Watching the directory, not the files, keeps working when
-/// editors save by writing a new file and renaming it over the old one.
-async fn watch_files(dir: PathBuf, tx: mpsc::Sender<Event>, shutdown: CancellationToken) {
-    use notify::{RecursiveMode, Watcher};
-    let (ntx, mut nrx) = mpsc::unbounded_channel::<()>();
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                let _ = ntx.send(());
-            }
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => {
-            error!(error = %e, "cannot watch the desired-state directory; relying on resync and SIGHUP");
-            return;
-        }
-    };
-    if let Err(e) = watcher.watch(&dir, RecursiveMode::Recursive) {
-        error!(error = %e, dir = %dir.display(), "cannot watch the desired-state directory; relying on resync and SIGHUP");
-        return;
+/// When to look again after a pass (`None`: on the next event or resync). Pure, so the
+/// daemon's pacing is tested without a clock:
+/// * a pass that could not run: in 5 s;
+/// * a failed pass: when the earliest backoff expires (at least 100 ms);
+/// * a pass that skipped something (waiting on a dependency): in 500 ms;
+/// * a pass that acted: in 50 ms, to see the result;
+/// * a pass that found nothing to do: not until something happens.
+fn next_look(o: &PassOutcome) -> Option<Duration> {
+    if o.errored {
+        return Some(Duration::from_secs(5));
     }
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            got = nrx.recv() => if got.is_none() { return },
-        }
-        // Debounce: wait until the burst of writes is over.
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                more = tokio::time::timeout(Duration::from_millis(300), nrx.recv()) => match more {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                },
-            }
-        }
-        if tx.send(Event::FilesChanged).await.is_err() {
-            return;
-        }
+    if !o.acted && !o.needs_requeue {
+        return None;
     }
-}
-
-async fn signals(tx: mpsc::Sender<Event>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = hup.recv() => { info!("SIGHUP: reloading desired state"); let _ = tx.send(Event::Reload).await; }
-            _ = term.recv() => { shutdown.cancel(); return; }
-            _ = int.recv() => { shutdown.cancel(); return; }
-        }
-    }
-}
-
-async fn serve_metrics(
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) -> Result<impl std::future::Future<Output = ()>, String> {
-    use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    info!(%addr, "serving /metrics and /healthz");
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(
-                |axum::extract::State(s): axum::extract::State<Arc<Shared>>| async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        crate::daemon::metrics::encode(&s.registry),
-                    )
-                },
-            ),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(shared);
-    Ok(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+    Some(match (o.needs_requeue, o.soonest_retry_ms) {
+        (_, Some(ms)) if o.failed => Duration::from_millis(ms.max(100)),
+        (true, _) => Duration::from_millis(500),
+        _ => Duration::from_millis(50),
     })
 }
 
-async fn serve_api(
-    socket: &Path,
-    shared: Arc<Shared>,
-    tx: mpsc::Sender<Event>,
-    shutdown: CancellationToken,
-) -> Result<impl std::future::Future<Output = ()>, String> {
-    use axum::routing::{get, post};
-    use std::os::unix::fs::PermissionsExt;
-    // We hold the state-directory lock, so a socket file left here is stale.
-    let _ = std::fs::remove_file(socket);
-    let listener = tokio::net::UnixListener::bind(socket)
-        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot chmod {}: {e}", socket.display()))?;
-    info!(socket = %socket.display(), "serving the obsctl API");
-    let app = axum::Router::new()
-        .route(
-            "/v1/status",
-            get(
-                |axum::extract::State((s, _)): axum::extract::State<(
-                    Arc<Shared>,
-                    mpsc::Sender<Event>,
-                )>| async move {
-                    let mut snap = s.snapshot.read().expect("snapshot").clone();
-                    snap.jobs = s.jobs.status().into_iter().map(job_summary).collect();
-                    axum::Json(snap)
-                },
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(f: impl FnOnce(&mut PassOutcome)) -> PassOutcome {
+        let mut o = PassOutcome::default();
+        f(&mut o);
+        o
+    }
+
+    #[test]
+    fn when_to_look_again() {
+        let ms = Duration::from_millis;
+        let cases: [(&str, PassOutcome, Option<Duration>); 8] = [
+            ("nothing to do", o(|_| {}), None),
+            (
+                "engine did not answer",
+                PassOutcome::errored(),
+                Some(ms(5000)),
             ),
-        )
-        .route(
-            "/v1/jobs",
-            get(
-                |axum::extract::State((s, _)): axum::extract::State<(
-                    Arc<Shared>,
-                    mpsc::Sender<Event>,
-                )>| async move {
-                    axum::Json(serde_json::json!({"jobs": s.jobs.status()}))
-                },
+            ("acted", o(|o| o.acted = true), Some(ms(50))),
+            (
+                "waiting on a dependency",
+                o(|o| {
+                    o.acted = true;
+                    o.needs_requeue = true
+                }),
+                Some(ms(500)),
             ),
-        )
-        .route("/v1/jobs/{name}/run", post(run_job))
-        .route(
-            "/v1/reconcile",
-            post(
-                |axum::extract::State((_, tx)): axum::extract::State<(
-                    Arc<Shared>,
-                    mpsc::Sender<Event>,
-                )>| async move {
-                    let _ = tx.send(Event::ApiReconcile).await;
-                    axum::Json(serde_json::json!({"queued": true}))
-                },
+            (
+                "failed: at the backoff",
+                o(|o| {
+                    o.acted = true;
+                    o.failed = true;
+                    o.needs_requeue = true;
+                    o.soonest_retry_ms = Some(8000)
+                }),
+                Some(ms(8000)),
             ),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state((shared, tx));
-    Ok(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-    })
+            (
+                "failed: a backoff about to expire is not a busy loop",
+                o(|o| {
+                    o.acted = true;
+                    o.failed = true;
+                    o.soonest_retry_ms = Some(3)
+                }),
+                Some(ms(100)),
+            ),
+            (
+                "backing off, nothing else: at the backoff",
+                o(|o| {
+                    o.failed = true;
+                    o.needs_requeue = true;
+                    o.soonest_retry_ms = Some(2000)
+                }),
+                Some(ms(2000)),
+            ),
+            (
+                "a retry time without failure is not a reason",
+                o(|o| {
+                    o.acted = true;
+                    o.soonest_retry_ms = Some(9000)
+                }),
+                Some(ms(50)),
+            ),
+        ];
+        for (what, outcome, want) in cases {
+            assert_eq!(next_look(&outcome), want, "{what}: {outcome:?}");
+        }
+    }
 }

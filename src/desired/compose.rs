@@ -140,8 +140,61 @@ fn dns_name(s: &str) -> String {
     s.to_ascii_lowercase().replace('_', "-")
 }
 
-/// Imports a compose file.
+/// Imports a compose file: read, then networks, volumes and services in turn.
 pub fn import(path: &Path) -> Result<Imported, ComposeError> {
+    let root = read(path)?;
+    let base = normalize(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    );
+    let project = root
+        .get("name")
+        .and_then(as_str)
+        .unwrap_or_else(|| {
+            base.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("stack")
+                .to_string()
+        })
+        .to_ascii_lowercase();
+    let mut imp = Imported {
+        stack: StackSpec {
+            env_file: Some(".env".into()),
+            default_network: Some("default".into()),
+            ..StackSpec::new(project.clone())
+        },
+        project,
+        networks: networks(&root),
+        volumes: volumes(&root),
+        services: BTreeMap::new(),
+        warnings: Vec::new(),
+    };
+    let Some(Value::Object(svcs)) = root.get("services") else {
+        return Err(ComposeError::Read {
+            file: path.to_path_buf(),
+            message: "no `services:` mapping".into(),
+        });
+    };
+    for (cname, s) in svcs {
+        let name = dns_name(cname);
+        if name != *cname {
+            imp.warnings.push(format!(
+                "service `{cname}` renamed to `{name}` (names are DNS labels)"
+            ));
+        }
+        let spec = service(&name, s, &base, &mut imp).map_err(|message| ComposeError::Service {
+            file: path.to_path_buf(),
+            service: cname.clone(),
+            message,
+        })?;
+        imp.services.insert(name, spec);
+    }
+    Ok(imp)
+}
+
+/// The compose file as a JSON value (anchors and merge keys resolved), size-bounded.
+fn read(path: &Path) -> Result<Value, ComposeError> {
     let err = |m: String| ComposeError::Read {
         file: path.to_path_buf(),
         message: m,
@@ -151,348 +204,309 @@ pub fn import(path: &Path) -> Result<Imported, ComposeError> {
         return Err(err("compose file larger than 4 MiB".into()));
     }
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let root: Value = serde_saphyr::from_str(&text).map_err(|e| err(e.to_string()))?;
-    let base = normalize(
-        path.parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new(".")),
-    );
-    let project = root.get("name").and_then(as_str).unwrap_or_else(|| {
-        base.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("stack")
-            .to_string()
-    });
-    let project = project.to_ascii_lowercase();
-    let mut warnings = Vec::new();
+    serde_saphyr::from_str(&text).map_err(|e| err(e.to_string()))
+}
 
+/// Top-level `networks:`, plus compose's implicit `default`.
+fn networks(root: &Value) -> BTreeMap<String, NetworkSpec> {
     let mut networks = BTreeMap::new();
     networks.insert("default".to_string(), NetworkSpec::default());
     if let Some(Value::Object(nets)) = root.get("networks") {
         for (name, spec) in nets {
-            let mut n = NetworkSpec::default();
-            if let Some(d) = spec.get("driver").and_then(as_str) {
-                n.driver = Some(d);
-            }
-            n.internal = spec
-                .get("internal")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            if let Some(nm) = spec.get("name").and_then(as_str) {
-                n.name = Some(nm);
-            }
+            let n = NetworkSpec {
+                driver: spec.get("driver").and_then(as_str),
+                internal: spec
+                    .get("internal")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                name: spec.get("name").and_then(as_str),
+            };
             networks.insert(name.clone(), n);
         }
     }
+    networks
+}
+
+/// Top-level `volumes:`; an `external` volume keeps its own name.
+fn volumes(root: &Value) -> BTreeMap<String, VolumeSpec> {
     let mut volumes = BTreeMap::new();
     if let Some(Value::Object(vols)) = root.get("volumes") {
         for (name, spec) in vols {
-            let mut v = VolumeSpec::default();
-            if let Some(d) = spec.get("driver").and_then(as_str) {
-                v.driver = Some(d);
-            }
-            if let Some(nm) = spec.get("name").and_then(as_str) {
-                v.name = Some(nm);
-            }
+            let mut v = VolumeSpec {
+                driver: spec.get("driver").and_then(as_str),
+                name: spec.get("name").and_then(as_str),
+                ..Default::default()
+            };
             if spec.get("external").and_then(Value::as_bool) == Some(true) {
                 v.name.get_or_insert_with(|| name.clone());
             }
             volumes.insert(name.clone(), v);
         }
     }
+    volumes
+}
 
-    let mut services = BTreeMap::new();
-    let Some(Value::Object(svcs)) = root.get("services") else {
-        return Err(err("no `services:` mapping".into()));
-    };
-    for (cname, s) in svcs {
-        let name = dns_name(cname);
-        if name != *cname {
-            warnings.push(format!(
-                "service `{cname}` renamed to `{name}` (names are DNS labels)"
-            ));
-        }
-        let serr = |m: String| ComposeError::Service {
-            file: path.to_path_buf(),
-            service: cname.clone(),
-            message: m,
-        };
-        let image = s.get("image").and_then(as_str).ok_or_else(|| {
-            serr("no `image` (build: is not supported; build and tag the image first)".into())
-        })?;
-        let mut spec = ServiceSpec {
-            image,
-            pull_policy: PullPolicy::IfNotPresent,
-            command: s.get("command").and_then(command),
-            entrypoint: s.get("entrypoint").and_then(command),
-            working_dir: s.get("working_dir").and_then(as_str),
-            env: BTreeMap::new(),
-            secret_env: BTreeMap::new(),
-            ports: Vec::new(),
-            expose: Vec::new(),
-            volumes: Vec::new(),
-            binds: Vec::new(),
-            config_files: Vec::new(),
-            networks: Vec::new(),
-            depends_on: Vec::new(),
-            healthcheck: None,
-            restart: RestartPolicy::No,
-            user: s.get("user").and_then(as_str),
-            cap_add: s.get("cap_add").map(str_list).unwrap_or_default(),
-            cap_drop: s.get("cap_drop").map(str_list).unwrap_or_default(),
-            privileged: s
-                .get("privileged")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            devices: s.get("devices").map(str_list).unwrap_or_default(),
-            security_opt: s.get("security_opt").map(str_list).unwrap_or_default(),
-            read_only: s.get("read_only").and_then(Value::as_bool).unwrap_or(false),
-            tmpfs: s.get("tmpfs").map(str_list).unwrap_or_default(),
-            pid: s.get("pid").and_then(as_str),
-            resources: None,
-            logging: None,
-            extra_hosts: Vec::new(),
-            labels: BTreeMap::new(),
-            stop_signal: s.get("stop_signal").and_then(as_str),
-            stop_grace_period: s.get("stop_grace_period").and_then(duration),
-        };
-        if let Some(pp) = s.get("pull_policy").and_then(as_str) {
-            spec.pull_policy = match pp.as_str() {
-                "always" => PullPolicy::Always,
-                "never" => PullPolicy::Never,
-                _ => PullPolicy::IfNotPresent,
-            };
-        }
-        spec.restart = match s.get("restart").and_then(as_str).as_deref() {
+/// One compose service → `ServiceSpec`. Mounts may add volumes to `imp.volumes`; what
+/// has no equivalent becomes a warning.
+fn service(name: &str, s: &Value, base: &Path, imp: &mut Imported) -> Result<ServiceSpec, String> {
+    let image = s
+        .get("image")
+        .and_then(as_str)
+        .ok_or("no `image` (build: is not supported; build and tag the image first)")?;
+    let mut spec = ServiceSpec {
+        image,
+        pull_policy: match s.get("pull_policy").and_then(as_str).as_deref() {
+            Some("always") => PullPolicy::Always,
+            Some("never") => PullPolicy::Never,
+            _ => PullPolicy::IfNotPresent,
+        },
+        command: s.get("command").and_then(command),
+        entrypoint: s.get("entrypoint").and_then(command),
+        working_dir: s.get("working_dir").and_then(as_str),
+        env: BTreeMap::new(),
+        secret_env: BTreeMap::new(),
+        ports: Vec::new(),
+        expose: Vec::new(),
+        volumes: Vec::new(),
+        binds: Vec::new(),
+        config_files: Vec::new(),
+        networks: Vec::new(),
+        depends_on: Vec::new(),
+        healthcheck: s.get("healthcheck").and_then(healthcheck),
+        restart: match s.get("restart").and_then(as_str).as_deref() {
             Some("always") => RestartPolicy::Always,
             Some("unless-stopped") => RestartPolicy::UnlessStopped,
             Some(r) if r.starts_with("on-failure") => RestartPolicy::OnFailure,
             _ => RestartPolicy::No,
-        };
-        // environment: map or list of KEY=VALUE
-        let mut env_pairs: Vec<(String, String)> = Vec::new();
-        match s.get("environment") {
-            Some(Value::Object(m)) => {
-                for (k, v) in m {
-                    env_pairs.push((k.clone(), as_str(v).unwrap_or_default()));
-                }
-            }
-            Some(Value::Array(a)) => {
-                for item in a.iter().filter_map(as_str) {
-                    match item.split_once('=') {
-                        Some((k, v)) => env_pairs.push((k.to_string(), v.to_string())),
-                        None => env_pairs.push((item.clone(), format!("${{{item}}}"))),
-                    }
-                }
-            }
-            _ => {}
-        }
-        for (k, v) in env_pairs {
-            let whole_var = v
-                .strip_prefix("${")
-                .and_then(|r| r.strip_suffix('}'))
-                .filter(|n| crate::desired::load::valid_env_name(n));
-            match whole_var {
-                Some(var) if secret_like(var) || secret_like(&k) => {
-                    spec.secret_env.insert(k, var.to_string());
-                }
-                _ => {
-                    spec.env.insert(k, v);
-                }
-            }
-        }
-        if s.get("env_file").is_some() {
-            warnings.push(format!("service `{name}`: env_file is not imported; list the variables under env/secretEnv"));
-        }
-        for p in s
-            .get("ports")
-            .map(|v| match v {
-                Value::Array(a) => a.clone(),
-                _ => Vec::new(),
-            })
-            .unwrap_or_default()
-        {
-            spec.ports.push(port(&p).map_err(serr)?);
-        }
-        for e in s.get("expose").map(str_list).unwrap_or_default() {
-            let e = e.split('/').next().unwrap_or("").to_string();
-            spec.expose.push(
-                e.parse()
-                    .map_err(|_| serr(format!("invalid expose `{e}`")))?,
-            );
-        }
-        for v in s
-            .get("volumes")
-            .map(|v| match v {
-                Value::Array(a) => a.clone(),
-                _ => Vec::new(),
-            })
-            .unwrap_or_default()
-        {
-            mount(&v, &base, &mut spec, &mut volumes).map_err(serr)?;
-        }
-        match s.get("networks") {
-            Some(Value::Array(a)) => spec.networks = a.iter().filter_map(as_str).collect(),
-            Some(Value::Object(m)) => spec.networks = m.keys().cloned().collect(),
-            _ => {}
-        }
-        if spec.networks == ["default"] {
-            spec.networks.clear();
-        }
-        match s.get("depends_on") {
-            Some(Value::Array(a)) => {
-                for d in a.iter().filter_map(as_str) {
-                    spec.depends_on.push(Dependency {
-                        service: dns_name(&d),
-                        condition: DependencyCondition::Started,
-                    });
-                }
-            }
-            Some(Value::Object(m)) => {
-                for (d, c) in m {
-                    let cond = match c.get("condition").and_then(as_str).as_deref() {
-                        Some("service_healthy") => DependencyCondition::Healthy,
-                        Some("service_completed_successfully") => {
-                            warnings.push(format!("service `{name}`: depends_on {d}: service_completed_successfully imported as started"));
-                            DependencyCondition::Started
-                        }
-                        _ => DependencyCondition::Started,
-                    };
-                    spec.depends_on.push(Dependency {
-                        service: dns_name(d),
-                        condition: cond,
-                    });
-                }
-            }
-            _ => {}
-        }
-        if let Some(h) = s.get("healthcheck") {
-            if h.get("disable").and_then(Value::as_bool) == Some(true) {
-                spec.healthcheck = Some(Healthcheck {
-                    test: vec!["NONE".into()],
-                    interval: None,
-                    timeout: None,
-                    retries: None,
-                    start_period: None,
-                });
-            } else if let Some(t) = h.get("test") {
-                let test = match t {
-                    Value::String(s) => vec!["CMD-SHELL".to_string(), s.clone()],
-                    other => str_list(other),
-                };
-                spec.healthcheck = Some(Healthcheck {
-                    test,
-                    interval: h.get("interval").and_then(duration),
-                    timeout: h.get("timeout").and_then(duration),
-                    retries: h.get("retries").and_then(Value::as_u64).map(|r| r as u32),
-                    start_period: h.get("start_period").and_then(duration),
-                });
-            }
-        }
-        let limits = s
-            .get("deploy")
-            .and_then(|d| d.get("resources"))
-            .and_then(|r| r.get("limits"));
-        let memory = s
-            .get("mem_limit")
-            .and_then(as_str)
-            .or_else(|| limits.and_then(|l| l.get("memory")).and_then(as_str));
-        let cpus = s
-            .get("cpus")
-            .and_then(as_str)
-            .or_else(|| limits.and_then(|l| l.get("cpus")).and_then(as_str))
-            .and_then(|c| c.parse::<f64>().ok());
-        let pids_limit = s.get("pids_limit").and_then(Value::as_i64);
-        if memory.is_some() || cpus.is_some() || pids_limit.is_some() {
-            spec.resources = Some(Resources {
-                memory,
-                cpus,
-                pids_limit,
-            });
-        }
-        if let Some(l) = s.get("logging") {
-            spec.logging = Some(Logging {
-                driver: l
-                    .get("driver")
-                    .and_then(as_str)
-                    .unwrap_or_else(|| "json-file".into()),
-                options: match l.get("options") {
-                    Some(Value::Object(o)) => o
-                        .iter()
-                        .map(|(k, v)| (k.clone(), as_str(v).unwrap_or_default()))
-                        .collect(),
-                    _ => BTreeMap::new(),
-                },
-            });
-        }
-        match s.get("extra_hosts") {
-            Some(Value::Object(m)) => {
-                spec.extra_hosts = m
-                    .iter()
-                    .map(|(k, v)| format!("{k}:{}", as_str(v).unwrap_or_default()))
-                    .collect()
-            }
-            Some(v) => spec.extra_hosts = str_list(v),
-            None => {}
-        }
-        match s.get("labels") {
-            Some(Value::Object(m)) => {
-                spec.labels = m
-                    .iter()
-                    .map(|(k, v)| (k.clone(), as_str(v).unwrap_or_default()))
-                    .collect()
-            }
-            Some(Value::Array(a)) => {
-                spec.labels = a
-                    .iter()
-                    .filter_map(as_str)
-                    .map(|l| match l.split_once('=') {
-                        Some((k, v)) => (k.to_string(), v.to_string()),
-                        None => (l, String::new()),
-                    })
-                    .collect()
-            }
-            _ => {}
-        }
-        for unsupported in [
-            "build",
-            "container_name",
-            "hostname",
-            "network_mode",
-            "sysctls",
-            "ulimits",
-            "secrets",
-            "configs",
-            "profiles",
-            "links",
-            "init",
-        ] {
-            if s.get(unsupported).is_some() {
-                warnings.push(format!("service `{name}`: `{unsupported}` is not imported"));
-            }
-        }
-        services.insert(name, spec);
-    }
-
-    let stack = StackSpec {
-        project: project.clone(),
-        env_file: Some(".env".into()),
-        state_dir: "/var/lib/obsd".into(),
-        default_network: Some("default".into()),
-        concurrency: 8,
-        resync_period: crate::desired::model::Duration::secs(300),
-        prune: Default::default(),
-        alerting: None,
-        textfile_dir: None,
+        },
+        user: s.get("user").and_then(as_str),
+        cap_add: s.get("cap_add").map(str_list).unwrap_or_default(),
+        cap_drop: s.get("cap_drop").map(str_list).unwrap_or_default(),
+        privileged: s
+            .get("privileged")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        devices: s.get("devices").map(str_list).unwrap_or_default(),
+        security_opt: s.get("security_opt").map(str_list).unwrap_or_default(),
+        read_only: s.get("read_only").and_then(Value::as_bool).unwrap_or(false),
+        tmpfs: s.get("tmpfs").map(str_list).unwrap_or_default(),
+        pid: s.get("pid").and_then(as_str),
+        resources: resources(s),
+        logging: s.get("logging").map(logging),
+        extra_hosts: match s.get("extra_hosts") {
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", as_str(v).unwrap_or_default()))
+                .collect(),
+            Some(v) => str_list(v),
+            None => Vec::new(),
+        },
+        labels: labels(s),
+        stop_signal: s.get("stop_signal").and_then(as_str),
+        stop_grace_period: s.get("stop_grace_period").and_then(duration),
     };
-    Ok(Imported {
-        project,
-        stack,
-        networks,
-        volumes,
-        services,
-        warnings,
+    environment(s, &mut spec);
+    if s.get("env_file").is_some() {
+        imp.warnings.push(format!(
+            "service `{name}`: env_file is not imported; list the variables under env/secretEnv"
+        ));
+    }
+    for p in array(s.get("ports")) {
+        spec.ports.push(port(&p)?);
+    }
+    for e in s.get("expose").map(str_list).unwrap_or_default() {
+        let e = e.split('/').next().unwrap_or("").to_string();
+        spec.expose
+            .push(e.parse().map_err(|_| format!("invalid expose `{e}`"))?);
+    }
+    for v in array(s.get("volumes")) {
+        mount(&v, base, &mut spec, &mut imp.volumes)?;
+    }
+    match s.get("networks") {
+        Some(Value::Array(a)) => spec.networks = a.iter().filter_map(as_str).collect(),
+        Some(Value::Object(m)) => spec.networks = m.keys().cloned().collect(),
+        _ => {}
+    }
+    if spec.networks == ["default"] {
+        spec.networks.clear();
+    }
+    spec.depends_on = depends_on(name, s, &mut imp.warnings);
+    for unsupported in [
+        "build",
+        "container_name",
+        "hostname",
+        "network_mode",
+        "sysctls",
+        "ulimits",
+        "secrets",
+        "configs",
+        "profiles",
+        "links",
+        "init",
+    ] {
+        if s.get(unsupported).is_some() {
+            imp.warnings
+                .push(format!("service `{name}`: `{unsupported}` is not imported"));
+        }
+    }
+    Ok(spec)
+}
+
+fn array(v: Option<&Value>) -> Vec<Value> {
+    match v {
+        Some(Value::Array(a)) => a.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// `environment:` (a map or a list of `KEY=VALUE`). A value that is exactly `${VAR}`
+/// with a credential-like name becomes `secretEnv`, so it is masked everywhere.
+fn environment(s: &Value, spec: &mut ServiceSpec) {
+    let mut env_pairs: Vec<(String, String)> = Vec::new();
+    match s.get("environment") {
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                env_pairs.push((k.clone(), as_str(v).unwrap_or_default()));
+            }
+        }
+        Some(Value::Array(a)) => {
+            for item in a.iter().filter_map(as_str) {
+                match item.split_once('=') {
+                    Some((k, v)) => env_pairs.push((k.to_string(), v.to_string())),
+                    None => env_pairs.push((item.clone(), format!("${{{item}}}"))),
+                }
+            }
+        }
+        _ => {}
+    }
+    for (k, v) in env_pairs {
+        let whole_var = v
+            .strip_prefix("${")
+            .and_then(|r| r.strip_suffix('}'))
+            .filter(|n| crate::desired::env::valid_env_name(n));
+        match whole_var {
+            Some(var) if secret_like(var) || secret_like(&k) => {
+                spec.secret_env.insert(k, var.to_string());
+            }
+            _ => {
+                spec.env.insert(k, v);
+            }
+        }
+    }
+}
+
+/// `depends_on:` as a list (started) or a map with conditions.
+fn depends_on(name: &str, s: &Value, warnings: &mut Vec<String>) -> Vec<Dependency> {
+    let mut out = Vec::new();
+    match s.get("depends_on") {
+        Some(Value::Array(a)) => {
+            for d in a.iter().filter_map(as_str) {
+                out.push(Dependency {
+                    service: dns_name(&d),
+                    condition: DependencyCondition::Started,
+                });
+            }
+        }
+        Some(Value::Object(m)) => {
+            for (d, c) in m {
+                let condition = match c.get("condition").and_then(as_str).as_deref() {
+                    Some("service_healthy") => DependencyCondition::Healthy,
+                    Some("service_completed_successfully") => {
+                        warnings.push(format!("service `{name}`: depends_on {d}: service_completed_successfully imported as started"));
+                        DependencyCondition::Started
+                    }
+                    _ => DependencyCondition::Started,
+                };
+                out.push(Dependency {
+                    service: dns_name(d),
+                    condition,
+                });
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+fn healthcheck(h: &Value) -> Option<Healthcheck> {
+    if h.get("disable").and_then(Value::as_bool) == Some(true) {
+        return Some(Healthcheck {
+            test: vec!["NONE".into()],
+            interval: None,
+            timeout: None,
+            retries: None,
+            start_period: None,
+        });
+    }
+    let test = match h.get("test")? {
+        Value::String(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+        other => str_list(other),
+    };
+    Some(Healthcheck {
+        test,
+        interval: h.get("interval").and_then(duration),
+        timeout: h.get("timeout").and_then(duration),
+        retries: h.get("retries").and_then(Value::as_u64).map(|r| r as u32),
+        start_period: h.get("start_period").and_then(duration),
     })
+}
+
+/// `mem_limit`/`cpus`/`pids_limit`, or `deploy.resources.limits`.
+fn resources(s: &Value) -> Option<Resources> {
+    let limits = s
+        .get("deploy")
+        .and_then(|d| d.get("resources"))
+        .and_then(|r| r.get("limits"));
+    let memory = s
+        .get("mem_limit")
+        .and_then(as_str)
+        .or_else(|| limits.and_then(|l| l.get("memory")).and_then(as_str));
+    let cpus = s
+        .get("cpus")
+        .and_then(as_str)
+        .or_else(|| limits.and_then(|l| l.get("cpus")).and_then(as_str))
+        .and_then(|c| c.parse::<f64>().ok());
+    let pids_limit = s.get("pids_limit").and_then(Value::as_i64);
+    (memory.is_some() || cpus.is_some() || pids_limit.is_some()).then_some(Resources {
+        memory,
+        cpus,
+        pids_limit,
+    })
+}
+
+fn logging(l: &Value) -> Logging {
+    Logging {
+        driver: l
+            .get("driver")
+            .and_then(as_str)
+            .unwrap_or_else(|| "json-file".into()),
+        options: match l.get("options") {
+            Some(Value::Object(o)) => o
+                .iter()
+                .map(|(k, v)| (k.clone(), as_str(v).unwrap_or_default()))
+                .collect(),
+            _ => BTreeMap::new(),
+        },
+    }
+}
+
+/// `labels:` as a map or a list of `key=value`.
+fn labels(s: &Value) -> BTreeMap<String, String> {
+    match s.get("labels") {
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), as_str(v).unwrap_or_default()))
+            .collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(as_str)
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (l, String::new()),
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
 }
 
 fn port(v: &Value) -> Result<PortSpec, String> {

@@ -1,7 +1,8 @@
 //! Located diagnostics: every problem in the desired state names file, line, column and
 //! field path, so a person can act on it without guessing.
 
-use crate::desired::yaml::Pos;
+use crate::desired::yaml::{self, PathSeg, Pos};
+use crate::desired::Source;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -94,6 +95,21 @@ pub fn did_you_mean<'a>(
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
+}
+
+/// One key of a field path (`k("spec")`).
+pub fn k(s: &str) -> PathSeg {
+    PathSeg::Key(s.to_string())
+}
+
+/// A field path of keys only (`keys(&["spec", "image"])`).
+pub fn keys(parts: &[&str]) -> Vec<PathSeg> {
+    parts.iter().map(|p| k(p)).collect()
+}
+
+/// An error located at `path` of a resource's document.
+pub fn err_at(src: &Source, path: &[PathSeg], msg: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(&src.file, src.pos(path), yaml::path_string(path), msg)
 }
 
 #[cfg(test)]

@@ -2,10 +2,20 @@
 //! port clashes, schedules. Pure: it only reads the state and appends diagnostics.
 
 use crate::desired::diag::{did_you_mean, Diagnostic};
-use crate::desired::load::{err_at, k, keys, valid_env_name, DesiredState};
+use crate::desired::diag::{err_at, k, keys};
+use crate::desired::env::valid_env_name;
 use crate::desired::model::service::{parse_memory, DependencyCondition, OnChange};
+use crate::desired::model::Kind;
+use crate::desired::model::ServiceSpec;
 use crate::desired::yaml::PathSeg;
-use std::collections::{BTreeMap, HashMap};
+use crate::desired::yaml::Pos;
+use crate::desired::{DesiredState, Resource, Source};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+
+/// Documents that failed to load (kind, name): already reported, so a reference to one
+/// is not also an "undeclared" error.
+pub type FailedDocs = BTreeSet<(Kind, String)>;
 
 /// A DNS label: what Kubernetes accepts as a name, and safe in container names.
 pub fn valid_name(s: &str) -> bool {
@@ -27,188 +37,263 @@ const SIGNALS: &[&str] = &[
     "SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGKILL", "SIGWINCH",
 ];
 
-pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
-    let name_path = keys(&["metadata", "name"]);
-    let bad_name = |n: &str| {
-        format!("invalid name `{n}`: use a DNS label (lowercase letters, digits, `-`; at most 63 characters)")
-    };
-    let stack = &s.stack;
-    if !valid_name(&stack.name) {
-        d.push(err_at(&stack.source, &name_path, bad_name(&stack.name)));
+/// Checks everything one document cannot check alone, appending every finding to `d`.
+/// `failed` lists the documents that did not load: references to them are not reported
+/// again.
+pub fn validate(s: &DesiredState, failed: &FailedDocs, d: &mut Vec<Diagnostic>) {
+    let mut v = Validator { s, failed, d };
+    v.stack();
+    v.names();
+    let mut ports = HostPorts::new();
+    for (name, r) in &s.services {
+        v.service(name, r, &mut ports);
     }
-    let p = &stack.spec.project;
-    if p.is_empty()
-        || !p
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        || !p.as_bytes()[0].is_ascii_alphanumeric()
-    {
-        d.push(err_at(
-            &stack.source,
-            &keys(&["spec", "project"]),
-            format!("invalid project `{p}`: lowercase letters, digits, `-` and `_`, starting with a letter or digit"),
-        ));
+    v.cycles();
+    v.jobs();
+}
+
+/// Published host ports so far: (port, protocol, host ip) → (service, file, position).
+type HostPorts = HashMap<(u16, &'static str, String), (String, PathBuf, Pos)>;
+
+/// One validation run: the state it reads and the findings it appends.
+struct Validator<'a> {
+    s: &'a DesiredState,
+    failed: &'a FailedDocs,
+    d: &'a mut Vec<Diagnostic>,
+}
+
+fn bad_name(n: &str) -> String {
+    format!("invalid name `{n}`: use a DNS label (lowercase letters, digits, `-`; at most 63 characters)")
+}
+
+fn path(base: &[PathSeg], rest: &[&str]) -> Vec<PathSeg> {
+    base.iter()
+        .cloned()
+        .chain(rest.iter().map(|r| k(r)))
+        .collect()
+}
+
+impl Validator<'_> {
+    fn err(&mut self, src: &Source, path: &[PathSeg], msg: impl Into<String>) {
+        self.d.push(err_at(src, path, msg));
     }
-    if stack.spec.concurrency == 0 || stack.spec.concurrency > 64 {
-        d.push(err_at(
-            &stack.source,
-            &keys(&["spec", "concurrency"]),
-            "concurrency must be between 1 and 64",
-        ));
+
+    /// A reference to a `kind` resource named `name`: an error unless it is declared
+    /// (or its document failed to load, which was reported already).
+    fn reference(&mut self, src: &Source, path: &[PathSeg], kind: Kind, name: &str) {
+        let s = self.s;
+        let declared = match kind {
+            Kind::Service => s.services.contains_key(name),
+            Kind::Volume => s.volumes.contains_key(name),
+            Kind::Network => s.networks.contains_key(name),
+            Kind::Job => s.jobs.contains_key(name),
+            Kind::Stack => true,
+        };
+        if declared || self.failed.contains(&(kind, name.to_string())) {
+            return;
+        }
+        let hint = match kind {
+            Kind::Service => hint(name, s.services.keys()),
+            Kind::Volume => hint(name, s.volumes.keys()),
+            Kind::Network => hint(name, s.networks.keys()),
+            Kind::Job => hint(name, s.jobs.keys()),
+            Kind::Stack => String::new(),
+        };
+        self.err(
+            src,
+            path,
+            format!("refers to {kind} `{name}`, which is not declared{hint}"),
+        );
     }
-    if let Some(net) = &stack.spec.default_network {
-        if !s.networks.contains_key(net) {
-            d.push(dangling(
-                &stack.source,
-                &keys(&["spec", "defaultNetwork"]),
-                "Network",
-                net,
-                s.networks.keys(),
-            ));
+
+    fn absolute(&mut self, src: &Source, path: &[PathSeg], p: &str) {
+        if !p.starts_with('/') {
+            self.err(src, path, format!("`{p}` must be an absolute path"));
         }
     }
-    if let Some(a) = &stack.spec.alerting {
-        for (field, v) in [
-            ("alertmanagerUrlEnv", &a.alertmanager_url_env),
-            ("deadManUrlEnv", &a.dead_man_url_env),
-        ] {
-            if let Some(v) = v {
-                if !valid_env_name(v) {
-                    d.push(err_at(
-                        &stack.source,
+
+    fn stack(&mut self) {
+        let stack = &self.s.stack;
+        let src = &stack.source;
+        if !valid_name(&stack.name) {
+            self.err(src, &keys(&["metadata", "name"]), bad_name(&stack.name));
+        }
+        let p = &stack.spec.project;
+        if p.is_empty()
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            || !p.as_bytes()[0].is_ascii_alphanumeric()
+        {
+            self.err(
+                src,
+                &keys(&["spec", "project"]),
+                format!("invalid project `{p}`: lowercase letters, digits, `-` and `_`, starting with a letter or digit"),
+            );
+        }
+        if stack.spec.concurrency == 0 || stack.spec.concurrency > 64 {
+            self.err(
+                src,
+                &keys(&["spec", "concurrency"]),
+                "concurrency must be between 1 and 64",
+            );
+        }
+        if let Some(net) = &stack.spec.default_network {
+            self.reference(src, &keys(&["spec", "defaultNetwork"]), Kind::Network, net);
+        }
+        if let Some(a) = &stack.spec.alerting {
+            for (field, v) in [
+                ("alertmanagerUrlEnv", &a.alertmanager_url_env),
+                ("deadManUrlEnv", &a.dead_man_url_env),
+            ] {
+                if let Some(v) = v.as_ref().filter(|v| !valid_env_name(v)) {
+                    self.err(
+                        src,
                         &keys(&["spec", "alerting", field]),
                         format!("`{v}` is not a valid variable name"),
-                    ));
+                    );
                 }
             }
         }
     }
-    for (name, r) in s
-        .volumes
-        .iter()
-        .map(|(n, r)| (n, &r.source))
-        .chain(s.networks.iter().map(|(n, r)| (n, &r.source)))
-    {
-        if !valid_name(name) && !valid_docker_object_name(name) {
-            d.push(err_at(r, &name_path, bad_name(name)));
+
+    /// Names of volumes, networks and jobs (services are checked with the rest of
+    /// their spec). Volumes and networks may also carry Docker-style names (`a_b`).
+    fn names(&mut self) {
+        let s = self.s;
+        let name_path = keys(&["metadata", "name"]);
+        let infra = s
+            .volumes
+            .iter()
+            .map(|(n, r)| (n, &r.source))
+            .chain(s.networks.iter().map(|(n, r)| (n, &r.source)));
+        for (name, src) in infra {
+            if !valid_name(name) && !valid_docker_object_name(name) {
+                self.err(src, &name_path, bad_name(name));
+            }
         }
-    }
-    for (name, r) in &s.jobs {
-        if !valid_name(name) {
-            d.push(err_at(&r.source, &name_path, bad_name(name)));
+        for (name, r) in &s.jobs {
+            if !valid_name(name) {
+                self.err(&r.source, &name_path, bad_name(name));
+            }
         }
     }
 
-    // Services.
-    let mut host_ports: HashMap<
-        (u16, &'static str, String),
-        (String, std::path::PathBuf, crate::desired::yaml::Pos),
-    > = HashMap::new();
-    for (name, r) in &s.services {
+    fn service(&mut self, name: &str, r: &Resource<ServiceSpec>, ports: &mut HostPorts) {
         let src = &r.source;
         let spec = &r.spec;
         if !valid_name(name) {
-            d.push(err_at(src, &name_path, bad_name(name)));
+            self.err(src, &keys(&["metadata", "name"]), bad_name(name));
         }
         if let Err(msg) = check_image(&spec.image) {
-            d.push(err_at(src, &keys(&["spec", "image"]), msg));
+            self.err(src, &keys(&["spec", "image"]), msg);
         }
+        self.service_mounts(src, spec);
+        self.service_references(name, src, spec);
+        self.service_ports(name, src, spec, ports);
+        self.service_env(src, spec);
+        self.service_runtime(src, spec);
+    }
+
+    /// Volumes, bind mounts and config files: declared, absolute, valid options.
+    fn service_mounts(&mut self, src: &Source, spec: &ServiceSpec) {
         for (i, v) in spec.volumes.iter().enumerate() {
             let base = [k("spec"), k("volumes"), PathSeg::Index(i)];
-            if !s.volumes.contains_key(&v.volume) {
-                d.push(dangling(
-                    src,
-                    &[&base[..], &[k("volume")]].concat(),
-                    "Volume",
-                    &v.volume,
-                    s.volumes.keys(),
-                ));
-            }
-            abs(src, &[&base[..], &[k("target")]].concat(), &v.target, d);
+            self.reference(src, &path(&base, &["volume"]), Kind::Volume, &v.volume);
+            self.absolute(src, &path(&base, &["target"]), &v.target);
         }
         for (i, b) in spec.binds.iter().enumerate() {
             let base = [k("spec"), k("binds"), PathSeg::Index(i)];
-            abs(src, &[&base[..], &[k("source")]].concat(), &b.source, d);
-            abs(src, &[&base[..], &[k("target")]].concat(), &b.target, d);
+            self.absolute(src, &path(&base, &["source"]), &b.source);
+            self.absolute(src, &path(&base, &["target"]), &b.target);
             if let Some(p) = &b.propagation {
-                if ![
+                const PROPAGATION: [&str; 6] = [
                     "private", "rprivate", "shared", "rshared", "slave", "rslave",
-                ]
-                .contains(&p.as_str())
-                {
-                    d.push(err_at(
+                ];
+                if !PROPAGATION.contains(&p.as_str()) {
+                    self.err(
                         src,
-                        &[&base[..], &[k("propagation")]].concat(),
+                        &path(&base, &["propagation"]),
                         format!("invalid propagation `{p}`"),
-                    ));
+                    );
                 }
             }
         }
         for (i, c) in spec.config_files.iter().enumerate() {
             let base = [k("spec"), k("configFiles"), PathSeg::Index(i)];
-            abs(src, &[&base[..], &[k("target")]].concat(), &c.target, d);
+            self.absolute(src, &path(&base, &["target"]), &c.target);
             if let OnChange::Signal(sig) = &c.on_change {
                 if !SIGNALS.contains(&sig.as_str()) {
-                    d.push(err_at(
+                    self.err(
                         src,
-                        &[&base[..], &[k("onChange"), k("signal")]].concat(),
+                        &path(&base, &["onChange", "signal"]),
                         format!("unknown signal `{sig}`; one of {}", SIGNALS.join(", ")),
-                    ));
+                    );
                 }
             }
         }
-        let nets = s.service_networks(spec);
-        if nets.is_empty() {
-            d.push(err_at(
+    }
+
+    /// Networks and dependencies: declared, no self-dependency, `healthy` only on a
+    /// service that has a healthcheck.
+    fn service_references(&mut self, name: &str, src: &Source, spec: &ServiceSpec) {
+        let s = self.s;
+        if s.service_networks(spec).is_empty() {
+            self.err(
                 src,
                 &keys(&["spec", "networks"]),
                 "no network: list one here or set the Stack's defaultNetwork",
-            ));
+            );
         }
         for (i, n) in spec.networks.iter().enumerate() {
-            if !s.networks.contains_key(n) {
-                d.push(dangling(
-                    src,
-                    &[k("spec"), k("networks"), PathSeg::Index(i)],
-                    "Network",
-                    n,
-                    s.networks.keys(),
-                ));
-            }
+            self.reference(
+                src,
+                &[k("spec"), k("networks"), PathSeg::Index(i)],
+                Kind::Network,
+                n,
+            );
         }
         for (i, dep) in spec.depends_on.iter().enumerate() {
-            let path = [k("spec"), k("dependsOn"), PathSeg::Index(i), k("service")];
+            let base = [k("spec"), k("dependsOn"), PathSeg::Index(i)];
             match s.services.get(&dep.service) {
-                None => d.push(dangling(
+                None => {
+                    self.reference(src, &path(&base, &["service"]), Kind::Service, &dep.service)
+                }
+                Some(_) if dep.service == name => self.err(
                     src,
-                    &path,
-                    "Service",
-                    &dep.service,
-                    s.services.keys(),
-                )),
-                Some(_) if dep.service == *name => {
-                    d.push(err_at(src, &path, "a service cannot depend on itself"))
-                }
-                Some(other) => {
+                    &path(&base, &["service"]),
+                    "a service cannot depend on itself",
+                ),
+                Some(other)
                     if dep.condition == DependencyCondition::Healthy
-                        && other.spec.healthcheck.is_none()
-                    {
-                        d.push(err_at(
-                            src,
-                            &[k("spec"), k("dependsOn"), PathSeg::Index(i), k("condition")],
-                            format!(
-                                "waits for `{}` to be healthy, but `{}` has no healthcheck",
-                                dep.service, dep.service
-                            ),
-                        ));
-                    }
+                        && other.spec.healthcheck.is_none() =>
+                {
+                    self.err(
+                        src,
+                        &path(&base, &["condition"]),
+                        format!(
+                            "waits for `{}` to be healthy, but `{}` has no healthcheck",
+                            dep.service, dep.service
+                        ),
+                    )
                 }
+                Some(_) => {}
             }
         }
+    }
+
+    /// Published ports: in range, and each host port published once.
+    fn service_ports(
+        &mut self,
+        name: &str,
+        src: &Source,
+        spec: &ServiceSpec,
+        ports: &mut HostPorts,
+    ) {
         for (i, p) in spec.ports.iter().enumerate() {
             let path = [k("spec"), k("ports"), PathSeg::Index(i), k("host")];
             if p.host == 0 || p.container == 0 {
-                d.push(err_at(src, &path, "ports must be between 1 and 65535"));
+                self.err(src, &path, "ports must be between 1 and 65535");
                 continue;
             }
             let key = (
@@ -216,121 +301,122 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
                 p.protocol.as_str(),
                 p.host_ip.clone().unwrap_or_default(),
             );
-            let pos = src.pos(&path);
-            if let Some((other, f, op)) = host_ports.get(&key) {
-                d.push(err_at(
-                    src,
-                    &path,
-                    format!(
-                        "host port {}/{} is already published by service `{other}` ({}:{})",
-                        p.host,
-                        p.protocol.as_str(),
-                        f.display(),
-                        op
-                    ),
-                ));
+            if let Some((other, f, op)) = ports.get(&key) {
+                let msg = format!(
+                    "host port {}/{} is already published by service `{other}` ({}:{})",
+                    p.host,
+                    p.protocol.as_str(),
+                    f.display(),
+                    op
+                );
+                self.err(src, &path, msg);
             } else {
-                host_ports.insert(key, (name.clone(), src.file.clone(), pos));
+                ports.insert(key, (name.to_string(), src.file.clone(), src.pos(&path)));
             }
         }
-        // Per-key errors are capped: each one costs a lookup in the (possibly huge)
-        // mapping, and a thousand copies of one mistake help nobody.
-        let mut key_errors = 0usize;
-        for key in spec.env.keys() {
-            if !valid_env_name(key) {
-                key_errors += 1;
-                if key_errors <= MAX_KEY_ERRORS {
-                    d.push(err_at(
-                        src,
-                        &[k("spec"), k("env"), k(key)],
-                        format!("`{key}` is not a valid environment variable name"),
-                    ));
-                }
+    }
+
+    /// `env` and `secretEnv` keys. Per-key errors are capped: each one costs a lookup in
+    /// the (possibly huge) mapping, and a thousand copies of one mistake help nobody.
+    fn service_env(&mut self, src: &Source, spec: &ServiceSpec) {
+        let s = self.s;
+        let mut total = 0usize;
+        let mut found: Vec<(Vec<PathSeg>, String)> = Vec::new();
+        let mut note = |path: Vec<PathSeg>, msg: String| {
+            total += 1;
+            if found.len() < MAX_KEY_ERRORS {
+                found.push((path, msg));
             }
+        };
+        for key in spec.env.keys().filter(|k| !valid_env_name(k)) {
+            note(
+                vec![k("spec"), k("env"), k(key)],
+                format!("`{key}` is not a valid environment variable name"),
+            );
         }
         for (key, var) in &spec.secret_env {
-            let path = [k("spec"), k("secretEnv"), k(key)];
-            let mut msgs = Vec::new();
+            let path = || vec![k("spec"), k("secretEnv"), k(key)];
             if !valid_env_name(key) || !valid_env_name(var) {
-                msgs.push(format!("`{key}: {var}`: both must be valid variable names"));
+                note(
+                    path(),
+                    format!("`{key}: {var}`: both must be valid variable names"),
+                );
             }
             if spec.env.contains_key(key) {
-                msgs.push(format!("`{key}` is set in both env and secretEnv"));
+                note(path(), format!("`{key}` is set in both env and secretEnv"));
             }
             if s.env.present && s.env.get(var).is_none() {
-                msgs.push(format!(
-                    "`{var}` is not set in the env file {}",
-                    s.env
-                        .path
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                ));
-            }
-            for msg in msgs {
-                key_errors += 1;
-                if key_errors <= MAX_KEY_ERRORS {
-                    d.push(err_at(src, &path, msg));
-                }
+                let file = s
+                    .env
+                    .path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                note(path(), format!("`{var}` is not set in the env file {file}"));
             }
         }
-        if key_errors > MAX_KEY_ERRORS {
-            d.push(err_at(
+        for (path, msg) in found {
+            self.err(src, &path, msg);
+        }
+        if total > MAX_KEY_ERRORS {
+            self.err(
                 src,
                 &keys(&["spec"]),
                 format!(
                     "{} more errors in env and secretEnv not shown",
-                    key_errors - MAX_KEY_ERRORS
+                    total - MAX_KEY_ERRORS
                 ),
-            ));
+            );
         }
+    }
+
+    /// Resources, pid mode, stop signal, extra hosts, healthcheck.
+    fn service_runtime(&mut self, src: &Source, spec: &ServiceSpec) {
         if let Some(res) = &spec.resources {
-            if let Some(m) = &res.memory {
-                if parse_memory(m).is_none() {
-                    d.push(err_at(
-                        src,
-                        &keys(&["spec", "resources", "memory"]),
-                        format!("invalid memory `{m}`; write e.g. `512m` or `2g`"),
-                    ));
-                }
+            if let Some(m) = res.memory.as_ref().filter(|m| parse_memory(m).is_none()) {
+                self.err(
+                    src,
+                    &keys(&["spec", "resources", "memory"]),
+                    format!("invalid memory `{m}`; write e.g. `512m` or `2g`"),
+                );
             }
-            if let Some(c) = res.cpus {
-                if !(c > 0.0 && c <= 1024.0) {
-                    d.push(err_at(
-                        src,
-                        &keys(&["spec", "resources", "cpus"]),
-                        "cpus must be a positive number of cores",
-                    ));
-                }
+            if res.cpus.is_some_and(|c| !(c > 0.0 && c <= 1024.0)) {
+                self.err(
+                    src,
+                    &keys(&["spec", "resources", "cpus"]),
+                    "cpus must be a positive number of cores",
+                );
             }
         }
         if let Some(pid) = &spec.pid {
             if pid != "host" && !pid.starts_with("container:") {
-                d.push(err_at(
+                self.err(
                     src,
                     &keys(&["spec", "pid"]),
                     format!("invalid pid mode `{pid}`; use `host`"),
-                ));
+                );
             }
         }
-        if let Some(sig) = &spec.stop_signal {
-            if !SIGNALS.contains(&sig.as_str()) {
-                d.push(err_at(
-                    src,
-                    &keys(&["spec", "stopSignal"]),
-                    format!("unknown signal `{sig}`"),
-                ));
-            }
+        if let Some(sig) = spec
+            .stop_signal
+            .as_ref()
+            .filter(|s| !SIGNALS.contains(&s.as_str()))
+        {
+            self.err(
+                src,
+                &keys(&["spec", "stopSignal"]),
+                format!("unknown signal `{sig}`"),
+            );
         }
         for (i, h) in spec.extra_hosts.iter().enumerate() {
             if h.split_once(':')
                 .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
             {
-                d.push(err_at(
+                self.err(
                     src,
                     &[k("spec"), k("extraHosts"), PathSeg::Index(i)],
                     format!("`{h}` must be `name:ip`"),
-                ));
+                );
             }
         }
         if let Some(hc) = &spec.healthcheck {
@@ -339,131 +425,134 @@ pub fn validate(s: &DesiredState, d: &mut Vec<Diagnostic>) {
                 Some("CMD" | "CMD-SHELL" | "NONE")
             );
             if !ok {
-                d.push(err_at(
+                self.err(
                     src,
                     &keys(&["spec", "healthcheck", "test"]),
                     "test must start with CMD, CMD-SHELL or NONE",
-                ));
+                );
             }
         }
     }
-    cycles(s, d);
 
-    // Jobs.
-    // Each textfile has one writer: node-exporter rejects a series found in two files.
-    let mut textfile_owner: HashMap<String, String> = HashMap::new();
-    let mut cloud_pollers = 0;
-    for (job_name, r) in &s.jobs {
-        let src = &r.source;
-        if let Err(msg) = crate::desired::schedule::Schedule::parse(&r.spec.schedule) {
-            d.push(err_at(src, &keys(&["spec", "schedule"]), msg));
-        }
-        if r.spec.timeout.0.is_zero() {
-            d.push(err_at(
-                src,
-                &keys(&["spec", "timeout"]),
-                "timeout must be longer than 0s",
-            ));
-        }
-        if r.spec.cloud_poller.is_some() {
-            cloud_pollers += 1;
-            if cloud_pollers > 1 {
-                d.push(err_at(
-                    src,
-                    &keys(&["spec", "cloudPoller"]),
-                    "only one cloudPoller job is allowed (its unlabelled cf_scrape_up/stripe_scrape_up series would clash)",
-                ));
+    /// Every job: schedule, timeout, exactly one body, the body's own rules, and one
+    /// writer per textfile (node-exporter rejects a series found in two files).
+    fn jobs(&mut self) {
+        let s = self.s;
+        let mut textfile_owner: HashMap<&str, &str> = HashMap::new();
+        let mut cloud_pollers = 0;
+        for (job_name, r) in &s.jobs {
+            let src = &r.source;
+            let spec = &r.spec;
+            if let Err(msg) = crate::desired::schedule::Schedule::parse(&spec.schedule) {
+                self.err(src, &keys(&["spec", "schedule"]), msg);
             }
-        }
-        let bodies = r.spec.bodies();
-        if bodies.len() != 1 {
-            d.push(err_at(
-                src,
-                &keys(&["spec"]),
-                format!(
-                    "a Job needs exactly one body (cloudPoller, backup, selfHeal, dockerNames, statusPage, logsShipper, awsCronMonitor); found {}",
-                    if bodies.is_empty() { "none".to_string() } else { bodies.join(", ") }
-                ),
-            ));
-        }
-        if let Some(b) = &r.spec.backup {
-            for (i, v) in b.volumes.iter().enumerate() {
-                if !s.volumes.contains_key(v) {
-                    d.push(dangling(
+            if spec.timeout.0.is_zero() {
+                self.err(
+                    src,
+                    &keys(&["spec", "timeout"]),
+                    "timeout must be longer than 0s",
+                );
+            }
+            let bodies = spec.bodies();
+            if bodies.len() != 1 {
+                self.err(
+                    src,
+                    &keys(&["spec"]),
+                    format!(
+                        "a Job needs exactly one body (cloudPoller, backup, selfHeal, dockerNames, statusPage, logsShipper, awsCronMonitor); found {}",
+                        if bodies.is_empty() { "none".to_string() } else { bodies.join(", ") }
+                    ),
+                );
+            }
+            if spec.cloud_poller.is_some() {
+                cloud_pollers += 1;
+                if cloud_pollers > 1 {
+                    self.err(
                         src,
-                        &[k("spec"), k("backup"), k("volumes"), PathSeg::Index(i)],
-                        "Volume",
-                        v,
-                        s.volumes.keys(),
-                    ));
+                        &keys(&["spec", "cloudPoller"]),
+                        "only one cloudPoller job is allowed (its unlabelled cf_scrape_up/stripe_scrape_up series would clash)",
+                    );
                 }
             }
-            if b.lock_retention_days >= b.keep_daily {
-                d.push(err_at(
-                    src,
-                    &keys(&["spec", "backup", "lockRetentionDays"]),
-                    "must be below keepDaily, or pruning could never delete anything",
-                ));
+            if let Some(b) = &spec.backup {
+                for (i, v) in b.volumes.iter().enumerate() {
+                    self.reference(
+                        src,
+                        &[k("spec"), k("backup"), k("volumes"), PathSeg::Index(i)],
+                        Kind::Volume,
+                        v,
+                    );
+                }
+                if b.lock_retention_days >= b.keep_daily {
+                    self.err(
+                        src,
+                        &keys(&["spec", "backup", "lockRetentionDays"]),
+                        "must be below keepDaily, or pruning could never delete anything",
+                    );
+                }
             }
-        }
-        let textfiles = [
-            r.spec
-                .cloud_poller
-                .as_ref()
-                .map(|c| ("cloudPoller", &c.textfile)),
-            r.spec
-                .docker_names
-                .as_ref()
-                .map(|c| ("dockerNames", &c.textfile)),
-            r.spec.self_heal.as_ref().map(|c| ("selfHeal", &c.textfile)),
-            r.spec
-                .status_page
-                .as_ref()
-                .map(|c| ("statusPage", &c.textfile)),
-            r.spec
-                .logs_shipper
-                .as_ref()
-                .map(|c| ("logsShipper", &c.textfile)),
-            r.spec
-                .aws_cron_monitor
-                .as_ref()
-                .map(|c| ("awsCronMonitor", &c.textfile)),
-        ];
-        for (body, tf) in textfiles.into_iter().flatten() {
-            if let Some(other) = textfile_owner.insert(tf.clone(), job_name.clone()) {
-                d.push(err_at(
-                    src,
-                    &keys(&["spec", body, "textfile"]),
-                    format!(
-                        "`{tf}` is also written by job `{other}`; each job needs its own textfile"
-                    ),
-                ));
+            crate::desired::validate_aws::validate_job(r, self.d);
+            if let Some(sp) = &spec.status_page {
+                if !(sp.slo_target > 0.0 && sp.slo_target < 1.0) {
+                    self.err(
+                        src,
+                        &keys(&["spec", "statusPage", "sloTarget"]),
+                        "sloTarget is a fraction between 0 and 1, e.g. 0.999",
+                    );
+                }
             }
-            if !tf.ends_with(".prom") || tf.contains('/') {
-                d.push(err_at(
-                    src,
-                    &keys(&["spec", body, "textfile"]),
-                    format!("`{tf}` must be a plain file name ending in `.prom`"),
-                ));
-            } else if s.stack.spec.textfile_dir.is_none() {
-                d.push(err_at(
-                    src,
-                    &keys(&["spec", body, "textfile"]),
-                    "the Stack sets no textfileDir to write it to",
-                ));
-            }
-        }
-        crate::desired::validate_aws::validate_job(r, d);
-        if let Some(sp) = &r.spec.status_page {
-            if !(sp.slo_target > 0.0 && sp.slo_target < 1.0) {
-                d.push(err_at(
-                    src,
-                    &keys(&["spec", "statusPage", "sloTarget"]),
-                    "sloTarget is a fraction between 0 and 1, e.g. 0.999",
-                ));
+            for (body, tf) in spec.textfiles() {
+                let at = keys(&["spec", body, "textfile"]);
+                if let Some(other) = textfile_owner.insert(tf, job_name) {
+                    self.err(
+                        src,
+                        &at,
+                        format!("`{tf}` is also written by job `{other}`; each job needs its own textfile"),
+                    );
+                }
+                if !tf.ends_with(".prom") || tf.contains('/') {
+                    self.err(
+                        src,
+                        &at,
+                        format!("`{tf}` must be a plain file name ending in `.prom`"),
+                    );
+                } else if s.stack.spec.textfile_dir.is_none() {
+                    self.err(src, &at, "the Stack sets no textfileDir to write it to");
+                }
             }
         }
     }
+
+    /// Reports each dependency cycle once, at the service that closes it.
+    fn cycles(&mut self) {
+        let s = self.s;
+        for (node, next, cycle) in dependency_cycles(s) {
+            let r = &s.services[node];
+            let i = r
+                .spec
+                .depends_on
+                .iter()
+                .position(|x| x.service == next)
+                .unwrap_or(0);
+            self.err(
+                &r.source,
+                &[k("spec"), k("dependsOn"), PathSeg::Index(i), k("service")],
+                format!("dependency cycle: {}", cycle.join(" → ")),
+            );
+        }
+    }
+}
+
+/// " (did you mean `x`?)" when a declared name is close. A hint costs one string
+/// comparison per declared name; past a few hundred names (far beyond one host's stack)
+/// thousands of dangling references would make loading quadratic, so it is skipped.
+fn hint<'a>(name: &str, known: impl ExactSizeIterator<Item = &'a String>) -> String {
+    if known.len() > MAX_HINT_CANDIDATES {
+        return String::new();
+    }
+    did_you_mean(name, known.map(String::as_str))
+        .map(|h| format!(" (did you mean `{h}`?)"))
+        .unwrap_or_default()
 }
 
 fn valid_docker_object_name(s: &str) -> bool {
@@ -471,36 +560,6 @@ fn valid_docker_object_name(s: &str) -> bool {
         && s.len() <= 63
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-fn abs(src: &crate::desired::load::Source, path: &[PathSeg], p: &str, d: &mut Vec<Diagnostic>) {
-    if !p.starts_with('/') {
-        d.push(err_at(src, path, format!("`{p}` must be an absolute path")));
-    }
-}
-
-fn dangling<'a>(
-    src: &crate::desired::load::Source,
-    path: &[PathSeg],
-    kind: &str,
-    name: &str,
-    known: impl ExactSizeIterator<Item = &'a String>,
-) -> Diagnostic {
-    // A hint costs one string comparison per declared name; past a few hundred names
-    // (far beyond one host's stack) thousands of dangling references would make
-    // loading quadratic, so the hint is skipped.
-    let hint = if known.len() <= MAX_HINT_CANDIDATES {
-        did_you_mean(name, known.map(String::as_str))
-            .map(|h| format!(" (did you mean `{h}`?)"))
-            .unwrap_or_default()
-    } else {
-        String::new()
-    };
-    err_at(
-        src,
-        path,
-        format!("refers to {kind} `{name}`, which is not declared{hint}"),
-    )
 }
 
 /// Checks an image reference: `name[:tag][@sha256:<64 hex>]`.
@@ -571,8 +630,10 @@ pub fn check_image(image: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Reports each dependency cycle once, at the service that closes it.
-fn cycles(s: &DesiredState, d: &mut Vec<Diagnostic>) {
+/// Every dependency cycle once, as (the service that closes it, the service it
+/// depends on there, the cycle's path).
+fn dependency_cycles(s: &DesiredState) -> Vec<(&str, &str, Vec<&str>)> {
+    let mut found = Vec::new();
     let graph: BTreeMap<&str, Vec<&str>> = s
         .services
         .iter()
@@ -617,18 +678,7 @@ fn cycles(s: &DesiredState, d: &mut Vec<Diagnostic>) {
                         let from = cycle.iter().position(|n| *n == next).unwrap_or(0);
                         cycle = cycle[from..].to_vec();
                         cycle.push(next);
-                        let r = &s.services[node];
-                        let i = r
-                            .spec
-                            .depends_on
-                            .iter()
-                            .position(|x| x.service == next)
-                            .unwrap_or(0);
-                        d.push(err_at(
-                            &r.source,
-                            &[k("spec"), k("dependsOn"), PathSeg::Index(i), k("service")],
-                            format!("dependency cycle: {}", cycle.join(" → ")),
-                        ));
+                        found.push((node, next, cycle));
                     }
                     Mark::Done => {}
                 }
@@ -637,6 +687,7 @@ fn cycles(s: &DesiredState, d: &mut Vec<Diagnostic>) {
             }
         }
     }
+    found
 }
 
 /// Services in dependency order (dependencies first); ties broken by name.

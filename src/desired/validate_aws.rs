@@ -3,11 +3,13 @@
 //! [`super::validate::validate`]; pure, like it.
 
 use crate::desired::diag::Diagnostic;
-use crate::desired::load::{err_at, k, valid_env_name, Resource, Source};
+use crate::desired::diag::{err_at, k};
+use crate::desired::env::valid_env_name;
 use crate::desired::model::aws_job::{AwsCronMonitorJob, LogsShipperJob};
 use crate::desired::model::JobSpec;
 use crate::desired::schedule::Schedule;
 use crate::desired::yaml::PathSeg;
+use crate::desired::{Resource, Source};
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -2,8 +2,8 @@
 
 use super::*;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, DeviceMapping, EndpointSettings, HealthConfig,
-    HostConfig, HostConfigLogConfig, MountBindOptions, MountBindOptionsPropagationEnum, MountType,
+    ContainerCreateBody, ContainerSummaryStateEnum, DeviceMapping, EndpointSettings, HostConfig,
+    HostConfigLogConfig, MountBindOptions, MountBindOptionsPropagationEnum, MountType,
     NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
     RestartPolicyNameEnum, VolumeCreateRequest,
 };
@@ -30,6 +30,19 @@ impl Engine {
     pub async fn negotiate(self) -> Result<Engine> {
         let docker = self.docker.negotiate_version().await.map_err(map_err)?;
         Ok(Engine { docker })
+    }
+
+    /// Connects, negotiates and pings within 10 s: the one way the daemon and obsctl
+    /// open the engine, so both fail the same way when it does not answer.
+    pub async fn open() -> Result<Engine> {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let e = Engine::connect()?.negotiate().await?;
+            e.ping().await?;
+            Ok::<_, DockerError>(e)
+        })
+        .await
+        .map_err(|_| DockerError::Unreachable("timed out".into()))??;
+        Ok(e)
     }
 }
 
@@ -131,19 +144,6 @@ impl Engine {
 impl Docker for Engine {
     async fn ping(&self) -> Result<()> {
         self.docker.ping().await.map(|_| ()).map_err(map_err)
-    }
-
-    async fn list_containers_labeled(&self, key: &str, value: &str) -> Result<Vec<ContainerInfo>> {
-        let mut f = HashMap::new();
-        f.insert("label".to_string(), vec![format!("{key}={value}")]);
-        self.list(f).await
-    }
-
-    async fn container_by_name(&self, name: &str) -> Result<Option<ContainerInfo>> {
-        let mut f = HashMap::new();
-        // The name filter is a regex match on any part; anchor it.
-        f.insert("name".to_string(), vec![format!("^/{name}$")]);
-        Ok(self.list(f).await?.into_iter().find(|c| c.name == name))
     }
 
     async fn list_all_containers(&self) -> Result<Vec<ContainerInfo>> {
@@ -266,13 +266,13 @@ impl Docker for Engine {
     async fn create_container(&self, s: &CreateContainer) -> Result<String> {
         let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = {
             let mut m: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-            for (cport, ip, hport) in &s.port_bindings {
-                m.entry(cport.clone())
+            for p in &s.port_bindings {
+                m.entry(p.container_port.clone())
                     .or_insert_with(|| Some(Vec::new()))
                     .get_or_insert_with(Vec::new)
                     .push(PortBinding {
-                        host_ip: ip.clone(),
-                        host_port: Some(hport.to_string()),
+                        host_ip: p.host_ip.clone(),
+                        host_port: Some(p.host_port.to_string()),
                     });
             }
             m
@@ -344,19 +344,19 @@ impl Docker for Engine {
             memory: s.memory,
             nano_cpus: s.nano_cpus,
             pids_limit: s.pids_limit,
-            log_config: s.log_driver.as_ref().map(|(d, o)| HostConfigLogConfig {
-                typ: Some(d.clone()),
-                config: Some(o.clone().into_iter().collect()),
+            log_config: s.log_driver.as_ref().map(|l| HostConfigLogConfig {
+                typ: Some(l.driver.clone()),
+                config: Some(l.options.clone().into_iter().collect()),
             }),
             extra_hosts: (!s.extra_hosts.is_empty()).then(|| s.extra_hosts.clone()),
-            network_mode: s.networks.first().map(|(n, _)| n.clone()),
+            network_mode: s.networks.first().map(|n| n.network.clone()),
             ..Default::default()
         };
-        let networking_config = s.networks.first().map(|(n, aliases)| NetworkingConfig {
+        let networking_config = s.networks.first().map(|n| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
-                n.clone(),
+                n.network.clone(),
                 EndpointSettings {
-                    aliases: Some(aliases.clone()),
+                    aliases: Some(n.aliases.clone()),
                     ..Default::default()
                 },
             )])),
@@ -373,12 +373,12 @@ impl Docker for Engine {
             healthcheck: s
                 .healthcheck
                 .as_ref()
-                .map(|(test, i, t, r, sp)| HealthConfig {
-                    test: Some(test.clone()),
-                    interval: (*i > 0).then_some(*i),
-                    timeout: (*t > 0).then_some(*t),
-                    retries: (*r > 0).then_some(*r),
-                    start_period: (*sp > 0).then_some(*sp),
+                .map(|h| bollard::models::HealthConfig {
+                    test: Some(h.test.clone()),
+                    interval: (h.interval_ns > 0).then_some(h.interval_ns),
+                    timeout: (h.timeout_ns > 0).then_some(h.timeout_ns),
+                    retries: (h.retries > 0).then_some(h.retries),
+                    start_period: (h.start_period_ns > 0).then_some(h.start_period_ns),
                     start_interval: None,
                 }),
             stop_signal: s.stop_signal.clone(),
@@ -402,11 +402,12 @@ impl Docker for Engine {
                 other => other,
             })?
             .id;
-        for (net, aliases) in s.networks.iter().skip(1) {
+        for n in s.networks.iter().skip(1) {
+            let net = &n.network;
             let req = NetworkConnectRequest {
                 container: id.clone(),
                 endpoint_config: Some(EndpointSettings {
-                    aliases: Some(aliases.clone()),
+                    aliases: Some(n.aliases.clone()),
                     ..Default::default()
                 }),
             };

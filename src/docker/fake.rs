@@ -112,20 +112,6 @@ impl Docker for FakeDocker {
         Ok(())
     }
 
-    async fn list_containers_labeled(&self, key: &str, value: &str) -> Result<Vec<ContainerInfo>> {
-        self.record(format!("list_containers_labeled {key}={value}"));
-        Ok(self
-            .containers()
-            .into_iter()
-            .filter(|c| c.label(key) == Some(value))
-            .collect())
-    }
-
-    async fn container_by_name(&self, name: &str) -> Result<Option<ContainerInfo>> {
-        self.record(format!("container_by_name {name}"));
-        Ok(self.containers().into_iter().find(|c| c.name == name))
-    }
-
     async fn list_all_containers(&self) -> Result<Vec<ContainerInfo>> {
         self.record("list_all_containers".into());
         Ok(self.containers())

@@ -21,6 +21,12 @@ pub mod labels {
     pub const CONFIG_HASH: &str = "obs.tlsstress.art/config-hash";
     /// The applied spec with secrets masked, for field-level `obsctl diff`.
     pub const APPLIED: &str = "obs.tlsstress.art/applied-spec";
+
+    /// Whether an object with these labels belongs to `project`: the one test that
+    /// decides what obsd may stop, replace or remove.
+    pub fn owned(labels: &std::collections::BTreeMap<String, String>, project: &str) -> bool {
+        labels.get(STACK).map(String::as_str) == Some(project)
+    }
 }
 
 /// Docker-level failure, with enough context for a status line and a bounded metric label.
@@ -39,6 +45,14 @@ pub enum DockerError {
 }
 
 impl DockerError {
+    /// The error without the "unreachable" prefix, for callers that say it themselves.
+    pub fn detail(&self) -> String {
+        match self {
+            DockerError::Unreachable(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// Low-cardinality label for metrics.
     pub fn class(&self) -> &'static str {
         match self {
@@ -53,7 +67,7 @@ impl DockerError {
 
 pub type Result<T> = std::result::Result<T, DockerError>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     Created,
@@ -65,7 +79,7 @@ pub enum RunState {
     Dead,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     Starting,
@@ -124,12 +138,10 @@ pub struct CreateContainer {
     pub env: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub exposed_ports: Vec<String>,
-    /// container port (`9090/tcp`) → (host ip, host port)
-    pub port_bindings: Vec<(String, Option<String>, u16)>,
-    /// Docker `Mounts`: (type, source, target, read_only, propagation)
+    pub port_bindings: Vec<PortBinding>,
     pub mounts: Vec<Mount>,
-    /// Networks with the aliases to register (first one at create time).
-    pub networks: Vec<(String, Vec<String>)>,
+    /// Networks to join (the first one at create time, the rest right after).
+    pub networks: Vec<NetworkAttachment>,
     pub restart: String,
     pub user: Option<String>,
     pub cap_add: Vec<String>,
@@ -143,14 +155,47 @@ pub struct CreateContainer {
     pub memory: Option<i64>,
     pub nano_cpus: Option<i64>,
     pub pids_limit: Option<i64>,
-    pub log_driver: Option<(String, BTreeMap<String, String>)>,
+    pub log_driver: Option<LogConfig>,
     pub extra_hosts: Vec<String>,
-    /// test, interval ns, timeout ns, retries, start period ns
-    pub healthcheck: Option<(Vec<String>, i64, i64, i64, i64)>,
+    pub healthcheck: Option<HealthConfig>,
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<i64>,
 }
 
+/// A published port: container port (`9090/tcp`) on a host port, optionally one address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortBinding {
+    pub container_port: String,
+    pub host_ip: Option<String>,
+    pub host_port: u16,
+}
+
+/// A network the container joins, with the DNS aliases it answers to there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkAttachment {
+    pub network: String,
+    pub aliases: Vec<String>,
+}
+
+/// The container's healthcheck; durations in nanoseconds, 0 = the engine's default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub test: Vec<String>,
+    pub interval_ns: i64,
+    pub timeout_ns: i64,
+    /// 0 = the engine's default.
+    pub retries: i64,
+    pub start_period_ns: i64,
+}
+
+/// The logging driver and its options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+}
+
+/// A mount: a named volume, a bind mount of a host path, or a tmpfs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mount {
     /// `volume`, `bind` or `tmpfs`.
@@ -175,17 +220,6 @@ pub struct EngineEvent {
 /// stream), so a recording fake can assert exactly which calls a scenario makes.
 pub trait Docker: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
-    /// All containers (running or not) whose label `key` equals `value`.
-    fn list_containers_labeled(
-        &self,
-        key: &str,
-        value: &str,
-    ) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send;
-    /// The container holding exactly this name, if any (owned or not).
-    fn container_by_name(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<ContainerInfo>>> + Send;
     /// All containers (for docker-names and name-conflict checks).
     fn list_all_containers(&self) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send;
     /// Image ID a reference resolves to locally, `None` when absent.

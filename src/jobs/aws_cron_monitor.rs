@@ -19,7 +19,7 @@ use super::aws::{self, ClientConfig};
 use super::clock::unix_seconds;
 use super::http::{self, HttpError};
 use super::textfile::Textfile;
-use super::{fsutil, JobContext, JobError};
+use super::{JobContext, JobError};
 use crate::desired::model::aws_job::{AwsCronMonitorJob, CronFunction};
 use crate::desired::schedule::Schedule;
 use chrono::{DateTime, Utc};
@@ -70,7 +70,7 @@ fn load_state(ctx: &JobContext, job_name: &str) -> MonitorState {
 fn save_state(ctx: &JobContext, job_name: &str, st: &MonitorState) -> Result<(), JobError> {
     let p = state_path(ctx, job_name);
     let bytes = serde_json::to_vec_pretty(st).map_err(|e| JobError::Failed(e.to_string()))?;
-    fsutil::atomic_write(&p, &bytes).map_err(|source| JobError::Io {
+    crate::fsutil::atomic_write(&p, &bytes, 0o600).map_err(|source| JobError::Io {
         what: format!("writing {}", p.display()),
         source,
     })

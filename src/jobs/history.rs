@@ -2,7 +2,6 @@
 //! catch-up after downtime), the last success (for the freshness gauge) and a bounded run
 //! history (newest last). Written atomically after every run and every scheduled slot.
 
-use super::fsutil;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -103,5 +102,5 @@ pub fn save(state_dir: &Path, job: &str, state: &JobState) -> std::io::Result<()
     let mut s = state.clone();
     s.version = VERSION;
     let bytes = serde_json::to_vec_pretty(&s).map_err(std::io::Error::other)?;
-    fsutil::atomic_write(&path(state_dir, job), &bytes)
+    crate::fsutil::atomic_write(&path(state_dir, job), &bytes, 0o600)
 }

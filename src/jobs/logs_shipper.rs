@@ -24,7 +24,7 @@ use super::clock::unix_seconds;
 use super::http::HttpError;
 use super::loki::{self, Pushed};
 use super::textfile::Textfile;
-use super::{fsutil, JobContext, JobError};
+use super::{JobContext, JobError};
 use crate::desired::model::aws_job::{
     CloudTrailSource, CloudWatchLogsSource, LogGroup, LogsShipperJob,
 };
@@ -100,7 +100,7 @@ pub fn load_state(ctx: &JobContext, job_name: &str) -> Result<ShipperState, JobE
 fn save_state(ctx: &JobContext, job_name: &str, st: &ShipperState) -> Result<(), JobError> {
     let p = state_path(ctx, job_name);
     let bytes = serde_json::to_vec(st).map_err(|e| JobError::Failed(e.to_string()))?;
-    fsutil::atomic_write(&p, &bytes).map_err(|source| JobError::Io {
+    crate::fsutil::atomic_write(&p, &bytes, 0o600).map_err(|source| JobError::Io {
         what: format!("writing {}", p.display()),
         source,
     })

@@ -26,7 +26,6 @@ pub mod backup;
 pub mod clock;
 pub mod cloud_poller;
 pub mod docker_names;
-pub mod fsutil;
 pub mod history;
 pub mod http;
 pub mod logs_shipper;
@@ -43,8 +42,8 @@ pub use http::RetryPolicy;
 pub use metrics::JobMetrics;
 pub use scheduler::{JobRunner, JobStatus, RunHandle, RunnerConfig, TriggerError};
 
-use crate::desired::load::EnvFile;
 use crate::desired::model::JobSpec;
+use crate::desired::EnvFile;
 use crate::secret::Secret;
 use futures_util::future::BoxFuture;
 use std::path::{Path, PathBuf};

@@ -18,7 +18,7 @@
 use super::clock::unix_seconds;
 use super::http::RetryPolicy;
 use super::textfile::Textfile;
-use super::{aws, fsutil, JobContext, JobError};
+use super::{aws, JobContext, JobError};
 use crate::desired::model::job::{SelfHealApp, SelfHealJob};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -67,7 +67,7 @@ fn load_state(ctx: &JobContext, job_name: &str) -> HealState {
 fn save_state(ctx: &JobContext, job_name: &str, st: &HealState) -> Result<(), JobError> {
     let p = state_path(ctx, job_name);
     let bytes = serde_json::to_vec_pretty(st).map_err(|e| JobError::Failed(e.to_string()))?;
-    fsutil::atomic_write(&p, &bytes).map_err(|source| JobError::Io {
+    crate::fsutil::atomic_write(&p, &bytes, 0o600).map_err(|source| JobError::Io {
         what: format!("writing {}", p.display()),
         source,
     })

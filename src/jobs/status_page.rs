@@ -18,7 +18,7 @@
 use super::clock::unix_seconds;
 use super::http::{self, HttpError};
 use super::textfile::Textfile;
-use super::{fsutil, JobContext, JobError};
+use super::{JobContext, JobError};
 use crate::desired::model::job::StatusPageJob;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -101,7 +101,7 @@ pub async fn run(
         .map_err(|e| JobError::Failed(format!("encoding status.json: {e}")))?;
     bytes.push(b'\n');
     let path = dir.join("status.json");
-    fsutil::atomic_write(&path, &bytes).map_err(|source| JobError::Io {
+    crate::fsutil::atomic_write(&path, &bytes, 0o644).map_err(|source| JobError::Io {
         what: format!("writing {}", path.display()),
         source,
     })?;

@@ -13,7 +13,6 @@
 //! `status_page_last_run_timestamp_seconds`. One name per body keeps the families of
 //! different files apart (node-exporter merges families across files).
 
-use super::fsutil;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -136,14 +135,16 @@ impl Textfile {
         Ok(out)
     }
 
-    /// Validate, then atomically replace `<dir>/<file>` (via `<dir>/<file>.tmp`).
+    /// Validate, then atomically replace `<dir>/<file>` ([`crate::fsutil::atomic_write`]).
     pub fn write(&self, dir: &Path, file: &str) -> Result<PathBuf, TextfileError> {
         check_file_name(file)?;
         let text = self.render()?;
         let path = dir.join(file);
-        fsutil::atomic_write(&path, text.as_bytes()).map_err(|source| TextfileError::Io {
-            path: path.clone(),
-            source,
+        crate::fsutil::atomic_write(&path, text.as_bytes(), 0o644).map_err(|source| {
+            TextfileError::Io {
+                path: path.clone(),
+                source,
+            }
         })?;
         Ok(path)
     }

@@ -7,8 +7,8 @@
 //! interrupts, the next plan sees either a leftover temp (removed, or adopted when it
 //! is complete and the original is gone) or the old container — never two live copies.
 
-use crate::desired::load::DesiredState;
 use crate::desired::model::service::{DependencyCondition, PullPolicy};
+use crate::desired::DesiredState;
 use crate::docker::{Docker, DockerError, RunState};
 use crate::reconcile::plan::{InfraAction, Observed, Plan, ServicePlan, Step, NEXT_SUFFIX};
 use crate::state::{backoff_delay_ms, Persisted};
@@ -269,7 +269,8 @@ fn readiness(
     done_ok: &BTreeSet<String>,
     failed: &BTreeSet<String>,
 ) -> Ready {
-    for (dep, cond) in &sp.depends_on {
+    for d in &sp.depends_on {
+        let (dep, cond) = (&d.service, &d.condition);
         if failed.contains(dep) {
             return Ready::Never(format!("{dep} (failed)"));
         }

@@ -5,13 +5,14 @@ pub mod exec;
 pub mod plan;
 pub mod render;
 
-use crate::desired::load::DesiredState;
+use crate::desired::model::Kind;
+use crate::desired::DesiredState;
 use crate::docker::Docker;
 use crate::secret::HostKey;
 use crate::state::{now_ms, Persisted, ResourceRecord};
 use exec::{ExecOptions, Report, ServiceResult};
 use plan::{Plan, ResourceStatus};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Outcome of one pass.
@@ -29,6 +30,16 @@ pub struct Pass {
 impl Pass {
     pub fn failed(&self) -> bool {
         self.report.as_ref().is_some_and(Report::failed)
+    }
+
+    /// The rule for "this generation is applied": an executed pass that failed nothing,
+    /// found nothing to do and skipped nothing. The daemon, `--once` and `obsctl apply`
+    /// all mark a generation applied by it.
+    pub fn converged(&self) -> bool {
+        self.report
+            .as_ref()
+            .is_some_and(|r| !r.failed() && !r.needs_requeue())
+            && self.plan.is_noop()
     }
 }
 
@@ -157,7 +168,7 @@ fn record(persisted: &mut Persisted, plan: &Plan, report: &Report, now: i64) {
             rec.since_ms = Some(now);
             rec.in_sync = ok_now;
         }
-        if r.kind == "Service" {
+        if r.kind == Kind::Service {
             match report.services.get(&r.name) {
                 Some(ServiceResult::Done { actions }) if !actions.is_empty() => {
                     rec.last_action = Some(actions.join("+"));
@@ -179,8 +190,8 @@ fn record(persisted: &mut Persisted, plan: &Plan, report: &Report, now: i64) {
     }
 }
 
-/// One row of `obsctl status`.
-#[derive(Debug, Clone, Serialize)]
+/// One row of `obsctl status` (a wire type: see [`crate::api::wire`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusRow {
     #[serde(flatten)]
     pub resource: ResourceStatus,
@@ -201,7 +212,7 @@ pub fn status_rows(plan: &Plan, persisted: &Persisted) -> Vec<StatusRow> {
                 .get(&key_of(r))
                 .cloned()
                 .unwrap_or_default();
-            let backoff = (r.kind == "Service")
+            let backoff = (r.kind == Kind::Service)
                 .then(|| persisted.backoff.get(&r.name))
                 .flatten();
             let mut resource = r.clone();

@@ -8,9 +8,12 @@
 //! A rotated secret therefore changes the hash (the container is recreated), but no
 //! label lets anyone confirm a guessed secret without the host key.
 
-use crate::desired::load::DesiredState;
 use crate::desired::model::service::{parse_memory, OnChange};
-use crate::docker::{labels, CreateContainer, Mount};
+use crate::desired::DesiredState;
+use crate::docker::{
+    labels, CreateContainer, HealthConfig, LogConfig, Mount, NetworkAttachment, PortBinding,
+};
+use crate::reconcile::plan::FieldChange;
 use crate::secret::{HostKey, MASK};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -108,10 +111,13 @@ pub fn render_service(
     // depend on whether a mount is written as a volume, bind or config file first.
     mounts.sort_by(|a, b| a.target.cmp(&b.target));
 
-    let networks: Vec<(String, Vec<String>)> = state
+    let networks: Vec<NetworkAttachment> = state
         .service_networks(s)
         .iter()
-        .map(|n| (state.network_docker_name(n), vec![name.to_string()]))
+        .map(|n| NetworkAttachment {
+            network: state.network_docker_name(n),
+            aliases: vec![name.to_string()],
+        })
         .collect();
     let mut exposed: Vec<String> = s.expose.iter().map(|p| format!("{p}/tcp")).collect();
     let mut port_bindings = Vec::new();
@@ -120,7 +126,11 @@ pub fn render_service(
         if !exposed.contains(&cport) {
             exposed.push(cport.clone());
         }
-        port_bindings.push((cport, p.host_ip.clone(), p.host));
+        port_bindings.push(PortBinding {
+            container_port: cport,
+            host_ip: p.host_ip.clone(),
+            host_port: p.host,
+        });
     }
     exposed.sort();
     exposed.dedup();
@@ -135,14 +145,12 @@ pub fn render_service(
         .collect();
     let ns =
         |d: &Option<crate::desired::model::Duration>| d.map(|d| d.0.as_nanos() as i64).unwrap_or(0);
-    let healthcheck = s.healthcheck.as_ref().map(|h| {
-        (
-            h.test.clone(),
-            ns(&h.interval),
-            ns(&h.timeout),
-            h.retries.unwrap_or(0) as i64,
-            ns(&h.start_period),
-        )
+    let healthcheck = s.healthcheck.as_ref().map(|h| HealthConfig {
+        test: h.test.clone(),
+        interval_ns: ns(&h.interval),
+        timeout_ns: ns(&h.timeout),
+        retries: h.retries.unwrap_or(0) as i64,
+        start_period_ns: ns(&h.start_period),
     });
 
     let mut create = CreateContainer {
@@ -178,10 +186,10 @@ pub fn render_service(
             .and_then(|r| r.cpus)
             .map(|c| (c * 1e9) as i64),
         pids_limit: s.resources.as_ref().and_then(|r| r.pids_limit),
-        log_driver: s
-            .logging
-            .as_ref()
-            .map(|l| (l.driver.clone(), l.options.clone())),
+        log_driver: s.logging.as_ref().map(|l| LogConfig {
+            driver: l.driver.clone(),
+            options: l.options.clone(),
+        }),
         extra_hosts: s.extra_hosts.clone(),
         healthcheck,
         stop_signal: s.stop_signal.clone(),
@@ -252,9 +260,9 @@ fn masked_spec(c: &CreateContainer, env: Map<String, Value>) -> Value {
         "env": env,
         "labels": c.labels,
         "expose": c.exposed_ports,
-        "ports": c.port_bindings.iter().map(|(cp, ip, hp)| format!("{}{hp}->{cp}", ip.as_ref().map(|i| format!("{i}:")).unwrap_or_default())).collect::<Vec<_>>(),
+        "ports": c.port_bindings.iter().map(|p| format!("{}{}->{}", p.host_ip.as_ref().map(|i| format!("{i}:")).unwrap_or_default(), p.host_port, p.container_port)).collect::<Vec<_>>(),
         "mounts": c.mounts.iter().map(|m| format!("{}:{}:{}{}{}", m.kind, m.source, m.target, if m.read_only { ":ro" } else { "" }, m.propagation.as_ref().map(|p| format!(":{p}")).unwrap_or_default())).collect::<Vec<_>>(),
-        "networks": c.networks.iter().map(|(n, a)| format!("{n} as {}", a.join(","))).collect::<Vec<_>>(),
+        "networks": c.networks.iter().map(|n| format!("{} as {}", n.network, n.aliases.join(","))).collect::<Vec<_>>(),
         "restart": c.restart,
         "user": c.user,
         "capAdd": c.cap_add,
@@ -268,9 +276,9 @@ fn masked_spec(c: &CreateContainer, env: Map<String, Value>) -> Value {
         "memory": c.memory,
         "nanoCpus": c.nano_cpus,
         "pidsLimit": c.pids_limit,
-        "logging": c.log_driver.as_ref().map(|(d, o)| json!({"driver": d, "options": o})),
+        "logging": c.log_driver.as_ref().map(|l| json!({"driver": l.driver, "options": l.options})),
         "extraHosts": c.extra_hosts,
-        "healthcheck": c.healthcheck.as_ref().map(|(t, i, to, r, sp)| json!({"test": t, "interval": i, "timeout": to, "retries": r, "startPeriod": sp})),
+        "healthcheck": c.healthcheck.as_ref().map(|h| json!({"test": h.test, "interval": h.interval_ns, "timeout": h.timeout_ns, "retries": h.retries, "startPeriod": h.start_period_ns})),
         "stopSignal": c.stop_signal,
         "stopTimeout": c.stop_timeout,
     })
@@ -278,7 +286,7 @@ fn masked_spec(c: &CreateContainer, env: Map<String, Value>) -> Value {
 
 /// Field-level differences between an applied masked spec and the desired one; secret
 /// values are shown only as `***` / `*** (changed)`.
-pub fn diff_fields(old: &Value, new: &Value) -> Vec<(String, String, String)> {
+pub fn diff_fields(old: &Value, new: &Value) -> Vec<FieldChange> {
     let mut out = Vec::new();
     diff_rec("", old, new, &mut out);
     out
@@ -293,7 +301,7 @@ fn show(v: &Value) -> String {
     }
 }
 
-fn diff_rec(path: &str, old: &Value, new: &Value, out: &mut Vec<(String, String, String)>) {
+fn diff_rec(path: &str, old: &Value, new: &Value, out: &mut Vec<FieldChange>) {
     if old == new {
         return;
     }
@@ -317,8 +325,16 @@ fn diff_rec(path: &str, old: &Value, new: &Value, out: &mut Vec<(String, String,
         (Value::String(a), Value::String(b))
             if a.starts_with(SECRET_PREFIX) && b.starts_with(SECRET_PREFIX) =>
         {
-            out.push((path.to_string(), MASK.into(), format!("{MASK} (changed)")));
+            out.push(FieldChange {
+                path: path.to_string(),
+                applied: MASK.into(),
+                desired: format!("{MASK} (changed)"),
+            });
         }
-        _ => out.push((path.to_string(), show(old), show(new))),
+        _ => out.push(FieldChange {
+            path: path.to_string(),
+            applied: show(old),
+            desired: show(new),
+        }),
     }
 }

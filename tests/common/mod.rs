@@ -8,11 +8,15 @@
 //!   on drop removes every container, volume and network of the project — also when
 //!   the test panicked.
 //! - [`poll`] waits for a condition with a deadline instead of sleeping.
+//! - [`recording::Recording`] wraps the real engine, records calls, and can cut a pass
+//!   at a chosen write (a kill -9 between two API calls).
 //!
 //! Desired-state documents are kept as JSON values and written as JSON, which is YAML:
 //! tests edit them structurally (`stack.svc("web")["env"]["A"] = json!("2")`).
 
 #![allow(dead_code)]
+
+pub mod recording;
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};

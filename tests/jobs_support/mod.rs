@@ -12,7 +12,7 @@ use axum::response::Response;
 use axum::Router;
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::future::BoxFuture;
-use obsd::desired::load::EnvFile;
+use obsd::desired::EnvFile;
 use obsd::jobs::{Clock, ContainerNames, ContainerNamesError, JobContext, RetryPolicy};
 use obsd::secret::Secret;
 use std::collections::BTreeMap;

@@ -2,10 +2,13 @@
 
 use crate::Output;
 use anyhow::{bail, Context};
-use obsd::desired::load::{load_dir, DesiredState, LoadOptions};
+use obsd::api::wire;
+use obsd::desired::load::{load_dir, LoadOptions};
+use obsd::desired::model::Kind;
+use obsd::desired::DesiredState;
 use obsd::docker::engine::Engine;
 use obsd::docker::{labels, Docker};
-use obsd::reconcile::plan::{InfraAction, Plan, Step};
+use obsd::reconcile::plan::{InfraAction, Plan, Reason, Step};
 use obsd::state::{self, Persisted};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -63,43 +66,19 @@ fn load(dir: &Path) -> anyhow::Result<DesiredState> {
 }
 
 async fn engine() -> anyhow::Result<Engine> {
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let e = match Engine::connect() {
-        Ok(e) => e,
-        Err(err) => bail!("cannot reach the Docker engine at {host}: {}", plain(&err)),
-    };
-    match tokio::time::timeout(Duration::from_secs(10), e.negotiate()).await {
-        Ok(Ok(e)) => Ok(e),
-        Ok(Err(err)) => bail!("cannot reach the Docker engine at {host}: {}", plain(&err)),
-        Err(_) => bail!("cannot reach the Docker engine at {host}: timed out"),
-    }
-}
-
-/// The engine error without its own "unreachable" prefix (the caller says it).
-fn plain(err: &obsd::docker::DockerError) -> String {
-    match err {
-        obsd::docker::DockerError::Unreachable(m) => m.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Host key without creating one: with no key on disk nothing was deployed with it.
-fn read_key(state_dir: &Path) -> obsd::secret::HostKey {
-    match std::fs::read(state_dir.join("host.key")) {
-        Ok(b) if b.len() == 32 => {
-            let mut k = [0u8; 32];
-            k.copy_from_slice(&b);
-            obsd::secret::HostKey(k)
-        }
-        _ => obsd::secret::HostKey(rand::random()),
-    }
+    Engine::open().await.map_err(|err| {
+        let host =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        anyhow::anyhow!("cannot reach the Docker engine at {host}: {}", err.detail())
+    })
 }
 
 pub fn diff(dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
     let desired = load(dir)?;
-    let state_dir = obsd::api::state_dir(Some(&desired.stack.spec.state_dir));
-    let key = read_key(&state_dir);
+    let state_dir = state::resolve_dir(None, Some(&desired.stack.spec.state_dir));
+    // With no key on disk nothing was deployed with one: any key shows the same plan.
+    let key =
+        state::read_host_key(&state_dir)?.unwrap_or_else(|| obsd::secret::HostKey(rand::random()));
     let mut persisted = Persisted::load(&state_dir).unwrap_or_default();
     let pass = rt()?.block_on(async {
         let docker = engine().await?;
@@ -135,7 +114,7 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
         let r = plan
             .resources
             .iter()
-            .find(|r| r.kind == "Service" && r.name == sp.service);
+            .find(|r| r.kind == Kind::Service && r.name == sp.service);
         let reasons = r
             .map(|r| {
                 r.drift
@@ -166,8 +145,8 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
             }
         );
         if let Some(r) = r {
-            for (path, old, new) in &r.changes {
-                println!("    {path}: {old} → {new}");
+            for c in &r.changes {
+                println!("    {}: {} → {}", c.path, c.applied, c.desired);
             }
             if let Some(m) = &r.message {
                 println!("    {m}");
@@ -191,13 +170,13 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
         let acted = plan
             .services
             .iter()
-            .any(|s| s.service == r.name && r.kind == "Service");
+            .any(|s| s.service == r.name && r.kind == Kind::Service);
         // A network or volume about to be created is listed above already; any other
         // drift (a name conflict, an orphaned volume, a failure) is shown even when
         // something else is pending.
         let created = plan.infra.iter().any(|a| match a {
-            InfraAction::CreateNetwork { name, .. } => r.kind == "Network" && *name == r.name,
-            InfraAction::CreateVolume { name, .. } => r.kind == "Volume" && *name == r.name,
+            InfraAction::CreateNetwork { name, .. } => r.kind == Kind::Network && *name == r.name,
+            InfraAction::CreateVolume { name, .. } => r.kind == Kind::Volume && *name == r.name,
             _ => false,
         });
         if !r.in_sync && !acted && !created && !r.drift.is_empty() {
@@ -207,10 +186,10 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
                 .map(|d| d.as_str())
                 .collect::<Vec<_>>()
                 .join(",");
-            if !(r.kind == "Service" && r.drift == [obsd::reconcile::plan::Reason::Orphan]) {
+            if !(r.kind == Kind::Service && r.drift == [Reason::Orphan]) {
                 println!(
                     "! {} {}: {reasons}{}",
-                    r.kind.to_lowercase(),
+                    r.kind.as_str().to_lowercase(),
                     r.name,
                     r.message
                         .as_ref()
@@ -236,7 +215,7 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
         });
     }
     let desired = load(dir)?;
-    let state_dir = obsd::api::state_dir(Some(&desired.stack.spec.state_dir));
+    let state_dir = state::resolve_dir(None, Some(&desired.stack.spec.state_dir));
     state::ensure_dir(&state_dir)?;
     let _lock = state::Lock::acquire(&state_dir).context(
         "obsd is running on this state directory and converges by itself; use `obsctl status`",
@@ -267,14 +246,14 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
                 let failing = report.services.iter().filter(|(_, r)| matches!(r, obsd::reconcile::exec::ServiceResult::Failed { .. })).count();
                 bail!("{failing} service(s) failed to converge (see above); `obsctl diff` shows what remains");
             }
-            if pass.plan.is_noop() && !report.needs_requeue() {
+            if pass.converged() {
                 persisted.applied_generation = generation;
                 persisted.save(&state_dir)?;
                 let unresolved: Vec<String> = pass
                     .plan
                     .resources
                     .iter()
-                    .filter(|r| !r.in_sync && r.drift.iter().any(|d| matches!(d, obsd::reconcile::plan::Reason::NameConflict | obsd::reconcile::plan::Reason::Failed)))
+                    .filter(|r| !r.in_sync && r.drift.iter().any(|d| matches!(d, Reason::NameConflict | Reason::Failed)))
                     .map(|r| format!("{} {}: {}", r.kind, r.name, r.message.clone().unwrap_or_default()))
                     .collect();
                 if !unresolved.is_empty() {
@@ -294,15 +273,16 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn socket_path(socket: Option<PathBuf>) -> PathBuf {
-    socket.unwrap_or_else(|| obsd::api::socket_in(&obsd::api::state_dir(None)))
+    socket.unwrap_or_else(|| obsd::api::socket_in(&state::resolve_dir(None, None)))
 }
 
-fn get_json(socket: &Path, method: &str, path: &str) -> anyhow::Result<serde_json::Value> {
-    let (code, body) = rt()?.block_on(obsd::api::request(socket, method, path))?;
-    if code != 200 {
-        bail!("obsd answered {code}: {}", body.trim());
-    }
-    Ok(serde_json::from_str(&body)?)
+/// One API call, its answer typed.
+fn call<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<T> {
+    Ok(rt()?.block_on(obsd::api::call(socket, method, path))?)
 }
 
 fn ago(ms: Option<i64>) -> String {
@@ -316,32 +296,25 @@ fn ago(ms: Option<i64>) -> String {
     }
 }
 
+fn or_dash(v: Option<impl ToString>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "—".into())
+}
+
 pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCode> {
     let socket = socket_path(socket);
-    let v = get_json(&socket, "GET", "/v1/status")?;
-    let resources = v["resources"].as_array().cloned().unwrap_or_default();
-    let drift = resources
-        .iter()
-        .any(|r| r["in_sync"] == serde_json::Value::Bool(false))
-        || v["jobs"].as_array().is_some_and(|j| {
-            j.iter()
-                .any(|j| j["failing"] == serde_json::Value::Bool(true))
-        });
+    let v: wire::Status = call(&socket, "GET", wire::STATUS)?;
+    let drift = v.resources.iter().any(|r| !r.resource.in_sync) || v.jobs.iter().any(|j| j.failing);
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "generation {} desired, {} applied; docker {}; last reconcile {}",
-            v["desired_generation"],
-            v["applied_generation"],
-            if v["docker_up"] == serde_json::Value::Bool(true) {
-                "up"
-            } else {
-                "DOWN"
-            },
-            ago(v["last_reconcile_ms"].as_i64())
+            v.desired_generation,
+            v.applied_generation,
+            if v.docker_up { "up" } else { "DOWN" },
+            ago(v.last_reconcile_ms)
         );
-        if let Some(err) = v["desired_state_error"].as_str() {
+        if let Some(err) = &v.desired_state_error {
             println!("desired state INVALID (last good kept): {err}");
         }
         println!(
@@ -356,51 +329,44 @@ pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCod
             "LAST ACTION",
             "SINCE"
         );
-        for r in &resources {
-            let s = |k: &str| r[k].as_str().unwrap_or("—").to_string();
-            let drift = r["drift"]
-                .as_array()
-                .map(|d| {
-                    d.iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
+        for row in &v.resources {
+            let r = &row.resource;
+            let drift = r
+                .drift
+                .iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            let health = r
+                .health
+                .map(|h| format!("{h:?}").to_lowercase())
+                .or_else(|| r.state.map(|s| format!("{s:?}").to_lowercase()));
             println!(
                 "{:<8} {:<22} {:<7} {:<34} {:<34} {:<10} {:<24} {:<18} {:<10}",
-                s("kind"),
-                s("name"),
-                if r["in_sync"] == serde_json::Value::Bool(true) {
-                    "ok"
-                } else {
-                    "DRIFT"
-                },
-                s("desired_image"),
-                s("observed_image"),
-                r["health"].as_str().or(r["state"].as_str()).unwrap_or("—"),
+                r.kind.as_str(),
+                r.name,
+                if r.in_sync { "ok" } else { "DRIFT" },
+                or_dash(r.desired_image.as_ref()),
+                or_dash(r.observed_image.as_ref()),
+                or_dash(health),
                 if drift.is_empty() {
                     "—".into()
                 } else {
                     drift
                 },
-                s("last_action"),
-                ago(r["since_ms"].as_i64()),
+                or_dash(row.last_action.as_ref()),
+                ago(row.since_ms),
             );
-            if let Some(e) = r["last_error"].as_str().or(r["message"].as_str()) {
+            if let Some(e) = row.last_error.as_ref().or(r.message.as_ref()) {
                 println!("{:<8} └ {e}", "");
             }
         }
-        if let Some(jobs) = v["jobs"].as_array() {
-            if !jobs.is_empty() {
-                println!(
-                    "\njobs: {} ({} failing) — `obsctl jobs` for details",
-                    jobs.len(),
-                    jobs.iter()
-                        .filter(|j| j["failing"] == serde_json::Value::Bool(true))
-                        .count()
-                );
-            }
+        if !v.jobs.is_empty() {
+            println!(
+                "\njobs: {} ({} failing) — `obsctl jobs` for details",
+                v.jobs.len(),
+                v.jobs.iter().filter(|j| j.failing).count()
+            );
         }
     }
     Ok(if drift {
@@ -411,20 +377,15 @@ pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCod
 }
 
 pub fn jobs_list(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCode> {
-    let v = get_json(&socket_path(socket), "GET", "/v1/jobs")?;
+    let v: wire::JobList = call(&socket_path(socket), "GET", wire::JOBS)?;
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let ts = |x: &serde_json::Value| {
-        x.as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.timestamp_millis())
-    };
-    let until = |ms: Option<i64>| match ms {
+    let until = |t: Option<chrono::DateTime<chrono::Utc>>| match t {
         None => "—".to_string(),
-        Some(ms) => {
-            let s = (ms - state::now_ms()) / 1000;
+        Some(t) => {
+            let s = (t.timestamp_millis() - state::now_ms()) / 1000;
             if s <= 0 {
                 "due".into()
             } else if s < 120 {
@@ -438,39 +399,38 @@ pub fn jobs_list(socket: Option<PathBuf>, output: Output) -> anyhow::Result<Exit
         "{:<16} {:<12} {:<14} {:<10} {:<10} {:<9} {:<10} LAST ERROR",
         "JOB", "KIND", "SCHEDULE", "LAST RUN", "RESULT", "DURATION", "NEXT RUN"
     );
-    for j in v["jobs"].as_array().cloned().unwrap_or_default() {
-        let last = &j["last_run"];
+    for j in &v.jobs {
+        let last = j.last_run.as_ref();
         println!(
             "{:<16} {:<12} {:<14} {:<10} {:<10} {:<9} {:<10} {}",
-            j["name"].as_str().unwrap_or("?"),
-            j["kind"].as_str().unwrap_or("?"),
-            j["schedule"].as_str().unwrap_or("?"),
-            if j["running"] == serde_json::Value::Bool(true) {
+            j.name,
+            j.kind,
+            j.schedule,
+            if j.running {
                 "running".to_string()
             } else {
-                ago(ts(&last["started_at"]))
+                ago(last.map(|r| r.started_at.timestamp_millis()))
             },
-            last["result"].as_str().unwrap_or("—"),
-            last["duration_seconds"]
-                .as_f64()
-                .map(|d| format!("{d:.2}s"))
-                .unwrap_or_else(|| "—".into()),
-            until(ts(&j["next_run"])),
-            j["last_error"].as_str().unwrap_or(""),
+            or_dash(last.map(|r| r.result.as_str())),
+            or_dash(last.map(|r| format!("{:.2}s", r.duration_seconds))),
+            until(j.next_run),
+            j.last_error.as_deref().unwrap_or(""),
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn jobs_run(socket: Option<PathBuf>, name: &str, wait: bool) -> anyhow::Result<ExitCode> {
-    let path = format!(
-        "/v1/jobs/{name}/run{}",
-        if wait { "?wait=true" } else { "" }
-    );
-    let v = get_json(&socket_path(socket), "POST", &path)?;
+    let socket = socket_path(socket);
+    let path = wire::job_run_path(name, wait);
+    if !wait {
+        let v: wire::RunQueued = call(&socket, "POST", &path)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let v: wire::RunFinished = call(&socket, "POST", &path)?;
     println!("{}", serde_json::to_string_pretty(&v)?);
-    let ok = !wait || v["result"].as_str() == Some("success");
-    Ok(if ok {
+    Ok(if v.result == obsd::jobs::RunResult::Success {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -485,7 +445,7 @@ pub fn volume_ls(dir: &Path) -> anyhow::Result<ExitCode> {
         println!("{:<40} {:<10} MOUNTPOINT", "VOLUME", "DESIRED");
         for v in vols
             .iter()
-            .filter(|v| v.labels.get(labels::STACK).map(String::as_str) == Some(desired.project()))
+            .filter(|v| labels::owned(&v.labels, desired.project()))
         {
             let wanted = desired
                 .volumes
@@ -520,7 +480,7 @@ pub fn volume_rm(dir: &Path, name: &str, confirmed: bool) -> anyhow::Result<Exit
         let Some(v) = vols.iter().find(|v| v.name == name) else {
             bail!("no volume named {name}");
         };
-        if v.labels.get(labels::STACK).map(String::as_str) != Some(desired.project()) {
+        if !labels::owned(&v.labels, desired.project()) {
             bail!(
                 "volume {name} is not owned by stack {} (no {} label); obsd does not touch it",
                 desired.project(),

@@ -136,6 +136,34 @@ impl JobSpec {
         }
         v
     }
+
+    /// The textfile each body writes, with the body's field name (for error paths):
+    /// each textfile may have one writer only.
+    pub fn textfiles(&self) -> Vec<(&'static str, &str)> {
+        [
+            self.cloud_poller
+                .as_ref()
+                .map(|c| ("cloudPoller", c.textfile.as_str())),
+            self.docker_names
+                .as_ref()
+                .map(|c| ("dockerNames", c.textfile.as_str())),
+            self.self_heal
+                .as_ref()
+                .map(|c| ("selfHeal", c.textfile.as_str())),
+            self.status_page
+                .as_ref()
+                .map(|c| ("statusPage", c.textfile.as_str())),
+            self.logs_shipper
+                .as_ref()
+                .map(|c| ("logsShipper", c.textfile.as_str())),
+            self.aws_cron_monitor
+                .as_ref()
+                .map(|c| ("awsCronMonitor", c.textfile.as_str())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

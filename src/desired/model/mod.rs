@@ -168,7 +168,24 @@ pub struct StackSpec {
 }
 
 fn default_state_dir() -> String {
-    "/var/lib/obsd".into()
+    crate::state::DEFAULT_STATE_DIR.into()
+}
+
+impl StackSpec {
+    /// A Stack with every field at its documented default.
+    pub fn new(project: impl Into<String>) -> StackSpec {
+        StackSpec {
+            project: project.into(),
+            env_file: None,
+            state_dir: default_state_dir(),
+            default_network: None,
+            concurrency: default_concurrency(),
+            resync_period: default_resync(),
+            prune: PrunePolicy::default(),
+            alerting: None,
+            textfile_dir: None,
+        }
+    }
 }
 fn default_concurrency() -> u32 {
     8

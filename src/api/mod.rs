@@ -1,24 +1,15 @@
-//! The daemon's JSON API on a unix socket, and the small client `obsctl` uses.
+//! The daemon's JSON API on a unix socket: its wire types ([`wire`]) and the small
+//! client `obsctl` uses.
 //!
 //! Paths: `GET /v1/status`, `GET /v1/jobs`, `POST /v1/jobs/{name}/run[?wait=true]`,
 //! `POST /v1/reconcile`. The socket is created with mode 0600 (0660 with a group), so
 //! file permissions are the access control.
 
+pub mod wire;
+
+use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Default state directory when neither `OBSD_STATE_DIR` nor the Stack says otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/obsd";
-
-/// The state directory: `OBSD_STATE_DIR`, else the Stack's `stateDir`, else the default.
-pub fn state_dir(stack_state_dir: Option<&str>) -> PathBuf {
-    if let Ok(d) = std::env::var("OBSD_STATE_DIR") {
-        if !d.is_empty() {
-            return PathBuf::from(d);
-        }
-    }
-    PathBuf::from(stack_state_dir.unwrap_or(DEFAULT_STATE_DIR))
-}
 
 /// The socket path inside a state directory.
 pub fn socket_in(state_dir: &Path) -> PathBuf {
@@ -37,6 +28,29 @@ pub enum ClientError {
     },
     #[error("talking to obsd at {path}: {message}")]
     Protocol { path: PathBuf, message: String },
+    /// The daemon answered with an error status.
+    #[error("obsd answered {status}: {message}")]
+    Api { status: u16, message: String },
+}
+
+/// One request, its answer decoded as `T`; a non-200 answer is [`ClientError::Api`]
+/// with the daemon's message.
+pub async fn call<T: DeserializeOwned>(
+    socket: &Path,
+    method: &str,
+    path: &str,
+) -> Result<T, ClientError> {
+    let (status, body) = request(socket, method, path).await?;
+    if status != 200 {
+        let message = serde_json::from_str::<wire::ApiError>(&body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| body.trim().to_string());
+        return Err(ClientError::Api { status, message });
+    }
+    serde_json::from_str(&body).map_err(|e| ClientError::Protocol {
+        path: socket.to_path_buf(),
+        message: format!("unexpected answer to {path}: {e}"),
+    })
 }
 
 /// One HTTP/1.1 request over the unix socket; returns status and body.

@@ -1,0 +1,341 @@
+//! One Service: what its container looks like against what it should be (drift), and
+//! the steps that repair it. Owned containers of services no longer desired are
+//! orphans.
+//!
+//! The decision is made in three parts, each a function: who holds the name
+//! ([`plan_service`]: a name conflict, duplicates, a leftover `--next`), the container
+//! is missing ([`missing`]: adopt a finished replacement or create), or it exists
+//! ([`present`]: spec, image and config drift, then run state and health).
+
+use super::{finish, short_id, status, InfraAction, Observed, Plan, Reason, ResourceStatus};
+use super::{ServicePlan, Step, NEXT_SUFFIX};
+use crate::desired::model::service::{OnChange, PullPolicy, RestartPolicy, ServiceSpec};
+use crate::desired::model::Kind;
+use crate::desired::DesiredState;
+use crate::docker::{labels, ContainerInfo, Health, RunState};
+use crate::reconcile::render::{diff_fields, render_service, Rendered};
+use crate::secret::HostKey;
+use std::collections::BTreeMap;
+
+/// The service's status, and its plan when it has steps.
+pub(super) fn plan_service(
+    desired: &DesiredState,
+    observed: &Observed,
+    key: &HostKey,
+    name: &str,
+    by_service: &BTreeMap<&str, Vec<&ContainerInfo>>,
+) -> (ResourceStatus, Option<ServicePlan>) {
+    let svc = &desired.services[name].spec;
+    let project = desired.project();
+    let cname = desired.container_name(name);
+    let temp_name = format!("{cname}{NEXT_SUFFIX}");
+    let mut st = status(Kind::Service, name);
+    st.desired_image = Some(svc.image.clone());
+
+    // An unowned container holding our name: report, never touch.
+    if let Some(c) = observed
+        .containers
+        .iter()
+        .find(|c| c.name == cname && !labels::owned(&c.labels, project))
+    {
+        st.drift.push(Reason::NameConflict);
+        st.container = Some(short_id(&c.id).to_string());
+        st.message = Some(format!(
+            "container `{cname}` exists but is not managed by obsd (no `{}={project}` label); rename or remove it by hand",
+            labels::STACK
+        ));
+        return (st, None);
+    }
+
+    let rendered = match render_service(desired, name, key) {
+        Ok(r) => r,
+        Err(e) => {
+            st.drift.push(Reason::Failed);
+            st.message = Some(e.to_string());
+            return (st, None);
+        }
+    };
+
+    let mine: &[&ContainerInfo] = by_service.get(name).map(Vec::as_slice).unwrap_or(&[]);
+    let current = mine.iter().find(|c| c.name == cname).copied();
+    let temp = mine.iter().find(|c| c.name == temp_name).copied();
+    let mut steps: Vec<Step> = mine
+        .iter()
+        .filter(|c| c.name != cname && c.name != temp_name)
+        .map(|extra| Step::RemoveDuplicate {
+            id: extra.id.clone(),
+        })
+        .collect();
+
+    let image = ImageState::of(svc, observed);
+    if image.unobtainable {
+        st.drift.push(Reason::Failed);
+        st.message = Some(format!(
+            "image {} is not present and pullPolicy is Never",
+            svc.image
+        ));
+    }
+
+    match current {
+        None => missing(&mut st, &mut steps, temp, &rendered, observed, svc, &image),
+        Some(c) => {
+            if let Some(t) = temp {
+                steps.push(Step::CleanupTemp { id: t.id.clone() });
+            }
+            present(&mut st, &mut steps, c, &rendered, observed, svc, &image);
+        }
+    }
+    let sp = (!steps.is_empty()).then(|| ServicePlan {
+        service: name.to_string(),
+        steps,
+        depends_on: svc.depends_on.clone(),
+        rendered: Some(rendered),
+    });
+    (finish(st), sp)
+}
+
+/// The image the service wants, as the engine has it.
+struct ImageState {
+    /// Local image ID of the wanted reference (`None`: not present).
+    id: Option<String>,
+    /// Not present: it must be pulled first.
+    needs_pull: bool,
+    /// Not present and `pullPolicy: Never`: nothing can be done until it is.
+    unobtainable: bool,
+}
+
+impl ImageState {
+    fn of(svc: &ServiceSpec, observed: &Observed) -> ImageState {
+        let id = observed.images.get(&svc.image).cloned().flatten();
+        let needs_pull = id.is_none();
+        ImageState {
+            id,
+            needs_pull,
+            unobtainable: needs_pull && svc.pull_policy == PullPolicy::Never,
+        }
+    }
+
+    fn pull_step(&self, svc: &ServiceSpec) -> Option<Step> {
+        self.needs_pull.then(|| Step::Pull {
+            image: svc.image.clone(),
+        })
+    }
+}
+
+/// No container under the service's name: adopt a complete `--next` left by an
+/// interrupted replace, or create one.
+fn missing(
+    st: &mut ResourceStatus,
+    steps: &mut Vec<Step>,
+    temp: Option<&ContainerInfo>,
+    rendered: &Rendered,
+    observed: &Observed,
+    svc: &ServiceSpec,
+    image: &ImageState,
+) {
+    st.drift.push(Reason::Missing);
+    let adoptable = temp.filter(|t| {
+        t.label(labels::SPEC_HASH) == Some(rendered.spec_hash.as_str())
+            && applied_config(t, observed) == rendered.config_hashes
+    });
+    if let Some(t) = adoptable {
+        steps.push(Step::Adopt { id: t.id.clone() });
+        return;
+    }
+    if let Some(t) = temp {
+        steps.push(Step::CleanupTemp { id: t.id.clone() });
+    }
+    if !st.drift.contains(&Reason::Failed) {
+        steps.extend(image.pull_step(svc));
+        steps.push(Step::Create);
+    }
+}
+
+/// The container exists: what differs from the rendered spec, then what its state
+/// asks for.
+fn present(
+    st: &mut ResourceStatus,
+    steps: &mut Vec<Step>,
+    c: &ContainerInfo,
+    rendered: &Rendered,
+    observed: &Observed,
+    svc: &ServiceSpec,
+    image: &ImageState,
+) {
+    st.container = Some(short_id(&c.id).to_string());
+    st.observed_image = Some(c.image.clone());
+    st.state = Some(c.state);
+    st.health = c.health;
+
+    let spec_changed = c.label(labels::SPEC_HASH) != Some(rendered.spec_hash.as_str());
+    if spec_changed {
+        st.drift.push(Reason::SpecChanged);
+        if let Some(old) = c
+            .label(labels::APPLIED)
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        {
+            st.changes = diff_fields(&old, &rendered.masked);
+        }
+    }
+    // A moved tag matters only when the spec itself is unchanged (a replace follows
+    // either way).
+    let image_changed = !spec_changed && image.id.as_ref().is_some_and(|want| *want != c.image_id);
+    if image_changed {
+        st.drift.push(Reason::ImageChanged);
+        st.message = Some(format!(
+            "{} now resolves to {}, container runs {}",
+            svc.image,
+            short_id(image.id.as_deref().unwrap_or("")),
+            short_id(&c.image_id)
+        ));
+    }
+    let config = config_change(&applied_config(c, observed), rendered, &c.id);
+    if !matches!(config, ConfigChange::None) {
+        st.drift.push(Reason::ConfigChanged);
+    }
+
+    if c.state == RunState::Restarting {
+        st.drift.push(Reason::Failed);
+        st.message = Some(format!("container is crash-looping: {}", c.status));
+    }
+    // Exited containers are restarted only when their restart policy says they should
+    // keep running: `restart: no` and `on-failure` are one-shot or failure-only, and
+    // Docker already restarts on failure itself. A container that never started (crash
+    // between create and start) is started whatever the policy.
+    let keep_running = matches!(
+        svc.restart,
+        RestartPolicy::Always | RestartPolicy::UnlessStopped
+    ) || c.state == RunState::Created;
+    let stopped = !matches!(
+        c.state,
+        RunState::Running | RunState::Restarting | RunState::Removing
+    ) && keep_running;
+    if stopped {
+        st.drift.push(Reason::Stopped);
+    }
+    let unhealthy = c.health == Some(Health::Unhealthy);
+    if unhealthy {
+        st.drift.push(Reason::Unhealthy);
+    }
+
+    if image.unobtainable {
+        // Nothing can be done until the image exists.
+        return;
+    }
+    if spec_changed || image_changed || matches!(config, ConfigChange::Recreate) {
+        steps.extend(image.pull_step(svc));
+        steps.push(Step::Replace {
+            old_id: c.id.clone(),
+        });
+        return;
+    }
+    if let ConfigChange::InPlace(step) = config {
+        let restarts = matches!(step, Step::Restart { .. });
+        let records = matches!(step, Step::RecordConfig { .. });
+        steps.push(step);
+        if !records {
+            steps.push(Step::RecordConfig {
+                id: c.id.clone(),
+                hashes: rendered.config_hashes.clone(),
+            });
+        }
+        if restarts {
+            // A restart also starts a stopped container and renews an unhealthy one.
+            return;
+        }
+    }
+    if stopped {
+        steps.push(Step::Start { id: c.id.clone() });
+    } else if unhealthy {
+        steps.push(Step::Restart { id: c.id.clone() });
+    }
+}
+
+/// How changed config files are applied.
+enum ConfigChange {
+    /// The applied hashes are the rendered ones.
+    None,
+    /// A file whose `onChange` is `recreate` changed, or the number of files did (the
+    /// mounts change: `spec_changed` covers that too).
+    Recreate,
+    /// Applied in place: restart, signal, or only recorded (`onChange: none`).
+    InPlace(Step),
+}
+
+/// Compares the applied config hashes with the rendered ones, file by file, and picks
+/// the strongest `onChange` among the files that changed (recreate > restart > signal
+/// > record).
+fn config_change(applied: &[String], rendered: &Rendered, id: &str) -> ConfigChange {
+    if applied == rendered.config_hashes.as_slice() {
+        return ConfigChange::None;
+    }
+    if applied.len() != rendered.config_hashes.len() {
+        return ConfigChange::Recreate;
+    }
+    let mut restart = false;
+    let mut signal: Option<&String> = None;
+    for (i, h) in rendered.config_hashes.iter().enumerate() {
+        if applied[i] == *h {
+            continue;
+        }
+        match &rendered.on_change[i] {
+            OnChange::Recreate => return ConfigChange::Recreate,
+            OnChange::Restart => restart = true,
+            OnChange::Signal(s) => {
+                signal.get_or_insert(s);
+            }
+            OnChange::None => {}
+        }
+    }
+    let id = id.to_string();
+    ConfigChange::InPlace(if restart {
+        Step::Restart { id }
+    } else if let Some(sig) = signal {
+        Step::Signal {
+            id,
+            signal: sig.clone(),
+        }
+    } else {
+        Step::RecordConfig {
+            id,
+            hashes: rendered.config_hashes.clone(),
+        }
+    })
+}
+
+/// Applied config hashes of a container: the in-place record wins over the label.
+fn applied_config(c: &ContainerInfo, obs: &Observed) -> Vec<String> {
+    if let Some(h) = obs.applied_config.get(&c.id) {
+        return h.clone();
+    }
+    match c.label(labels::CONFIG_HASH) {
+        Some("") | None => Vec::new(),
+        Some(s) => s.split(',').map(str::to_string).collect(),
+    }
+}
+
+/// Owned containers of services that are no longer desired: removed when pruning.
+pub(super) fn orphans(
+    desired: &DesiredState,
+    by_service: &BTreeMap<&str, Vec<&ContainerInfo>>,
+    p: &mut Plan,
+) {
+    for (svc, cs) in by_service {
+        if desired.services.contains_key(*svc) {
+            continue;
+        }
+        let mut st = status(Kind::Service, svc);
+        st.drift.push(Reason::Orphan);
+        for c in cs {
+            st.container = Some(short_id(&c.id).to_string());
+            if desired.stack.spec.prune.containers {
+                p.cleanup.push(InfraAction::RemoveOrphanContainer {
+                    service: svc.to_string(),
+                    id: c.id.clone(),
+                    container: c.name.clone(),
+                });
+            }
+        }
+        p.resources.push(st);
+    }
+}

@@ -1,0 +1,526 @@
+//! The planner as the pure function it is: a desired state loaded from inline YAML, an
+//! `Observed` built by hand, and the drift reasons and steps it must produce. One row
+//! per situation; together they cover every drift reason.
+
+use super::*;
+use crate::desired::load::{load_dir, LoadOptions};
+use crate::docker::{ContainerInfo, NetworkInfo, RunState, VolumeInfo};
+use crate::reconcile::render::render_service;
+use std::collections::BTreeMap;
+
+const STACK: &str = r#"
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Stack
+metadata: {name: t}
+spec: {project: t, defaultNetwork: default, envFile: .env}
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Network
+metadata: {name: default}
+spec: {}
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Volume
+metadata: {name: data}
+spec: {}
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
+metadata: {name: web}
+spec:
+  image: img:1
+  restart: unless-stopped
+  configFiles: [{source: web.conf, target: /etc/web.conf, onChange: restart}]
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
+metadata: {name: sig}
+spec:
+  image: img:1
+  restart: unless-stopped
+  configFiles: [{source: sigdir, target: /etc/sig, onChange: {signal: SIGHUP}}]
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
+metadata: {name: rec}
+spec:
+  image: img:1
+  restart: unless-stopped
+  configFiles: [{source: recdir, target: /etc/rec, onChange: recreate}]
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
+metadata: {name: oneshot}
+spec: {image: img:1, restart: "no"}
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
+metadata: {name: never}
+spec: {image: "absent:1", pullPolicy: Never}
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
+metadata: {name: pulled}
+spec: {image: "remote:1"}
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
+metadata: {name: sec}
+spec:
+  image: img:1
+  secretEnv: {PASSWORD: DB_PASSWORD}
+"#;
+
+const KEY: HostKey = HostKey([7; 32]);
+const IMAGE_ID: &str = "sha256:aaaa";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    desired: DesiredState,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("s.yaml"), STACK).unwrap();
+    std::fs::write(p.join("web.conf"), "a\n").unwrap();
+    for d in ["sigdir", "recdir"] {
+        std::fs::create_dir(p.join(d)).unwrap();
+        std::fs::write(p.join(d).join("f"), "a\n").unwrap();
+    }
+    // The env file is configured but absent: `sec` cannot render its secret.
+    let opts = LoadOptions {
+        process_env: Some(BTreeMap::new()),
+        ..Default::default()
+    };
+    let desired = load_dir(p, &opts).unwrap_or_else(|e| panic!("{e}"));
+    Fixture { _dir: dir, desired }
+}
+
+impl Fixture {
+    /// The container obsd would have created for `svc`, running and in sync.
+    fn ctr(&self, svc: &str) -> ContainerInfo {
+        let r = render_service(&self.desired, svc, &KEY).unwrap();
+        ContainerInfo {
+            id: format!("{svc}-id-0123456789"),
+            name: r.create.name.clone(),
+            image: r.create.image.clone(),
+            image_id: IMAGE_ID.into(),
+            labels: r.create.labels.clone(),
+            state: RunState::Running,
+            health: None,
+            status: "Up 1 minute".into(),
+            ips: BTreeMap::new(),
+        }
+    }
+
+    /// Everything in sync: networks, volumes, and every renderable service running.
+    fn converged(&self) -> Observed {
+        let mut o = Observed {
+            images: BTreeMap::from([
+                ("img:1".to_string(), Some(IMAGE_ID.to_string())),
+                ("absent:1".to_string(), None),
+                ("remote:1".to_string(), Some(IMAGE_ID.to_string())),
+            ]),
+            networks: vec![NetworkInfo {
+                id: "n".into(),
+                name: "t_default".into(),
+                labels: owned_labels(),
+            }],
+            volumes: vec![VolumeInfo {
+                name: "t_data".into(),
+                labels: owned_labels(),
+                mountpoint: "/v".into(),
+            }],
+            ..Default::default()
+        };
+        for svc in ["web", "sig", "rec", "oneshot", "pulled"] {
+            o.containers.push(self.ctr(svc));
+        }
+        o
+    }
+}
+
+fn owned_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(labels::STACK.to_string(), "t".to_string())])
+}
+
+fn with(o: &mut Observed, name: &str, f: impl FnOnce(&mut ContainerInfo)) {
+    let c = o
+        .containers
+        .iter_mut()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"));
+    f(c);
+}
+
+/// Step names, as `obsctl diff` would show them (`record` included).
+fn steps(p: &Plan, svc: &str) -> Vec<String> {
+    p.services
+        .iter()
+        .find(|s| s.service == svc)
+        .map(|s| {
+            s.steps
+                .iter()
+                .map(|st| match st {
+                    Step::Signal { signal, .. } => format!("signal {signal}"),
+                    other => other.action_name().to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn drift(p: &Plan, kind: Kind, name: &str) -> Vec<Reason> {
+    p.resources
+        .iter()
+        .find(|r| r.kind == kind && r.name == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {:#?}", p.resources))
+        .drift
+        .clone()
+}
+
+type Edit = fn(&Fixture, &mut Observed);
+
+/// (what, service, how the converged host differs, expected drift, expected steps).
+type Row = (
+    &'static str,
+    &'static str,
+    Edit,
+    Vec<Reason>,
+    Vec<&'static str>,
+);
+
+#[test]
+fn drift_and_steps_per_situation() {
+    service_rows();
+}
+
+#[test]
+fn infrastructure_and_orphans() {
+    infra_rows();
+}
+
+#[test]
+fn every_drift_reason_is_covered() {
+    // The rows above, between them, must produce every contract reason: adding a reason
+    // without a row fails here.
+    let mut seen = service_rows();
+    seen.extend(infra_rows());
+    for r in Reason::ALL {
+        assert!(
+            seen.contains(&r),
+            "drift reason {r:?} has no row in the planner tables"
+        );
+    }
+}
+
+/// Runs the service table; returns every reason it checked.
+fn service_rows() -> std::collections::BTreeSet<Reason> {
+    use Reason::*;
+    let mut seen = std::collections::BTreeSet::new();
+    let f = fixture();
+    let cases: Vec<Row> = vec![
+        ("in sync", "web", |_, _| {}, vec![], vec![]),
+        (
+            "missing: created",
+            "web",
+            |_, o| o.containers.retain(|c| c.name != "t-web"),
+            vec![Missing],
+            vec!["create"],
+        ),
+        (
+            "missing and the image is absent: pulled first",
+            "pulled",
+            |_, o| {
+                o.containers.retain(|c| c.name != "t-pulled");
+                o.images.insert("remote:1".into(), None);
+            },
+            vec![Missing],
+            vec!["pull", "create"],
+        ),
+        (
+            "stopped: started",
+            "web",
+            |_, o| with(o, "t-web", |c| c.state = RunState::Exited),
+            vec![Stopped],
+            vec!["start"],
+        ),
+        (
+            "a one-shot that exited is left alone",
+            "oneshot",
+            |_, o| with(o, "t-oneshot", |c| c.state = RunState::Exited),
+            vec![],
+            vec![],
+        ),
+        (
+            "created but never started: started whatever the policy",
+            "oneshot",
+            |_, o| with(o, "t-oneshot", |c| c.state = RunState::Created),
+            vec![Stopped],
+            vec!["start"],
+        ),
+        (
+            "unhealthy: restarted",
+            "web",
+            |_, o| with(o, "t-web", |c| c.health = Some(Health::Unhealthy)),
+            vec![Unhealthy],
+            vec!["restart"],
+        ),
+        (
+            "crash-looping: failed, nothing to do",
+            "web",
+            |_, o| with(o, "t-web", |c| c.state = RunState::Restarting),
+            vec![Failed],
+            vec![],
+        ),
+        (
+            "spec changed: replaced",
+            "web",
+            |_, o| {
+                with(o, "t-web", |c| {
+                    c.labels.insert(labels::SPEC_HASH.into(), "old".into());
+                })
+            },
+            vec![SpecChanged],
+            vec!["recreate"],
+        ),
+        (
+            "the tag moved: replaced",
+            "web",
+            |_, o| with(o, "t-web", |c| c.image_id = "sha256:old".into()),
+            vec![ImageChanged],
+            vec!["recreate"],
+        ),
+        (
+            "the tag moved and must be pulled first",
+            "pulled",
+            |_, o| {
+                with(o, "t-pulled", |c| {
+                    c.labels.insert(labels::SPEC_HASH.into(), "old".into());
+                });
+                o.images.insert("remote:1".into(), None);
+            },
+            vec![SpecChanged],
+            vec!["pull", "recreate"],
+        ),
+        (
+            "config changed, onChange restart",
+            "web",
+            |_, o| {
+                with(o, "t-web", |c| {
+                    c.labels.insert(labels::CONFIG_HASH.into(), "old".into());
+                })
+            },
+            vec![ConfigChanged],
+            vec!["restart", "record"],
+        ),
+        (
+            "config changed on a stopped container: the restart starts it",
+            "web",
+            |_, o| {
+                with(o, "t-web", |c| {
+                    c.labels.insert(labels::CONFIG_HASH.into(), "old".into());
+                    c.state = RunState::Exited;
+                })
+            },
+            vec![Stopped, ConfigChanged],
+            vec!["restart", "record"],
+        ),
+        (
+            "config changed, onChange signal",
+            "sig",
+            |_, o| {
+                with(o, "t-sig", |c| {
+                    c.labels.insert(labels::CONFIG_HASH.into(), "old".into());
+                })
+            },
+            vec![ConfigChanged],
+            vec!["signal SIGHUP", "record"],
+        ),
+        (
+            "config changed, onChange recreate",
+            "rec",
+            |_, o| {
+                with(o, "t-rec", |c| {
+                    c.labels.insert(labels::CONFIG_HASH.into(), "old".into());
+                })
+            },
+            vec![ConfigChanged],
+            vec!["recreate"],
+        ),
+        (
+            "the in-place record wins over the creation label",
+            "web",
+            |f, o| {
+                let id = f.ctr("web").id;
+                let hashes = render_service(&f.desired, "web", &KEY)
+                    .unwrap()
+                    .config_hashes;
+                with(o, "t-web", |c| {
+                    c.labels.insert(labels::CONFIG_HASH.into(), "old".into());
+                });
+                o.applied_config.insert(id, hashes);
+            },
+            vec![],
+            vec![],
+        ),
+        (
+            "an unowned container holds the name: reported, untouched",
+            "web",
+            |_, o| {
+                with(o, "t-web", |c| {
+                    c.labels.clear();
+                })
+            },
+            vec![NameConflict],
+            vec![],
+        ),
+        (
+            "an interrupted replace left a complete --next: adopted",
+            "web",
+            |_, o| with(o, "t-web", |c| c.name = "t-web--next".into()),
+            vec![Missing],
+            vec!["adopt"],
+        ),
+        (
+            "an interrupted replace left a stale --next: removed, then created",
+            "web",
+            |_, o| {
+                with(o, "t-web", |c| {
+                    c.name = "t-web--next".into();
+                    c.labels.insert(labels::SPEC_HASH.into(), "old".into());
+                })
+            },
+            vec![Missing],
+            vec!["cleanup", "create"],
+        ),
+        (
+            "a --next beside the original: removed",
+            "web",
+            |f, o| {
+                let mut t = f.ctr("web");
+                t.id = "temp-id".into();
+                t.name = "t-web--next".into();
+                o.containers.push(t);
+            },
+            vec![],
+            vec!["cleanup"],
+        ),
+        (
+            "a duplicate owned container: removed",
+            "web",
+            |f, o| {
+                let mut d = f.ctr("web");
+                d.id = "dup-id".into();
+                d.name = "t-web-copy".into();
+                o.containers.push(d);
+            },
+            vec![],
+            vec!["remove"],
+        ),
+        (
+            "the image is absent and pullPolicy is Never: failed, nothing to do",
+            "never",
+            |_, _| {},
+            vec![Missing, Failed],
+            vec![],
+        ),
+        (
+            "a secret cannot be rendered: failed",
+            "sec",
+            |_, _| {},
+            vec![Failed],
+            vec![],
+        ),
+    ];
+    for (what, svc, edit, want_drift, want_steps) in cases {
+        let mut o = f.converged();
+        edit(&f, &mut o);
+        let p = plan(&f.desired, &o, &KEY);
+        assert_eq!(drift(&p, Kind::Service, svc), want_drift, "{what}: drift");
+        assert_eq!(steps(&p, svc), want_steps, "{what}: steps");
+        let r = p
+            .resources
+            .iter()
+            .find(|r| r.kind == Kind::Service && r.name == svc)
+            .unwrap();
+        assert_eq!(r.in_sync, want_drift.is_empty(), "{what}: in_sync");
+        seen.extend(want_drift);
+    }
+    seen
+}
+
+/// Networks, volumes and orphans; returns every reason it checked.
+fn infra_rows() -> std::collections::BTreeSet<Reason> {
+    use Reason::*;
+    let f = fixture();
+
+    // Nothing exists: network and volume created first.
+    let p = plan(&f.desired, &Observed::default(), &KEY);
+    assert_eq!(drift(&p, Kind::Network, "default"), vec![Missing]);
+    assert_eq!(drift(&p, Kind::Volume, "data"), vec![Missing]);
+    assert!(matches!(
+        p.infra.as_slice(),
+        [
+            InfraAction::CreateNetwork { docker_name: n, .. },
+            InfraAction::CreateVolume { docker_name: v, .. }
+        ] if n == "t_default" && v == "t_data"
+    ));
+
+    // Owned objects no longer desired.
+    let mut o = f.converged();
+    let mut gone = f.ctr("web");
+    gone.id = "gone-id".into();
+    gone.name = "t-gone".into();
+    gone.labels.insert(labels::NAME.into(), "gone".into());
+    o.containers.push(gone);
+    o.networks.push(NetworkInfo {
+        id: "x".into(),
+        name: "t_old".into(),
+        labels: owned_labels(),
+    });
+    o.volumes.push(VolumeInfo {
+        name: "t_olddata".into(),
+        labels: owned_labels(),
+        mountpoint: "/v2".into(),
+    });
+    // Unowned objects are not ours to report.
+    o.volumes.push(VolumeInfo {
+        name: "someone_else".into(),
+        labels: BTreeMap::new(),
+        mountpoint: "/v3".into(),
+    });
+    let p = plan(&f.desired, &o, &KEY);
+    assert_eq!(drift(&p, Kind::Service, "gone"), vec![Orphan]);
+    assert_eq!(drift(&p, Kind::Network, "t_old"), vec![Orphan]);
+    assert_eq!(drift(&p, Kind::Volume, "t_olddata"), vec![Orphan]);
+    assert!(!p.resources.iter().any(|r| r.name == "someone_else"));
+    assert!(p.cleanup.iter().any(|a| matches!(
+        a,
+        InfraAction::RemoveOrphanContainer { id, .. } if id == "gone-id"
+    )));
+    assert!(p.cleanup.iter().any(|a| matches!(
+        a,
+        InfraAction::RemoveNetwork { docker_name } if docker_name == "t_old"
+    )));
+    // Volumes are never removed by the planner.
+    let text = serde_json::to_string(&p).unwrap();
+    assert!(!text.contains("remove_volume"), "{text}");
+    [Missing, Orphan].into()
+}
+
+#[test]
+fn a_converged_host_needs_nothing() {
+    let f = fixture();
+    let p = plan(&f.desired, &f.converged(), &KEY);
+    // `never` and `sec` cannot converge; everything else is in sync.
+    let out: Vec<&str> = p
+        .resources
+        .iter()
+        .filter(|r| !r.in_sync)
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(out, vec!["never", "sec"]);
+    assert!(p.is_noop(), "{:#?}", p.services);
+}

@@ -1,0 +1,160 @@
+//! `Recording`: a `Docker` implementation over the real engine that records every call
+//! and can "crash" at a chosen write, for the crash-consistency and steady-state tests.
+
+use obsd::docker::engine::Engine;
+use obsd::docker::{
+    ContainerInfo, CreateContainer, Docker, EngineEvent, NetworkInfo, Result as DResult, VolumeInfo,
+};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Delegates to the real engine and records every method called. With a write budget
+/// it "crashes" at the first write past the budget: that call never returns (and never
+/// reaches the engine), `cut` is notified, and the test drops the pass — from the
+/// engine's point of view exactly what a kill -9 between two API calls leaves behind.
+pub struct Recording {
+    inner: Engine,
+    calls: Mutex<Vec<&'static str>>,
+    writes_left: AtomicUsize,
+    pub cut: tokio::sync::Notify,
+}
+
+/// Methods that change the engine.
+pub const WRITES: &[&str] = &[
+    "pull_image",
+    "create_volume",
+    "remove_volume",
+    "create_network",
+    "remove_network",
+    "create_container",
+    "start_container",
+    "stop_container",
+    "restart_container",
+    "kill_container",
+    "remove_container",
+    "rename_container",
+];
+
+impl Recording {
+    pub fn new(inner: Engine) -> Recording {
+        Recording::cut_after(inner, usize::MAX)
+    }
+
+    pub fn cut_after(inner: Engine, writes: usize) -> Recording {
+        Recording {
+            inner,
+            calls: Mutex::new(Vec::new()),
+            writes_left: AtomicUsize::new(writes),
+            cut: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn note(&self, m: &'static str) {
+        self.calls.lock().expect("calls").push(m);
+    }
+
+    async fn gate(&self, m: &'static str) {
+        if WRITES.contains(&m)
+            && self
+                .writes_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+        {
+            self.cut.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.note(m);
+    }
+    pub fn take(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.calls.lock().expect("calls"))
+    }
+}
+
+impl Docker for Recording {
+    async fn ping(&self) -> DResult<()> {
+        self.gate("ping").await;
+        self.inner.ping().await
+    }
+    async fn list_all_containers(&self) -> DResult<Vec<ContainerInfo>> {
+        self.gate("list_all_containers").await;
+        self.inner.list_all_containers().await
+    }
+    async fn image_id(&self, reference: &str) -> DResult<Option<String>> {
+        self.gate("image_id").await;
+        self.inner.image_id(reference).await
+    }
+    async fn pull_image(&self, reference: &str) -> DResult<()> {
+        self.gate("pull_image").await;
+        self.inner.pull_image(reference).await
+    }
+    async fn list_volumes(&self) -> DResult<Vec<VolumeInfo>> {
+        self.gate("list_volumes").await;
+        self.inner.list_volumes().await
+    }
+    async fn create_volume(
+        &self,
+        name: &str,
+        driver: Option<&str>,
+        labels: &BTreeMap<String, String>,
+    ) -> DResult<()> {
+        self.gate("create_volume").await;
+        self.inner.create_volume(name, driver, labels).await
+    }
+    async fn remove_volume(&self, name: &str) -> DResult<()> {
+        self.gate("remove_volume").await;
+        self.inner.remove_volume(name).await
+    }
+    async fn list_networks(&self) -> DResult<Vec<NetworkInfo>> {
+        self.gate("list_networks").await;
+        self.inner.list_networks().await
+    }
+    async fn create_network(
+        &self,
+        name: &str,
+        driver: Option<&str>,
+        internal: bool,
+        labels: &BTreeMap<String, String>,
+    ) -> DResult<()> {
+        self.gate("create_network").await;
+        self.inner
+            .create_network(name, driver, internal, labels)
+            .await
+    }
+    async fn remove_network(&self, name: &str) -> DResult<()> {
+        self.gate("remove_network").await;
+        self.inner.remove_network(name).await
+    }
+    async fn create_container(&self, spec: &CreateContainer) -> DResult<String> {
+        self.gate("create_container").await;
+        self.inner.create_container(spec).await
+    }
+    async fn start_container(&self, id: &str) -> DResult<()> {
+        self.gate("start_container").await;
+        self.inner.start_container(id).await
+    }
+    async fn stop_container(&self, id: &str, timeout_secs: Option<i64>) -> DResult<()> {
+        self.gate("stop_container").await;
+        self.inner.stop_container(id, timeout_secs).await
+    }
+    async fn restart_container(&self, id: &str, timeout_secs: Option<i64>) -> DResult<()> {
+        self.gate("restart_container").await;
+        self.inner.restart_container(id, timeout_secs).await
+    }
+    async fn kill_container(&self, id: &str, signal: &str) -> DResult<()> {
+        self.gate("kill_container").await;
+        self.inner.kill_container(id, signal).await
+    }
+    async fn remove_container(&self, id: &str) -> DResult<()> {
+        self.gate("remove_container").await;
+        self.inner.remove_container(id).await
+    }
+    async fn rename_container(&self, id: &str, new_name: &str) -> DResult<()> {
+        self.gate("rename_container").await;
+        self.inner.rename_container(id, new_name).await
+    }
+    fn events(&self) -> impl futures_util::Stream<Item = DResult<EngineEvent>> + Send + 'static {
+        self.note("events");
+        self.inner.events()
+    }
+}
