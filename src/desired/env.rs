@@ -123,12 +123,7 @@ pub(crate) fn interpolate(
     u
 }
 
-/// Expands one string. Errors name the variable.
-pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    expand_with(s, lookup, &|_| None)
-}
-
-/// Like [`expand`]; `unset` may supply a stand-in for a variable that has neither a
+/// Expands one string; errors name the variable. `unset` may supply a stand-in for a variable that has neither a
 /// value nor a default (instead of an error).
 fn expand_with(
     s: &str,
@@ -182,6 +177,10 @@ fn expand_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+        expand_with(s, lookup, &|_| None)
+    }
 
     #[test]
     fn expand_variables() {

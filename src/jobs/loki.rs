@@ -49,10 +49,6 @@ impl Batch {
         self.streams.iter().map(|s| s.entries.len()).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.streams
             .iter()

@@ -20,18 +20,18 @@
 //! - Every file a job writes (textfiles, `status.json`, state) is written to a temporary
 //!   file in the same directory and renamed over the target.
 
-pub mod aws;
+pub(crate) mod aws;
 pub mod aws_cron_monitor;
-pub mod backup;
-pub mod clock;
+pub(crate) mod backup;
+pub(crate) mod clock;
 pub mod cloud_poller;
-pub mod docker_names;
+pub(crate) mod docker_names;
 pub mod history;
-pub mod http;
+pub(crate) mod http;
 pub mod logs_shipper;
-pub mod loki;
-pub mod metrics;
-pub mod scheduler;
+pub(crate) mod loki;
+pub(crate) mod metrics;
+pub(crate) mod scheduler;
 pub mod self_heal;
 pub mod status_page;
 pub mod textfile;

@@ -13,8 +13,8 @@ use crate::desired::DesiredState;
 use crate::docker::{
     labels, CreateContainer, HealthConfig, LogConfig, Mount, NetworkAttachment, PortBinding,
 };
-use crate::reconcile::plan::FieldChange;
 use crate::secret::{HostKey, MASK};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -282,6 +282,33 @@ fn masked_spec(c: &CreateContainer, env: Map<String, Value>) -> Value {
         "stopSignal": c.stop_signal,
         "stopTimeout": c.stop_timeout,
     })
+}
+
+/// One field that differs between the applied and the desired spec. On the wire it is
+/// the array `[path, applied, desired]`, as it always was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldChange {
+    /// Dotted path, e.g. `env.LOG_LEVEL`.
+    pub path: String,
+    pub applied: String,
+    pub desired: String,
+}
+
+impl Serialize for FieldChange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.path, &self.applied, &self.desired).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldChange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (path, applied, desired) = <(String, String, String)>::deserialize(d)?;
+        Ok(FieldChange {
+            path,
+            applied,
+            desired,
+        })
+    }
 }
 
 /// Field-level differences between an applied masked spec and the desired one; secret

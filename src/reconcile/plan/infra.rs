@@ -1,35 +1,68 @@
 //! Networks and volumes: created when missing; owned ones no longer desired are
 //! orphans — networks removed (when pruning), volumes only ever reported.
 
-use super::{status, InfraAction, Observed, Plan, Reason};
+use super::{status, InfraAction, Observed, Plan, Reason, ResourceStatus};
 use crate::desired::model::Kind;
 use crate::desired::DesiredState;
 use crate::docker::labels;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-pub(super) fn networks(desired: &DesiredState, observed: &Observed, p: &mut Plan) {
-    let project = desired.project();
+/// Desired (resource name, Docker name) pairs against the observed objects (Docker
+/// name, labels): statuses of the desired ones, which are missing, which owned ones
+/// are orphans. The same rule for networks and volumes.
+struct Compared<'a> {
+    statuses: Vec<ResourceStatus>,
+    missing: Vec<(String, String)>,
+    orphans: BTreeSet<&'a str>,
+}
+
+fn compare<'a>(
+    kind: Kind,
+    project: &str,
+    desired: Vec<(String, String)>,
+    observed: impl Iterator<Item = (&'a str, &'a BTreeMap<String, String>)> + Clone,
+) -> Compared<'a> {
     let mut orphans: BTreeSet<&str> = observed
-        .networks
-        .iter()
-        .filter(|n| labels::owned(&n.labels, project))
-        .map(|n| n.name.as_str())
+        .clone()
+        .filter(|(_, l)| labels::owned(l, project))
+        .map(|(n, _)| n)
         .collect();
-    for name in desired.networks.keys() {
-        let dn = desired.network_docker_name(name);
-        orphans.remove(dn.as_str());
-        let mut st = status(Kind::Network, name);
-        if !observed.networks.iter().any(|n| n.name == dn) {
+    let mut c = Compared {
+        statuses: Vec::new(),
+        missing: Vec::new(),
+        orphans: BTreeSet::new(),
+    };
+    for (name, docker_name) in desired {
+        orphans.remove(docker_name.as_str());
+        let mut st = status(kind, &name);
+        if !observed.clone().any(|(n, _)| n == docker_name) {
             st.drift.push(Reason::Missing);
-            p.infra.push(InfraAction::CreateNetwork {
-                name: name.clone(),
-                docker_name: dn,
-            });
+            c.missing.push((name, docker_name));
         }
         st.in_sync = st.drift.is_empty();
-        p.resources.push(st);
+        c.statuses.push(st);
     }
-    for n in orphans {
+    c.orphans = orphans;
+    c
+}
+
+pub(super) fn networks(desired: &DesiredState, observed: &Observed, p: &mut Plan) {
+    let wanted = desired
+        .networks
+        .keys()
+        .map(|n| (n.clone(), desired.network_docker_name(n)))
+        .collect();
+    let seen = observed
+        .networks
+        .iter()
+        .map(|n| (n.name.as_str(), &n.labels));
+    let c = compare(Kind::Network, desired.project(), wanted, seen);
+    p.resources.extend(c.statuses);
+    for (name, docker_name) in c.missing {
+        p.infra
+            .push(InfraAction::CreateNetwork { name, docker_name });
+    }
+    for n in c.orphans {
         let mut st = status(Kind::Network, n);
         st.drift.push(Reason::Orphan);
         if desired.stack.spec.prune.networks {
@@ -44,28 +77,22 @@ pub(super) fn networks(desired: &DesiredState, observed: &Observed, p: &mut Plan
 /// Volumes are created when missing and never removed here: an orphan is reported
 /// with the one command that deletes it.
 pub(super) fn volumes(desired: &DesiredState, observed: &Observed, p: &mut Plan) {
-    let project = desired.project();
-    let mut orphans: BTreeSet<&str> = observed
+    let wanted = desired
+        .volumes
+        .keys()
+        .map(|n| (n.clone(), desired.volume_docker_name(n)))
+        .collect();
+    let seen = observed
         .volumes
         .iter()
-        .filter(|v| labels::owned(&v.labels, project))
-        .map(|v| v.name.as_str())
-        .collect();
-    for name in desired.volumes.keys() {
-        let dn = desired.volume_docker_name(name);
-        orphans.remove(dn.as_str());
-        let mut st = status(Kind::Volume, name);
-        if !observed.volumes.iter().any(|v| v.name == dn) {
-            st.drift.push(Reason::Missing);
-            p.infra.push(InfraAction::CreateVolume {
-                name: name.clone(),
-                docker_name: dn,
-            });
-        }
-        st.in_sync = st.drift.is_empty();
-        p.resources.push(st);
+        .map(|v| (v.name.as_str(), &v.labels));
+    let c = compare(Kind::Volume, desired.project(), wanted, seen);
+    p.resources.extend(c.statuses);
+    for (name, docker_name) in c.missing {
+        p.infra
+            .push(InfraAction::CreateVolume { name, docker_name });
     }
-    for v in orphans {
+    for v in c.orphans {
         let mut st = status(Kind::Volume, v);
         st.drift.push(Reason::Orphan);
         st.message = Some(format!(

@@ -17,6 +17,7 @@ use crate::desired::model::service::Dependency;
 use crate::desired::model::Kind;
 use crate::desired::DesiredState;
 use crate::docker::{labels, ContainerInfo, Health, NetworkInfo, RunState, VolumeInfo};
+pub use crate::reconcile::render::FieldChange;
 use crate::reconcile::render::Rendered;
 use crate::secret::HostKey;
 use serde::{Deserialize, Serialize};
@@ -195,33 +196,6 @@ pub struct ResourceStatus {
     /// Field-level differences, secrets masked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<FieldChange>,
-}
-
-/// One field that differs between the applied and the desired spec. On the wire it is
-/// the array `[path, applied, desired]`, as it always was.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldChange {
-    /// Dotted path, e.g. `env.LOG_LEVEL`.
-    pub path: String,
-    pub applied: String,
-    pub desired: String,
-}
-
-impl Serialize for FieldChange {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.path, &self.applied, &self.desired).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for FieldChange {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (path, applied, desired) = <(String, String, String)>::deserialize(d)?;
-        Ok(FieldChange {
-            path,
-            applied,
-            desired,
-        })
-    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
