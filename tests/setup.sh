@@ -45,6 +45,11 @@ if [ ${#pip_need[@]} -gt 0 ]; then
   python3 -m pip install -q "${pip_need[@]}"
 fi
 
+# The advisory check (tests/run.sh) needs cargo-audit when a RustSec database is here.
+if [ -n "$(bash tests/advisory-db.sh)" ] && ! command -v cargo-audit >/dev/null; then
+  cargo install cargo-audit --locked
+fi
+
 if ! docker info >/dev/null 2>&1; then
   echo "tests/setup.sh: no Docker engine answers (the real-engine tests need one)" >&2
   exit 1
