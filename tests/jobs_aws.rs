@@ -3,7 +3,7 @@
 //! signature independently and injects throttling), a CloudTrail `LookupEvents` fake,
 //! a Loki push fake that enforces Loki's rules, and a healthchecks fake.
 //!
-//! Needs `moto_server` and boto3 (`tests/setup.sh` installs `moto[server]`).
+//! Needs moto's server and boto3 (`tests/setup.sh` installs `moto[server]` and boto3).
 
 mod jobs_aws_support;
 mod jobs_support;

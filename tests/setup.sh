@@ -38,7 +38,7 @@ need_pip() { # need_pip CHECK REQUIREMENT
 # (Python test peers are added here by the features that need them.)
 # moto's server: real CloudWatch Logs (FilterLogEvents) and CloudWatch (GetMetricData)
 # for tests/jobs_aws.rs, seeded with boto3.
-need_pip 'command -v moto_server && python3 -c "import moto, flask, boto3"' 'moto[server]'
+need_pip 'python3 -c "import moto.server, flask, flask_cors, boto3"' 'moto[server]'
 need_pip 'python3 -c "import boto3"' boto3
 
 if [ ${#pip_need[@]} -gt 0 ]; then

@@ -1,6 +1,6 @@
 //! Peers of the AWS job tests (`tests/jobs_aws.rs`), all on 127.0.0.1:
 //!
-//! - [`Moto`]: moto's server (`moto_server`, the real implementation of CloudWatch Logs
+//! - [`Moto`]: moto's server (`python3 -m moto.server`, the real implementation of CloudWatch Logs
 //!   `FilterLogEvents` with `nextToken` and CloudWatch `GetMetricData`), started per test
 //!   on a free port and seeded with boto3 (`seed.py`).
 //! - [`AwsProxy`]: in front of moto, which does not check signatures: every request must
@@ -45,7 +45,7 @@ pub fn free_port() -> u16 {
 
 // ----------------------------------------------------------------------------- moto
 
-/// A `moto_server` child process, killed on drop.
+/// moto's server as a child process, killed on drop.
 pub struct Moto {
     pub url: String,
     child: Child,
@@ -54,12 +54,21 @@ pub struct Moto {
 impl Moto {
     pub async fn start() -> Moto {
         let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // `python3 -m moto.server` is `moto_server` without depending on the console
+        // script being on PATH (a pyenv shim appears only after a rehash).
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server runs (tests/setup.sh installs moto[server])");
+            .expect("python3 runs (tests/setup.sh installs moto[server])");
         let moto = Moto {
             url: format!("http://127.0.0.1:{port}"),
             child,
@@ -73,7 +82,7 @@ impl Moto {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("moto_server did not answer on port {port} within 10s");
+        panic!("moto's server did not answer on port {port} within 10s (is moto[server] installed? tests/setup.sh installs it)");
     }
 
     /// Runs `seed.py` (boto3) against this server.
