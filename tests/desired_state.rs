@@ -64,14 +64,19 @@ fn shipped_desired_state_is_valid() {
         "alertmanager",
         "pyroscope",
         "alloy",
-        "logs-shipper",
-        "aws-cron-monitor",
         "pushgateway",
         "k6-journey",
     ] {
         assert!(s.services.contains_key(svc), "service {svc} missing");
     }
-    assert_eq!(s.volumes.len(), 12, "the twelve named volumes of the LLD");
+    assert_eq!(
+        s.volumes.len(),
+        10,
+        "the twelve named volumes of the LLD, less logs_ckpt and pip_cache (only the sidecars that became Jobs used them)"
+    );
+    for gone in ["logs_ckpt", "pip_cache"] {
+        assert!(!s.volumes.contains_key(gone), "{gone} is still declared");
+    }
     // Only caddy publishes host ports, and exactly 80 and 443.
     for (name, r) in &s.services {
         let ports: Vec<u16> = r.spec.ports.iter().map(|p| p.host).collect();
@@ -113,6 +118,8 @@ fn compose_import_matches_desired_state_for_every_container_field() {
         ("docker-names", "dockerNames"),
         ("status-gen", "statusPage"),
         ("backup-r2", "backup"),
+        ("logs-shipper", "logsShipper"),
+        ("aws-cron-monitor", "awsCronMonitor"),
     ]
     .into_iter()
     .collect();
@@ -149,10 +156,30 @@ fn compose_import_matches_desired_state_for_every_container_field() {
         desired.services.len(),
         "every desired service has a compose counterpart"
     );
-    assert_eq!(
-        imported.volumes.keys().collect::<Vec<_>>(),
-        desired.volumes.keys().collect::<Vec<_>>()
-    );
+    // Every desired volume is the compose volume of the same name; the compose volumes
+    // obsd no longer declares were used only by sidecars that became Jobs.
+    for v in desired.volumes.keys() {
+        assert!(
+            imported.volumes.contains_key(v),
+            "volume {v} is not in compose"
+        );
+    }
+    for v in imported
+        .volumes
+        .keys()
+        .filter(|v| !desired.volumes.contains_key(*v))
+    {
+        let users: Vec<&String> = imported
+            .services
+            .iter()
+            .filter(|(_, r)| r.spec.volumes.iter().any(|m| &m.volume == v))
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            !users.is_empty() && users.iter().all(|u| sidecars.contains_key(u.as_str())),
+            "compose volume {v} is dropped but used by {users:?}"
+        );
+    }
 }
 
 #[test]

@@ -114,6 +114,8 @@ fn spec(schedule: &str) -> JobSpec {
             textfile: "docker_names.prom".into(),
         }),
         status_page: None,
+        logs_shipper: None,
+        aws_cron_monitor: None,
     }
 }
 

@@ -36,6 +36,10 @@ need_pip() { # need_pip CHECK REQUIREMENT
   if ! eval "$1" >/dev/null 2>&1; then pip_need+=("$2"); fi
 }
 # (Python test peers are added here by the features that need them.)
+# moto's server: real CloudWatch Logs (FilterLogEvents) and CloudWatch (GetMetricData)
+# for tests/jobs_aws.rs, seeded with boto3.
+need_pip 'python3 -c "import moto.server, flask, flask_cors, boto3"' 'moto[server]'
+need_pip 'python3 -c "import boto3"' boto3
 # Offline Kubernetes schema check of `obsctl export k8s` (bundles the schemas; pinned).
 need_pip 'kubernetes-validate --version | grep -qx 1.37.0' kubernetes-validate==1.37.0
 

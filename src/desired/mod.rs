@@ -16,6 +16,7 @@ pub(crate) mod names;
 pub(crate) mod schedule;
 pub mod schema;
 pub mod validate;
+pub mod validate_aws;
 pub mod yaml;
 
 use crate::desired::diag::Diagnostic;

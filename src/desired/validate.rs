@@ -450,7 +450,7 @@ impl Validator<'_> {
                     src,
                     &keys(&["spec"]),
                     format!(
-                        "a Job needs exactly one body (cloudPoller, backup, selfHeal, dockerNames, statusPage); found {}",
+                        "a Job needs exactly one body (cloudPoller, backup, selfHeal, dockerNames, statusPage, logsShipper, awsCronMonitor); found {}",
                         if bodies.is_empty() { "none".to_string() } else { bodies.join(", ") }
                     ),
                 );
@@ -482,6 +482,7 @@ impl Validator<'_> {
                     );
                 }
             }
+            crate::desired::validate_aws::validate_job(r, self.d);
             if let Some(sp) = &spec.status_page {
                 if !(sp.slo_target > 0.0 && sp.slo_target < 1.0) {
                     self.err(

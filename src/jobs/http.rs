@@ -113,6 +113,24 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     )
 }
 
+/// Exponential backoff with "equal jitter" (half fixed, half random), capped; a
+/// server's `retry-after` wins when given (still capped). `attempt` counts from 1 (the
+/// attempt that just failed).
+pub(crate) fn backoff_delay(
+    retry: &RetryPolicy,
+    attempt: usize,
+    retry_after: Option<Duration>,
+) -> Duration {
+    use rand::Rng;
+    if let Some(ra) = retry_after {
+        return ra.min(retry.max_delay);
+    }
+    let exp = 1u32 << attempt.saturating_sub(1).min(16);
+    let d = retry.min_delay.saturating_mul(exp).min(retry.max_delay);
+    let half = d / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
 /// Send the request built by `build` (called once per attempt), retrying 429 and 5xx
 /// per `policy`. Returns the response of any other status unchecked; a 429/5xx that
 /// outlasts the attempts is an error.
@@ -205,13 +223,18 @@ async fn error_detail(resp: Response) -> String {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let text = resp.text().await.unwrap_or_default();
-    let mut detail = match serde_json::from_str::<serde_json::Value>(&text) {
+    body_detail(aws_type.as_deref(), &text)
+}
+
+/// [`error_detail`] on a body already read (`aws_type`: the `x-amzn-errortype` header).
+pub(crate) fn body_detail(aws_type: Option<&str>, text: &str) -> String {
+    let mut detail = match serde_json::from_str::<serde_json::Value>(text) {
         Ok(v) => json_message(&v).unwrap_or_default(),
         Err(_) => String::new(),
     };
     if detail.is_empty() {
         if let Some(t) = aws_type {
-            detail = aws_error_type(&t);
+            detail = aws_error_type(t);
         }
     }
     if detail.is_empty() {
@@ -289,6 +312,25 @@ mod tests {
             "ThrottlingException"
         );
         assert_eq!(aws_error_type("ns#AccessDenied:x"), "AccessDenied");
+    }
+
+    #[test]
+    fn backoff_is_capped_and_honours_retry_after() {
+        let p = RetryPolicy {
+            attempts: 4,
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        for attempt in 1..20 {
+            let d = backoff_delay(&p, attempt, None);
+            assert!(d <= Duration::from_secs(1), "{attempt}: {d:?}");
+        }
+        let first = backoff_delay(&p, 1, None);
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        assert_eq!(
+            backoff_delay(&p, 1, Some(Duration::from_secs(60))),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! - [`history`]: the per-job state file `<state_dir>/jobs/<name>.json`.
 //! - [`textfile`]: the node-exporter textfile writer every body uses.
 //! - bodies: [`cloud_poller`], [`docker_names`], [`status_page`], [`self_heal`],
-//!   [`backup`] (not implemented yet: running it fails loudly).
-//! - [`http`] (retry/backoff, error shapes) and [`sigv4`] (AWS request signing) serve the
-//!   bodies.
+//!   [`logs_shipper`] (with the Loki client [`loki`]), [`aws_cron_monitor`], [`backup`]
+//!   (not implemented yet: running it fails loudly).
+//! - [`http`] (retry/backoff, error shapes) and [`aws`] (SigV4-signed AWS JSON calls,
+//!   through the `aws-sigv4` crate) serve the bodies.
 //!
 //! Invariants:
 //! - A body never blocks the caller of the runner: every run is its own task, and a panic
@@ -19,16 +20,19 @@
 //! - Every file a job writes (textfiles, `status.json`, state) is written to a temporary
 //!   file in the same directory and renamed over the target.
 
+pub(crate) mod aws;
+pub mod aws_cron_monitor;
 pub(crate) mod backup;
 pub(crate) mod clock;
 pub mod cloud_poller;
 pub(crate) mod docker_names;
 pub mod history;
 pub(crate) mod http;
+pub mod logs_shipper;
+pub(crate) mod loki;
 pub(crate) mod metrics;
 pub(crate) mod scheduler;
 pub mod self_heal;
-pub(crate) mod sigv4;
 pub mod status_page;
 pub mod textfile;
 
@@ -201,6 +205,9 @@ impl Executor for BodyExecutor {
         Box::pin(async move {
             let spec = &run.spec;
             let cancel = &run.cancel;
+            // The runner cancels the run at its timeout; bodies that back off (AWS
+            // throttling) never sleep past it.
+            let deadline = tokio::time::Instant::now() + spec.timeout.0;
             if let Some(b) = &spec.cloud_poller {
                 cloud_poller::run(&ctx, b, cancel).await
             } else if let Some(b) = &spec.docker_names {
@@ -211,6 +218,10 @@ impl Executor for BodyExecutor {
                 self_heal::run(&ctx, &run.name, b, cancel).await
             } else if let Some(b) = &spec.backup {
                 backup::run(&ctx, b, cancel).await
+            } else if let Some(b) = &spec.logs_shipper {
+                logs_shipper::run(&ctx, &run.name, b, cancel, Some(deadline)).await
+            } else if let Some(b) = &spec.aws_cron_monitor {
+                aws_cron_monitor::run(&ctx, &run.name, b, cancel, Some(deadline)).await
             } else {
                 Err(JobError::Config("the job has no body".into()))
             }

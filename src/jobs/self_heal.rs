@@ -16,10 +16,9 @@
 //! state file so the textfile's `*_total` series never go backwards across restarts.
 
 use super::clock::unix_seconds;
-use super::http::{self, HttpError, RetryPolicy};
-use super::sigv4;
+use super::http::RetryPolicy;
 use super::textfile::Textfile;
-use super::{JobContext, JobError};
+use super::{aws, JobContext, JobError};
 use crate::desired::model::job::{SelfHealApp, SelfHealJob};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -258,17 +257,18 @@ async fn heal(
     app: &SelfHealApp,
     cancel: &CancellationToken,
 ) -> Result<Heal, JobError> {
-    let aws = AppRunner {
+    let aws = aws::Client::new(
         ctx,
-        endpoint: job
-            .api_base
-            .clone()
-            .unwrap_or_else(|| format!("https://apprunner.{}.amazonaws.com/", job.region)),
-        region: &job.region,
-        access_key_id: ctx.secret(&job.access_key_id_env)?.expose(),
-        secret: ctx.secret(&job.secret_access_key_env)?,
+        &aws::APP_RUNNER,
+        &aws::ClientConfig {
+            region: &job.region,
+            api_base: job.api_base.as_deref(),
+            access_key_id_env: &job.access_key_id_env,
+            secret_access_key_env: &job.secret_access_key_env,
+        },
         cancel,
-    };
+        None,
+    )?;
     let ops: ListOperationsOutput = aws
         .call(
             "ListOperations",
@@ -295,73 +295,4 @@ async fn heal(
         )
         .await?;
     Ok(Heal::Started(out.operation_id))
-}
-
-/// A minimal AWS JSON 1.0 client for App Runner.
-struct AppRunner<'a> {
-    ctx: &'a JobContext,
-    endpoint: String,
-    region: &'a str,
-    access_key_id: &'a str,
-    secret: &'a crate::secret::Secret,
-    cancel: &'a CancellationToken,
-}
-
-impl AppRunner<'_> {
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        op: &str,
-        body: &serde_json::Value,
-        retry: &RetryPolicy,
-    ) -> Result<T, JobError> {
-        let what = format!("AppRunner.{op}");
-        let url = reqwest::Url::parse(&self.endpoint)
-            .map_err(|e| JobError::Config(format!("invalid App Runner endpoint: {e}")))?;
-        let host = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            (None, _) => return Err(JobError::Config("App Runner endpoint has no host".into())),
-        };
-        let payload = serde_json::to_vec(body).map_err(|e| JobError::Failed(e.to_string()))?;
-        let target = format!("AppRunner.{op}");
-        let creds = sigv4::Credentials {
-            access_key_id: self.access_key_id,
-            secret_access_key: self.secret,
-        };
-        let content_type = "application/x-amz-json-1.0";
-        let resp = http::send(retry, self.cancel, &what, || {
-            // Signed per attempt: the signature covers x-amz-date.
-            let signed = sigv4::sign(
-                &sigv4::Request {
-                    method: "POST",
-                    host: &host,
-                    path: url.path(),
-                    headers: &[("content-type", content_type), ("x-amz-target", &target)],
-                    payload: &payload,
-                },
-                self.region,
-                "apprunner",
-                self.ctx.clock.now(),
-                &creds,
-            );
-            let mut rb = self
-                .ctx
-                .http
-                .post(url.clone())
-                .header(reqwest::header::HOST, &host)
-                .header(reqwest::header::CONTENT_TYPE, content_type)
-                .header("x-amz-target", &target)
-                .body(payload.clone())
-                .timeout(self.ctx.request_timeout);
-            for (k, v) in signed {
-                rb = rb.header(k, v);
-            }
-            rb
-        })
-        .await?;
-        let out: T = http::json(&what, resp)
-            .await
-            .map_err(|e: HttpError| JobError::Http(e))?;
-        Ok(out)
-    }
 }

@@ -138,6 +138,9 @@ pub fn resolve_job_urls(
             if let Some(sp) = spec.status_page.as_mut() {
                 sp.prometheus_url = rewrite(&sp.prometheus_url);
             }
+            if let Some(ls) = spec.logs_shipper.as_mut() {
+                ls.loki_url = rewrite(&ls.loki_url);
+            }
             (name.clone(), spec)
         })
         .collect()

@@ -1,6 +1,9 @@
 //! Shared fixtures of the job tests: a recording fake HTTP server on 127.0.0.1, a
-//! settable clock, a fake container list and a job context pointing at temp dirs.
+//! settable clock, a fake container list, a job context pointing at temp dirs, and the
+//! independent SigV4 check ([`sigv4`]).
 #![allow(dead_code)]
+
+pub mod sigv4;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -272,5 +275,7 @@ pub fn job_spec(schedule: &str, timeout_secs: u64) -> obsd::desired::model::JobS
         self_heal: None,
         docker_names: None,
         status_page: None,
+        logs_shipper: None,
+        aws_cron_monitor: None,
     }
 }

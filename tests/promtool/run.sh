@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the Prometheus rule files shipped in desired-state/config/prometheus/
-# and runs the promtool unit tests for the obsd alerts.
+# and runs the promtool unit tests for the obsd alerts and the obsd jobs' alerts.
 #
 # Needs `promtool` on PATH (Debian/Ubuntu: the `prometheus` package); this
 # script installs nothing. Exits non-zero on the first failure.
@@ -28,3 +28,5 @@ done
 
 promtool check rules "${rule_files[@]}"
 promtool test rules obsd-alerts.test.yml
+# The aws_jobs group of alerts.yml (obsd's logs-shipper and aws-cron-monitor Jobs).
+promtool test rules aws-jobs.test.yml

@@ -48,6 +48,58 @@ pub struct JobSpec {
     /// Public status page `status.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_page: Option<StatusPageJob>,
+    /// CloudWatch Logs (`FilterLogEvents` per log group) and CloudTrail
+    /// (`LookupEvents`) → Loki (`/loki/api/v1/push`). Streams are labelled `source`
+    /// (`cloudwatch` | `cloudtrail`), `source_app` (the group's `app`; `cloudtrail`),
+    /// `log_group` (CloudWatch only), `security` (`auth` | `none`) and the job's
+    /// `labels`. A CloudTrail line is the event's JSON record (`CloudTrailEvent`), a
+    /// CloudWatch line the event's message.
+    ///
+    /// `security="auth"`: CloudTrail events from `signin.amazonaws.com` (console
+    /// logins, failed ones included, MFA checks, role switches), the STS calls that
+    /// mint credentials (`AssumeRole*`, `GetSessionToken`, `GetFederationToken`), and
+    /// any call refused for authentication or authorisation (`errorCode` AccessDenied,
+    /// UnauthorizedOperation, InvalidClientTokenId, SignatureDoesNotMatch, AuthFailure,
+    /// ExpiredToken …); CloudWatch messages that Vector would tag too (login, sign-in,
+    /// password, MFA, OAuth, SSO, credential, unauthorized, forbidden, access denied,
+    /// or a JSON line with `category` auth/security or `status` 401/403).
+    ///
+    /// Delivery is at-least-once, de-duplicated by event ID. Each source has a
+    /// checkpoint (time watermark plus the IDs of events shipped near it) in
+    /// `<state_dir>/jobs/<job>.logs-shipper.json`, replaced atomically after every
+    /// accepted push. An event is pushed again only when obsd dies after Loki accepted
+    /// a push and before that write: at most one batch (`batchBytes`) per source, sent
+    /// byte-identical (same labels, nanosecond timestamp and line), which Loki drops as
+    /// a duplicate of the entry it holds, so queries show it once. A Loki outage (refused, 5xx, 429 after
+    /// retries) leaves the checkpoint where it was; the next run ships the backlog.
+    /// Entries Loki refuses for good (HTTP 400: too old, too far behind) are counted
+    /// in `logs_shipper_events_rejected_total` and not retried. Events that reach AWS
+    /// more than `overlap` after their timestamp are not seen.
+    ///
+    /// Entry timestamps are the event's (milliseconds for CloudWatch, seconds for
+    /// CloudTrail) plus a sub-millisecond offset derived from the event ID, so two
+    /// events of the same instant never collapse into one in Loki, and a re-push lands
+    /// on the same nanosecond. Metrics (textfile, labels `source`, `log_group`):
+    /// `logs_shipper_events_shipped_total`, `logs_shipper_events_rejected_total`,
+    /// `logs_shipper_auth_events_total`, `logs_shipper_lag_seconds` (now − checkpoint),
+    /// `logs_shipper_last_success_timestamp_seconds`, `logs_shipper_scrape_up`,
+    /// `logs_shipper_skipped_seconds_total`; heartbeat
+    /// `logs_shipper_last_run_timestamp_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_shipper: Option<super::aws_job::LogsShipperJob>,
+    /// The cron Lambdas' CloudWatch metrics → one healthchecks.io ping per expected run.
+    /// For each function: `GetMetricData` sums `AWS/Lambda` `Invocations` and `Errors`
+    /// since its latest expected run (the latest time of `schedule` at least `settle`
+    /// ago, up to the next one); ran without errors → the check URL is pinged, erred →
+    /// `<url>/fail`, not run → nothing (healthchecks' own period and grace raise the
+    /// alarm; a run that shows up late is still pinged when it appears). Each expected
+    /// run is pinged at most once, persisted in `<state_dir>/jobs/<job>.aws-cron.json`.
+    /// Metrics (textfile, label `function`): `aws_cron_invocations`, `aws_cron_errors`,
+    /// `aws_cron_ran` (0/1), `aws_cron_expected_run_timestamp_seconds`,
+    /// `aws_cron_last_ping_timestamp_seconds`, `aws_cron_pings_total{result}`,
+    /// `aws_cron_scrape_up`; heartbeat `aws_cron_monitor_last_run_timestamp_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_cron_monitor: Option<super::aws_job::AwsCronMonitorJob>,
 }
 
 fn default_timeout() -> Duration {
@@ -76,6 +128,12 @@ impl JobSpec {
         if self.status_page.is_some() {
             v.push("statusPage");
         }
+        if self.logs_shipper.is_some() {
+            v.push("logsShipper");
+        }
+        if self.aws_cron_monitor.is_some() {
+            v.push("awsCronMonitor");
+        }
         v
     }
 
@@ -95,6 +153,12 @@ impl JobSpec {
             self.status_page
                 .as_ref()
                 .map(|c| ("statusPage", c.textfile.as_str())),
+            self.logs_shipper
+                .as_ref()
+                .map(|c| ("logsShipper", c.textfile.as_str())),
+            self.aws_cron_monitor
+                .as_ref()
+                .map(|c| ("awsCronMonitor", c.textfile.as_str())),
         ]
         .into_iter()
         .flatten()

@@ -5,6 +5,7 @@
 //! drives `obsctl schema`, the editor modeline schema and `crds-docs/`. Doc comments on
 //! fields become the reference documentation, so they are written for operators.
 
+pub mod aws_job;
 pub mod de;
 pub mod job;
 pub mod service;

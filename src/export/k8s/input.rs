@@ -3,17 +3,17 @@
 //! 1. The desired state is loaded once as obsd would (strictly; the process environment
 //!    is ignored, so nothing from the exporting shell leaks into manifests) to learn the
 //!    env file's *names*.
-//! 2. It is loaded again with every name that has a value replaced by a marker
-//!    ([`super::refs`]), so the state the exporter maps holds references, not values.
-//!    A name with an empty value keeps what obsd does with it (empty, or the
-//!    `${VAR:-default}` default). With the env file missing, the names obsd could not
-//!    resolve become references.
+//! 2. Its documents are interpolated again with every name that has a value replaced by
+//!    a marker ([`super::refs`]) and read into the typed model, so the state the
+//!    exporter maps holds references, not values (validation already passed in step 1;
+//!    a marker would fail it, e.g. as an AWS region). A name with an empty value keeps
+//!    what obsd does with it (empty, or the `${VAR:-default}` default). With the env
+//!    file missing, the names obsd could not resolve become references.
 //! 3. Every config file a Service mounts and every desired-state document is read with
 //!    its mode: a file not readable by others is private and never goes into a
 //!    ConfigMap.
 
 use super::refs;
-use crate::desired::diag::Diagnostic;
 use crate::desired::load::{load_dir, LoadErrors, LoadOptions};
 use crate::desired::DesiredState;
 use std::collections::{BTreeMap, BTreeSet};
@@ -123,28 +123,21 @@ pub fn read_input(dir: &Path, env_file: Option<&Path>) -> Result<Input, InputErr
             .chain(std::iter::once(&plain.stack.source));
         env.referenced = all.flat_map(|s| s.unresolved.iter().cloned()).collect();
     }
-    drop(plain);
-
+    // Names the env file holds without a value: obsd expands them to "" (or the
+    // default), and so does the exporter.
+    let empty: BTreeSet<String> = plain
+        .env
+        .values
+        .iter()
+        .filter(|(_, v)| v.expose().is_empty())
+        .map(|(k, _)| k.clone())
+        .collect();
     let markers: BTreeMap<String, String> = env
         .referenced
         .iter()
         .map(|n| (n.clone(), refs::marker(n)))
         .collect();
-    let opts = LoadOptions {
-        process_env: Some(markers),
-        env_file: env_file.map(Path::to_path_buf),
-        ..Default::default()
-    };
-    let state = load_dir(dir, &opts).map_err(|e| InputError::References {
-        dir: dir_display.clone(),
-        errors: e
-            .0
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d: &Diagnostic| refs::placeholders(&d.to_string()))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    })?;
+    let state = with_references(plain, &markers, &empty, &dir_display)?;
 
     let mut files = BTreeMap::new();
     let mut documents = Vec::new();
@@ -184,6 +177,115 @@ pub fn read_input(dir: &Path, env_file: Option<&Path>) -> Result<Input, InputErr
         documents,
         dir_display,
     })
+}
+
+/// The validated state `plain` with its documents interpolated again, every env-file
+/// value replaced by its marker (names in `empty` expand to ""), and the env file's
+/// values dropped. Validation already passed on `plain`; the markers only go through the
+/// typed model (a marker is no valid AWS region, so validating again would fail).
+fn with_references(
+    mut st: DesiredState,
+    markers: &BTreeMap<String, String>,
+    empty: &BTreeSet<String>,
+    dir_display: &str,
+) -> Result<DesiredState, InputError> {
+    use crate::desired::model::{
+        Document, JobSpec, NetworkSpec, ServiceSpec, StackSpec, VolumeSpec,
+    };
+    use crate::desired::yaml;
+    let lookup = |n: &str| {
+        markers
+            .get(n)
+            .cloned()
+            .or_else(|| empty.contains(n).then(String::new))
+    };
+    let refs_error = |errors: String| InputError::References {
+        dir: dir_display.to_string(),
+        errors: refs::placeholders(&errors),
+    };
+    let files = crate::desired::load::list_files(&st.dir).map_err(|e| refs_error(e.to_string()))?;
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| InputError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let docs = yaml::parse(&text, yaml::Limits::default())
+            .map_err(|e| refs_error(format!("{}: {}", file.display(), e.message)))?;
+        for doc in docs {
+            let mut root = doc.root;
+            let mut failed = None;
+            root.for_each_scalar_mut(&mut |t, _, pos, path| {
+                if t.contains('$') {
+                    match crate::desired::env::expand_with(t, &lookup, &|_| None) {
+                        Ok(x) => *t = x,
+                        Err(m) => {
+                            failed.get_or_insert(format!(
+                                "{}:{pos}: {}: {m}",
+                                file.display(),
+                                yaml::path_string(path)
+                            ));
+                        }
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(refs_error(e));
+            }
+            let kind = root
+                .get("kind")
+                .and_then(yaml::Node::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let name = root
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(yaml::Node::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let json = root.to_json();
+            let typed_err = |e: serde_json::Error| {
+                refs_error(format!("{}: {kind} {name}: {e}", file.display()))
+            };
+            match kind.as_str() {
+                "Service" => {
+                    let d: Document<ServiceSpec> =
+                        serde_json::from_value(json).map_err(typed_err)?;
+                    if let Some(r) = st.services.get_mut(&name) {
+                        (r.spec, r.labels, r.source.root) = (d.spec, d.metadata.labels, root);
+                    }
+                }
+                "Volume" => {
+                    let d: Document<VolumeSpec> =
+                        serde_json::from_value(json).map_err(typed_err)?;
+                    if let Some(r) = st.volumes.get_mut(&name) {
+                        (r.spec, r.labels, r.source.root) = (d.spec, d.metadata.labels, root);
+                    }
+                }
+                "Network" => {
+                    let d: Document<NetworkSpec> =
+                        serde_json::from_value(json).map_err(typed_err)?;
+                    if let Some(r) = st.networks.get_mut(&name) {
+                        (r.spec, r.labels, r.source.root) = (d.spec, d.metadata.labels, root);
+                    }
+                }
+                "Stack" => {
+                    let d: Document<StackSpec> = serde_json::from_value(json).map_err(typed_err)?;
+                    (st.stack.spec, st.stack.labels, st.stack.source.root) =
+                        (d.spec, d.metadata.labels, root);
+                }
+                "Job" => {
+                    let d: Document<JobSpec> = serde_json::from_value(json).map_err(typed_err)?;
+                    if let Some(r) = st.jobs.get_mut(&name) {
+                        (r.spec, r.labels, r.source.root) = (d.spec, d.metadata.labels, root);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // The exporter needs no value; none stays in memory past this point.
+    st.env.values.clear();
+    Ok(st)
 }
 
 /// The env file as the user would type it: under the directory as they named it when
