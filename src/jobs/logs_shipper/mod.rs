@@ -19,6 +19,13 @@
 //! source where it was. The checkpoint file `<state_dir>/jobs/<job>.logs-shipper.json`
 //! takes over the legacy `logs_ckpt` volume's role.
 
+mod cloudtrail;
+mod cloudwatch;
+
+use cloudtrail::lookup_events;
+use cloudwatch::filter_log_events;
+pub use cloudwatch::message_is_auth;
+
 use super::aws::{self, ClientConfig};
 use super::clock::unix_seconds;
 use super::http::HttpError;
@@ -29,12 +36,10 @@ use crate::desired::model::aws_job::{
     CloudTrailSource, CloudWatchLogsSource, LogGroup, LogsShipperJob,
 };
 use chrono::{DateTime, Utc};
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::LazyLock;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -461,230 +466,6 @@ fn truncate_line(line: &str, max: usize) -> String {
     format!("{}{MARK}", &line[..cut])
 }
 
-// ------------------------------------------------------------------ CloudWatch Logs
-
-#[derive(Deserialize)]
-struct FilterLogEventsOutput {
-    #[serde(default)]
-    events: Vec<FilteredLogEvent>,
-    #[serde(rename = "nextToken", default)]
-    next_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct FilteredLogEvent {
-    #[serde(rename = "logStreamName", default)]
-    log_stream_name: String,
-    timestamp: i64,
-    #[serde(default)]
-    message: String,
-    #[serde(rename = "eventId", default)]
-    event_id: String,
-}
-
-async fn filter_log_events(
-    client: &aws::Client<'_>,
-    cw: &CloudWatchLogsSource,
-    group: &LogGroup,
-    start: i64,
-    end: i64,
-) -> Result<Vec<Event>, JobError> {
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    for page in 0.. {
-        if page >= MAX_PAGES_PER_WINDOW {
-            return Err(JobError::Failed(format!(
-                "FilterLogEvents on {}: more than {MAX_PAGES_PER_WINDOW} pages in one window; lower maxWindow",
-                group.name
-            )));
-        }
-        let mut body = serde_json::json!({
-            "logGroupName": group.name,
-            "startTime": start,
-            "endTime": end,
-            "limit": cw.page_size,
-        });
-        if let Some(p) = &group.filter_pattern {
-            body["filterPattern"] = p.clone().into();
-        }
-        if let Some(t) = &token {
-            body["nextToken"] = t.clone().into();
-        }
-        let resp: FilterLogEventsOutput = client.call_default("FilterLogEvents", &body).await?;
-        for e in resp.events {
-            // Event IDs are unique per group in AWS; the stream name keeps keys apart
-            // where an implementation numbers events per stream.
-            let key = event_key(&[&e.log_stream_name, &e.event_id, &e.timestamp.to_string()]);
-            let auth = message_is_auth(&e.message);
-            out.push(Event {
-                key,
-                ts_ms: e.timestamp,
-                line: e.message.trim_end_matches(['\n', '\r']).to_string(),
-                auth,
-            });
-        }
-        match resp.next_token {
-            Some(t) if !t.is_empty() && Some(&t) != token.as_ref() => token = Some(t),
-            _ => break,
-        }
-    }
-    Ok(out)
-}
-
-/// Vector's `security="auth"` rule (desired-state/config/vector/vector.yaml), so a line
-/// is tagged the same whichever way it reached Loki.
-pub fn message_is_auth(line: &str) -> bool {
-    static WORDS: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"(?i)\b(login|logout|log in|sign[ _-]?in|sign[ _-]?out|authenticat\w*|authori[sz]\w*|unauthori[sz]ed|password|passwd|mfa|2fa|otp|oauth|oidc|sso|credential\w*|access denied|forbidden|brute[ -]?force)\b")
-            .expect("a valid pattern")
-    });
-    if WORDS.is_match(line) {
-        return true;
-    }
-    let Ok(serde_json::Value::Object(v)) = serde_json::from_str::<serde_json::Value>(line) else {
-        return false;
-    };
-    let category = v
-        .get("category")
-        .or_else(|| v.get("event_category"))
-        .and_then(|c| c.as_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if ["auth", "authentication", "security"].contains(&category.as_str()) {
-        return true;
-    }
-    ["EdgeResponseStatus", "status", "status_code"]
-        .iter()
-        .find_map(|k| v.get(*k))
-        .and_then(|s| {
-            s.as_i64()
-                .or_else(|| s.as_str().and_then(|s| s.parse().ok()))
-        })
-        .is_some_and(|s| s == 401 || s == 403)
-}
-
-// ------------------------------------------------------------------------ CloudTrail
-
-#[derive(Deserialize)]
-struct LookupEventsOutput {
-    #[serde(rename = "Events", default)]
-    events: Vec<TrailEvent>,
-    #[serde(rename = "NextToken", default)]
-    next_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct TrailEvent {
-    #[serde(rename = "EventId")]
-    event_id: String,
-    #[serde(rename = "EventName", default)]
-    event_name: String,
-    #[serde(rename = "EventSource", default)]
-    event_source: String,
-    /// Seconds since the epoch.
-    #[serde(rename = "EventTime")]
-    event_time: f64,
-    #[serde(rename = "CloudTrailEvent", default)]
-    cloud_trail_event: Option<String>,
-}
-
-async fn lookup_events(
-    client: &aws::Client<'_>,
-    ct: &CloudTrailSource,
-    start: i64,
-    end: i64,
-    cancel: &CancellationToken,
-    last_call: &mut Option<Instant>,
-) -> Result<Vec<Event>, JobError> {
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    for page in 0.. {
-        if page >= MAX_PAGES_PER_WINDOW {
-            return Err(JobError::Failed(format!(
-                "LookupEvents: more than {MAX_PAGES_PER_WINDOW} pages in one window; lower maxWindow"
-            )));
-        }
-        // Paced across pages and windows alike: a catch-up reads many windows.
-        if let Some(prev) = *last_call {
-            let wait = ct.page_interval.0.saturating_sub(prev.elapsed());
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = cancel.cancelled() => return Err(JobError::Failed("cancelled".into())),
-                }
-            }
-        }
-        *last_call = Some(Instant::now());
-        let mut body = serde_json::json!({
-            "StartTime": start as f64 / 1000.0,
-            "EndTime": end as f64 / 1000.0,
-            "MaxResults": ct.page_size,
-        });
-        if let Some(t) = &token {
-            body["NextToken"] = t.clone().into();
-        }
-        let resp: LookupEventsOutput = client.call_default("LookupEvents", &body).await?;
-        for e in resp.events {
-            let record = e.cloud_trail_event.clone().unwrap_or_else(|| {
-                serde_json::json!({"eventID": e.event_id, "eventName": e.event_name, "eventSource": e.event_source})
-                    .to_string()
-            });
-            let auth = trail_event_is_auth(&e, &record);
-            out.push(Event {
-                key: event_key(&[&e.event_id]),
-                ts_ms: (e.event_time * 1000.0).round() as i64,
-                line: record,
-                auth,
-            });
-        }
-        match resp.next_token {
-            Some(t) if !t.is_empty() && Some(&t) != token.as_ref() => token = Some(t),
-            _ => break,
-        }
-    }
-    Ok(out)
-}
-
-/// STS calls that mint credentials.
-const STS_AUTH: &[&str] = &[
-    "AssumeRole",
-    "AssumeRoleWithSAML",
-    "AssumeRoleWithWebIdentity",
-    "AssumeRoot",
-    "GetSessionToken",
-    "GetFederationToken",
-];
-
-/// Error codes of a call refused for authentication or authorisation.
-const AUTH_ERRORS: &[&str] = &[
-    "accessdenied",
-    "unauthorized",
-    "notauthorized",
-    "invalidclienttokenid",
-    "signaturedoesnotmatch",
-    "authfailure",
-    "expiredtoken",
-    "invalidaccesskeyid",
-    "incompletesignature",
-];
-
-fn trail_event_is_auth(e: &TrailEvent, record: &str) -> bool {
-    let rec: serde_json::Value = serde_json::from_str(record).unwrap_or_default();
-    let field = |k: &str| rec.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    let source = field("eventSource").unwrap_or_else(|| e.event_source.clone());
-    let name = field("eventName").unwrap_or_else(|| e.event_name.clone());
-    if source == "signin.amazonaws.com" {
-        return true;
-    }
-    if source == "sts.amazonaws.com" && STS_AUTH.contains(&name.as_str()) {
-        return true;
-    }
-    field("errorCode").is_some_and(|code| {
-        let c = code.to_ascii_lowercase();
-        AUTH_ERRORS.iter().any(|a| c.contains(a))
-    })
-}
-
 // ------------------------------------------------------------------------- metrics
 
 fn render(
@@ -754,75 +535,6 @@ fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn auth_messages_follow_vectors_rule() {
-        for yes in [
-            "POST /api/login 200",
-            "Sign-in failed for bob",
-            "invalid password",
-            "MFA challenge sent",
-            "Unauthorized: token expired",
-            "403 Forbidden",
-            r#"{"category":"Auth","msg":"x"}"#,
-            r#"{"status":401,"path":"/x"}"#,
-            r#"{"EdgeResponseStatus":"403"}"#,
-        ] {
-            assert!(message_is_auth(yes), "{yes}");
-        }
-        for no in [
-            "GET /health 200",
-            "signing key rotated",
-            "User alice logged the order", // `logged` is not `login`
-            r#"{"status":200}"#,
-        ] {
-            assert!(!message_is_auth(no), "{no}");
-        }
-    }
-
-    fn trail(source: &str, name: &str, error: Option<&str>) -> (TrailEvent, String) {
-        let mut rec = serde_json::json!({"eventSource": source, "eventName": name});
-        if let Some(e) = error {
-            rec["errorCode"] = e.into();
-        }
-        (
-            TrailEvent {
-                event_id: "id".into(),
-                event_name: name.into(),
-                event_source: source.into(),
-                event_time: 0.0,
-                cloud_trail_event: Some(rec.to_string()),
-            },
-            rec.to_string(),
-        )
-    }
-
-    #[test]
-    fn auth_trail_events() {
-        for (src, name, err, want) in [
-            ("signin.amazonaws.com", "ConsoleLogin", None, true),
-            ("signin.amazonaws.com", "CheckMfa", None, true),
-            ("sts.amazonaws.com", "AssumeRole", None, true),
-            ("sts.amazonaws.com", "GetCallerIdentity", None, false),
-            ("s3.amazonaws.com", "GetObject", Some("AccessDenied"), true),
-            (
-                "ec2.amazonaws.com",
-                "RunInstances",
-                Some("Client.UnauthorizedOperation"),
-                true,
-            ),
-            ("ec2.amazonaws.com", "DescribeInstances", None, false),
-            (
-                "rds.amazonaws.com",
-                "ModifyDBInstance",
-                Some("InvalidParameterValue"),
-                false,
-            ),
-        ] {
-            let (e, rec) = trail(src, name, err);
-            assert_eq!(trail_event_is_auth(&e, &rec), want, "{src} {name} {err:?}");
-        }
-    }
 
     #[test]
     fn timestamps_are_distinct_and_stable() {
