@@ -17,6 +17,7 @@ pub mod api;
 pub mod daemon;
 pub mod desired;
 pub mod docker;
+pub mod export;
 pub mod fsutil;
 pub mod jobs;
 pub mod reconcile;

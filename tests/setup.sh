@@ -40,6 +40,8 @@ need_pip() { # need_pip CHECK REQUIREMENT
 # for tests/jobs_aws.rs, seeded with boto3.
 need_pip 'python3 -c "import moto.server, flask, flask_cors, boto3"' 'moto[server]'
 need_pip 'python3 -c "import boto3"' boto3
+# Offline Kubernetes schema check of `obsctl export k8s` (bundles the schemas; pinned).
+need_pip 'kubernetes-validate --version | grep -qx 1.37.0' kubernetes-validate==1.37.0
 
 if [ ${#pip_need[@]} -gt 0 ]; then
   python3 -m pip install -q "${pip_need[@]}"

@@ -28,6 +28,10 @@ struct Args {
     /// Converge once and exit (0 converged, 1 error).
     #[arg(long)]
     once: bool,
+    /// Run only the scheduled jobs, without a Docker engine (how obsd runs on Kubernetes):
+    /// job metrics and the jobs' series on --listen's /metrics.
+    #[arg(long, conflicts_with_all = ["once", "socket"])]
+    jobs_only: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -61,6 +65,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.jobs_only {
+        let cfg = obsd::daemon::jobs_only::Config {
+            desired_dir: args.desired_state,
+            state_dir: args.state_dir,
+            listen: args.listen,
+        };
+        return exit(rt.block_on(obsd::daemon::jobs_only::run(cfg, CancellationToken::new())));
+    }
     let cfg = obsd::daemon::Config {
         desired_dir: args.desired_state,
         state_dir: args.state_dir,
@@ -69,7 +81,11 @@ fn main() -> ExitCode {
         once: args.once,
     };
     let shutdown = CancellationToken::new();
-    match rt.block_on(obsd::daemon::run(cfg, shutdown)) {
+    exit(rt.block_on(obsd::daemon::run(cfg, shutdown)))
+}
+
+fn exit(r: Result<(), obsd::daemon::DaemonError>) -> ExitCode {
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

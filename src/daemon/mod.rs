@@ -12,6 +12,7 @@
 
 pub(crate) mod alerting;
 mod jobs_feed;
+pub mod jobs_only;
 pub(crate) mod metrics;
 mod pacing;
 mod server;

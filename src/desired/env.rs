@@ -125,7 +125,7 @@ pub(crate) fn interpolate(
 
 /// Expands one string; errors name the variable. `unset` may supply a stand-in for a variable that has neither a
 /// value nor a default (instead of an error).
-fn expand_with(
+pub(crate) fn expand_with(
     s: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     unset: &dyn Fn(&str) -> Option<String>,

@@ -398,7 +398,8 @@ fn finish(mut diags: Vec<Diagnostic>) -> LoadErrors {
     LoadErrors(diags)
 }
 
-fn list_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+/// The desired-state documents of `dir`, sorted (also what `obsctl export k8s` copies).
+pub(crate) fn list_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let rd = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read desired-state directory {}: {e}", dir.display()))?;
     let mut files: Vec<PathBuf> = rd

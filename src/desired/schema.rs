@@ -248,6 +248,7 @@ pub fn render_docs() -> BTreeMap<String, String> {
          Generated from the schema by `obsctl gen-docs crds-docs`; a test fails when these pages are stale.\n\
          Desired-state files may start with the modeline\n\
          `# yaml-language-server: $schema=../crds-docs/obsd.schema.json` so editors complete and check fields.\n\n\
+         How each field maps to Kubernetes (`obsctl export k8s`): [kubernetes.md](kubernetes.md).\n\n\
          | kind | page |\n|---|---|\n",
     );
     for (kind, schema) in &kinds {

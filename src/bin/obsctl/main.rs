@@ -3,6 +3,7 @@
 //! 1 error.
 
 mod commands;
+mod export;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -83,6 +84,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VolumeCmd,
     },
+    /// Export the desired state for another system (`export k8s`).
+    Export {
+        #[command(subcommand)]
+        cmd: export::ExportCmd,
+    },
     /// Shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -138,7 +144,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::GenDocs { dir } => {
-            for (name, content) in obsd::desired::schema::render_docs() {
+            let k8s_page = (
+                "kubernetes.md".to_string(),
+                obsd::export::k8s::docs::render(),
+            );
+            for (name, content) in obsd::desired::schema::render_docs()
+                .into_iter()
+                .chain([k8s_page])
+            {
                 std::fs::write(dir.join(&name), content)?;
                 println!("wrote {}", dir.join(name).display());
             }
@@ -166,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 yes_delete_data,
             } => commands::volume_rm(&desired_state, &name, yes_delete_data),
         },
+        Cmd::Export { cmd } => export::run(cmd),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "obsctl", &mut std::io::stdout());
