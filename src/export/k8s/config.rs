@@ -33,9 +33,11 @@ pub struct Source {
     pub hash: String,
 }
 
-/// `config/x/` and `./config/x` → `config/x`, as [`super::input`] names files.
-pub fn norm(source: &str) -> String {
-    std::path::Path::new(source)
+/// `config/x/` and `./config/x` → `config/x`: a path in the desired-state directory as
+/// [`super::input`] names files and the Services' `source` fields are looked up.
+pub fn norm(source: impl AsRef<std::path::Path>) -> String {
+    source
+        .as_ref()
         .components()
         .filter(|c| !matches!(c, std::path::Component::CurDir))
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -158,10 +160,7 @@ pub(super) fn build_all(cx: &mut Cx) -> Result<(), ExportError> {
         };
         let cm = ConfigMap {
             metadata: {
-                let mut m = cx.meta(
-                    &name,
-                    BTreeMap::from([(super::LABEL_PART_OF.to_string(), cx.part_of.clone())]),
-                );
+                let mut m = cx.meta(&name, cx.stack_labels());
                 m.annotations = Some(BTreeMap::from([(
                     "obs.tlsstress.art/config-source".to_string(),
                     source.clone(),

@@ -13,7 +13,7 @@
 //!    its mode: a file not readable by others is private and never goes into a
 //!    ConfigMap.
 
-use super::refs;
+use super::{config, refs};
 use crate::desired::load::{load_dir, LoadErrors, LoadOptions};
 use crate::desired::DesiredState;
 use std::collections::{BTreeMap, BTreeSet};
@@ -189,9 +189,6 @@ fn with_references(
     empty: &BTreeSet<String>,
     dir_display: &str,
 ) -> Result<DesiredState, InputError> {
-    use crate::desired::model::{
-        Document, JobSpec, NetworkSpec, ServiceSpec, StackSpec, VolumeSpec,
-    };
     use crate::desired::yaml;
     let lookup = |n: &str| {
         markers
@@ -247,45 +244,33 @@ fn with_references(
                 refs_error(format!("{}: {kind} {name}: {e}", file.display()))
             };
             match kind.as_str() {
-                "Service" => {
-                    let d: Document<ServiceSpec> =
-                        serde_json::from_value(json).map_err(typed_err)?;
-                    if let Some(r) = st.services.get_mut(&name) {
-                        (r.spec, r.labels, r.source.root) = (d.spec, d.metadata.labels, root);
-                    }
-                }
-                "Volume" => {
-                    let d: Document<VolumeSpec> =
-                        serde_json::from_value(json).map_err(typed_err)?;
-                    if let Some(r) = st.volumes.get_mut(&name) {
-                        (r.spec, r.labels, r.source.root) = (d.spec, d.metadata.labels, root);
-                    }
-                }
-                "Network" => {
-                    let d: Document<NetworkSpec> =
-                        serde_json::from_value(json).map_err(typed_err)?;
-                    if let Some(r) = st.networks.get_mut(&name) {
-                        (r.spec, r.labels, r.source.root) = (d.spec, d.metadata.labels, root);
-                    }
-                }
-                "Stack" => {
-                    let d: Document<StackSpec> = serde_json::from_value(json).map_err(typed_err)?;
-                    (st.stack.spec, st.stack.labels, st.stack.source.root) =
-                        (d.spec, d.metadata.labels, root);
-                }
-                "Job" => {
-                    let d: Document<JobSpec> = serde_json::from_value(json).map_err(typed_err)?;
-                    if let Some(r) = st.jobs.get_mut(&name) {
-                        (r.spec, r.labels, r.source.root) = (d.spec, d.metadata.labels, root);
-                    }
-                }
-                _ => {}
+                "Service" => retype(st.services.get_mut(&name), json, root),
+                "Volume" => retype(st.volumes.get_mut(&name), json, root),
+                "Network" => retype(st.networks.get_mut(&name), json, root),
+                "Stack" => retype(Some(&mut st.stack), json, root),
+                "Job" => retype(st.jobs.get_mut(&name), json, root),
+                _ => Ok(()),
             }
+            .map_err(typed_err)?;
         }
     }
     // The exporter needs no value; none stays in memory past this point.
     st.env.values.clear();
     Ok(st)
+}
+
+/// Resource `r` (when the plain load has it) as its document `json` reads with markers:
+/// its spec, labels and tree.
+fn retype<S: serde::de::DeserializeOwned>(
+    r: Option<&mut crate::desired::Resource<S>>,
+    json: serde_json::Value,
+    root: crate::desired::yaml::Node,
+) -> Result<(), serde_json::Error> {
+    let d: crate::desired::model::Document<S> = serde_json::from_value(json)?;
+    if let Some(r) = r {
+        (r.spec, r.labels, r.source.root) = (d.spec, d.metadata.labels, root);
+    }
+    Ok(())
 }
 
 /// The env file as the user would type it: under the directory as they named it when
@@ -346,13 +331,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
 }
 
 fn rel_of(dir: &Path, f: &Path) -> String {
-    f.strip_prefix(dir)
-        .unwrap_or(f)
-        .components()
-        .filter(|c| !matches!(c, std::path::Component::CurDir))
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
+    config::norm(f.strip_prefix(dir).unwrap_or(f))
 }
 
 fn read_entry(path: &Path) -> Result<FileEntry, InputError> {

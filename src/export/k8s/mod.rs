@@ -25,18 +25,27 @@
 //! [`Warning`]. The full table is generated into `crds-docs/kubernetes.md` ([`docs`]).
 
 mod config;
+mod container;
 pub mod docs;
 mod input;
+mod mounts;
 pub mod names;
 mod obsd;
+mod output;
+mod probes;
 pub mod refs;
+mod services;
+mod stack;
 mod workload;
 
 pub use input::{read_input, EnvFacts, FileEntry, Input, InputError};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolumeClaimSpec, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use output::Object;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The label every generated object carries with the Service (or `obsd`) it came from.
@@ -58,6 +67,16 @@ pub enum EdgeServiceType {
     #[default]
     LoadBalancer,
     NodePort,
+}
+
+impl EdgeServiceType {
+    /// The Service `type` it stands for (also named in warnings about published ports).
+    fn service_type(self) -> &'static str {
+        match self {
+            EdgeServiceType::LoadBalancer => "LoadBalancer",
+            EdgeServiceType::NodePort => "NodePort",
+        }
+    }
 }
 
 /// Export settings (the CLI's flags).
@@ -180,74 +199,6 @@ pub enum ExportError {
     Yaml { what: String, message: String },
 }
 
-/// One generated object, before serialization.
-enum Object {
-    Namespace(Namespace),
-    ConfigMap(ConfigMap),
-    Claim(PersistentVolumeClaim),
-    Service(Service),
-    Deployment(Deployment),
-    StatefulSet(StatefulSet),
-    DaemonSet(DaemonSet),
-}
-
-impl Object {
-    fn kind(&self) -> &'static str {
-        match self {
-            Object::Namespace(_) => "Namespace",
-            Object::ConfigMap(_) => "ConfigMap",
-            Object::Claim(_) => "PersistentVolumeClaim",
-            Object::Service(_) => "Service",
-            Object::Deployment(_) => "Deployment",
-            Object::StatefulSet(_) => "StatefulSet",
-            Object::DaemonSet(_) => "DaemonSet",
-        }
-    }
-
-    /// Apply order: namespace, configuration, storage, networking, workloads.
-    fn order(&self) -> u8 {
-        match self {
-            Object::Namespace(_) => 0,
-            Object::ConfigMap(_) => 10,
-            Object::Claim(_) => 20,
-            Object::Service(_) => 30,
-            Object::Deployment(_) | Object::StatefulSet(_) | Object::DaemonSet(_) => 40,
-        }
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        match self {
-            Object::Namespace(o) => &o.metadata,
-            Object::ConfigMap(o) => &o.metadata,
-            Object::Claim(o) => &o.metadata,
-            Object::Service(o) => &o.metadata,
-            Object::Deployment(o) => &o.metadata,
-            Object::StatefulSet(o) => &o.metadata,
-            Object::DaemonSet(o) => &o.metadata,
-        }
-    }
-
-    fn to_yaml(&self) -> Result<String, String> {
-        match self {
-            Object::Namespace(o) => yaml(o),
-            Object::ConfigMap(o) => yaml(o),
-            Object::Claim(o) => yaml(o),
-            Object::Service(o) => yaml(o),
-            Object::Deployment(o) => yaml(o),
-            Object::StatefulSet(o) => yaml(o),
-            Object::DaemonSet(o) => yaml(o),
-        }
-    }
-}
-
-/// YAML as kubectl reads it: YAML 1.1-ambiguous strings (`on`, `yes`, `0755`) quoted,
-/// multi-line strings as literal blocks, no folding of long lines.
-fn yaml<T: serde::Serialize>(v: &T) -> Result<String, String> {
-    let mut o = serde_saphyr::SerializerOptions::default();
-    o.folded_wrap_chars = usize::MAX / 4;
-    serde_saphyr::to_string_with_options(v, o).map_err(|e| e.to_string())
-}
-
 /// The state of one export run, shared by the mapping functions.
 struct Cx<'a> {
     input: &'a Input,
@@ -281,10 +232,15 @@ impl Cx<'_> {
 
     /// Labels of an object generated for `name` (a Service, or `obsd`).
     fn labels(&self, name: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (LABEL_NAME.to_string(), name.to_string()),
-            (LABEL_PART_OF.to_string(), self.part_of.clone()),
-        ])
+        let mut labels = self.stack_labels();
+        labels.insert(LABEL_NAME.to_string(), name.to_string());
+        labels
+    }
+
+    /// Labels of an object that belongs to the whole Stack (the Namespace, a ConfigMap
+    /// Services share).
+    fn stack_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(LABEL_PART_OF.to_string(), self.part_of.clone())])
     }
 
     fn meta(&self, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
@@ -306,6 +262,23 @@ impl Cx<'_> {
 
     fn push(&mut self, o: Object, source: impl Into<String>) {
         self.objects.push((o, source.into()));
+    }
+
+    /// A claim on `size` of storage: every claim is one node's (`ReadWriteOnce`, as a
+    /// Docker volume is one host's) in the storage class the user chose.
+    fn claim_spec(&self, size: &str) -> PersistentVolumeClaimSpec {
+        PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: self.opts.storage_class.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(size.to_string()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 }
 
@@ -336,15 +309,12 @@ pub fn export(input: &Input, opts: &Options) -> Result<Export, ExportError> {
         configs: BTreeMap::new(),
     };
 
-    stack_warnings(&mut cx);
+    stack::warnings(&mut cx);
 
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(namespace.clone()),
-            labels: Some(BTreeMap::from([(
-                LABEL_PART_OF.to_string(),
-                cx.part_of.clone(),
-            )])),
+            labels: Some(cx.stack_labels()),
             ..Default::default()
         },
         ..Default::default()
@@ -359,263 +329,10 @@ pub fn export(input: &Input, opts: &Options) -> Result<Export, ExportError> {
     for name in st.services.keys() {
         workload::build(&mut cx, name);
     }
-    volume_warnings(&mut cx);
+    stack::volume_warnings(&mut cx);
     if !st.jobs.is_empty() {
         obsd::build(&mut cx)?;
     }
 
-    finish(cx)
-}
-
-/// Warnings about the env file, networks and Stack settings.
-fn stack_warnings(cx: &mut Cx) {
-    let input = cx.input;
-    let st = &input.state;
-    let env = &input.env;
-    if let Some(p) = &env.path_display {
-        if !env.present {
-            cx.warn(
-                "env file",
-                "",
-                format!("{p} does not exist: each `${{VAR}}` it should provide became a Secret reference, and each `${{VAR:-default}}` took its default; export where the env file is for an exact result"),
-            );
-        }
-        if !env.kubectl_incompatible_lines.is_empty() {
-            let lines: Vec<String> = env
-                .kubectl_incompatible_lines
-                .iter()
-                .map(|l| l.to_string())
-                .collect();
-            cx.warn(
-                "env file",
-                "",
-                format!("{p} lines {} quote their value or start with `export`; `kubectl create secret generic --from-env-file` keeps quotes in the value and rejects `export`: remove them before creating the Secret", lines.join(", ")),
-            );
-        }
-    }
-    let mut nets = Vec::new();
-    for (name, n) in &st.networks {
-        let what = if n.spec.internal {
-            "an internal network (no route out)"
-        } else {
-            "a network"
-        };
-        nets.push((
-            format!("Network/{name}"),
-            format!("{what} has no Kubernetes equivalent: every pod of the namespace reaches every Service; write NetworkPolicies to isolate or to block egress"),
-        ));
-    }
-    for (s, m) in nets {
-        cx.warn(s, "", m);
-    }
-    if st.stack.spec.alerting.is_some() {
-        cx.warn(
-            format!("Stack/{}", st.stack.name),
-            "spec.alerting",
-            "obsd's own alerting is about reconcile passes, which do not exist on Kubernetes (jobs-only mode does not send it); the shipped rules ObsdJobFailing and ObsdJobStale cover the jobs",
-        );
-    }
-}
-
-/// Volumes that are shared, unused, or use a driver.
-fn volume_warnings(cx: &mut Cx) {
-    let input = cx.input;
-    let st = &input.state;
-    let mut users: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (svc, r) in &st.services {
-        for v in &r.spec.volumes {
-            let e = users.entry(v.volume.as_str()).or_default();
-            if !e.contains(&svc.as_str()) {
-                e.push(svc);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for (name, v) in &st.volumes {
-        let subject = format!("Volume/{name}");
-        match users.get(name.as_str()) {
-            None => out.push((subject.clone(), String::new(), "not mounted by any Service: no claim is generated for it; if it holds data, create a PVC and restore it there".to_string())),
-            Some(u) if u.len() > 1 => out.push((subject.clone(), String::new(), format!(
-                "mounted by {}: each StatefulSet gets its own claim (the data is no longer shared; sharing needs ReadWriteMany storage)",
-                u.join(", ")
-            ))),
-            _ => {}
-        }
-        if let Some(d) = &v.spec.driver {
-            if d != "local" {
-                out.push((subject.clone(), "spec.driver".into(), format!("driver `{d}` has no Kubernetes equivalent; the claim uses the storage class")));
-            }
-        }
-    }
-    for (s, f, m) in out {
-        cx.warn(s, f, m);
-    }
-}
-
-fn finish(cx: Cx) -> Result<Export, ExportError> {
-    let mut seen: BTreeMap<(&'static str, String), String> = BTreeMap::new();
-    for (o, source) in &cx.objects {
-        let name = o.meta().name.clone().unwrap_or_default();
-        if let Some(first) = seen.insert((o.kind(), name.clone()), source.clone()) {
-            return Err(ExportError::NameClash {
-                kind: o.kind(),
-                name,
-                first,
-                second: source.clone(),
-            });
-        }
-    }
-    let mut manifests = Vec::new();
-    for (o, source) in &cx.objects {
-        let name = o.meta().name.clone().unwrap_or_default();
-        let body = o.to_yaml().map_err(|message| ExportError::Yaml {
-            what: format!("{} {name}", o.kind()),
-            message,
-        })?;
-        manifests.push(Manifest {
-            file: format!(
-                "{:02}-{}-{}.yaml",
-                o.order(),
-                o.kind().to_ascii_lowercase(),
-                name
-            ),
-            kind: o.kind(),
-            name,
-            yaml: format!(
-                "# Generated by `obsctl export k8s` from {source}.\n# Edit the desired state and export again rather than editing this file.\n{body}"
-            ),
-        });
-    }
-    manifests.sort_by(|a, b| a.file.cmp(&b.file));
-    let mut warnings = cx.warnings;
-    warnings.sort();
-    warnings.dedup();
-    let mut claims = cx.claims;
-    claims.sort();
-    Ok(Export {
-        namespace: cx.namespace,
-        manifests,
-        warnings,
-        secret_name: cx.secret_name,
-        secret_keys: cx.secret_keys,
-        env_file: cx.input.env.path_display.clone(),
-        file_secrets: cx.file_secrets,
-        claims,
-        obsd_image: (!cx.input.state.jobs.is_empty()).then(|| cx.opts.obsd_image.clone()),
-    })
-}
-
-impl Export {
-    /// The warnings as printed: one line per message, the subjects that share a field
-    /// and message on one line (`Service/a, Service/b spec.logging: …`).
-    pub fn warning_lines(&self) -> Vec<String> {
-        let mut groups: Vec<((&str, &str), Vec<&str>)> = Vec::new();
-        for w in &self.warnings {
-            let key = (w.field.as_str(), w.message.as_str());
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, subjects)) => subjects.push(&w.subject),
-                None => groups.push((key, vec![&w.subject])),
-            }
-        }
-        groups
-            .into_iter()
-            .map(|((field, message), subjects)| {
-                let who = subjects.join(", ");
-                if field.is_empty() {
-                    format!("{who}: {message}")
-                } else {
-                    format!("{who} {field}: {message}")
-                }
-            })
-            .collect()
-    }
-
-    /// Every manifest as one multi-document YAML stream (for `kubectl apply -f -`).
-    pub fn stream(&self) -> String {
-        let mut s = String::new();
-        for (i, m) in self.manifests.iter().enumerate() {
-            if i > 0 {
-                s.push_str("---\n");
-            }
-            s.push_str(&m.yaml);
-        }
-        s
-    }
-
-    /// The steps that move the stack, as shell commands with comments. `out` is the
-    /// output directory as the user named it (`None`: the manifests went to stdout).
-    pub fn next_steps(&self, out: Option<&str>) -> String {
-        let ns = &self.namespace;
-        let mut s = String::new();
-        let files = out.unwrap_or("<manifests>");
-        s.push_str("# 1. the namespace first (the Secrets live in it)\n");
-        match out {
-            Some(o) => s.push_str(&format!(
-                "kubectl apply -f {}\n",
-                shell_quote(&format!("{o}/00-namespace-{ns}.yaml"))
-            )),
-            None => s.push_str(&format!("kubectl create namespace {ns}\n")),
-        }
-        s.push_str(&format!(
-            "# 2. the Secret every env-file reference points into ({} keys used: {})\n",
-            self.secret_keys.len(),
-            if self.secret_keys.is_empty() {
-                "none".to_string()
-            } else {
-                self.secret_keys
-                    .iter()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }
-        ));
-        let env = self.env_file.as_deref().unwrap_or("<env file>");
-        s.push_str(&format!(
-            "kubectl create secret generic {} --namespace {ns} --from-env-file={}\n",
-            self.secret_name,
-            shell_quote(env)
-        ));
-        for fs in &self.file_secrets {
-            s.push_str(&format!(
-                "kubectl create secret generic {} --namespace {ns}",
-                fs.name
-            ));
-            for (k, p) in &fs.files {
-                s.push_str(&format!(
-                    " --from-file={}",
-                    shell_quote(&format!("{k}={p}"))
-                ));
-            }
-            s.push('\n');
-        }
-        if let Some(img) = &self.obsd_image {
-            s.push_str(&format!(
-                "# 3. obsd runs the jobs: push its image (deploy/Dockerfile) where the cluster pulls from, as {img} (or export with --obsd-image)\n"
-            ));
-        }
-        s.push_str("# 4. everything else\n");
-        s.push_str(&format!("kubectl apply -f {}\n", shell_quote(files)));
-        if !self.claims.is_empty() {
-            s.push_str("# 5. restore each volume's data into its claim (see README: Moving to Kubernetes)\n");
-            for c in &self.claims {
-                s.push_str(&format!(
-                    "#    {} -> PersistentVolumeClaim {} (StatefulSet {})\n",
-                    c.volume, c.pvc, c.statefulset
-                ));
-            }
-        }
-        s
-    }
-}
-
-/// Single-quotes `s` for a POSIX shell when it holds anything but safe characters.
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+%".contains(&b))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    output::finish(cx)
 }

@@ -9,16 +9,14 @@
 //! mode reads where the env file lacks a value. Job history and cooldowns live on a
 //! claim, so a restart keeps them (one replica, `Recreate`: one obsd per state).
 
-use super::{names, refs, Cx, ExportError, Object, OBSD_PORT};
+use super::{mounts, names, refs, services, Cx, ExportError, Object, OBSD_PORT};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapProjection, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, HTTPGetAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ProjectedVolumeSource, SecretEnvSource, SecretProjection, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapProjection, Container, ContainerPort, EnvFromSource,
+    HTTPGetAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, SecretEnvSource,
+    SecretProjection, SecurityContext, ServicePort, Volume, VolumeMount, VolumeProjection,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::{BTreeMap, BTreeSet};
@@ -103,39 +101,31 @@ pub(super) fn build(cx: &mut Cx) -> Result<(), ExportError> {
                 format!("{source}/{p}")
             }
         };
-        let mut items = Vec::new();
-        for (k, p) in &cs.items {
-            if paths.insert(place(p)) {
-                items.push(KeyToPath {
+        // A path the tree already has keeps its first file.
+        let mut placed = |files: &[(String, String)]| -> Vec<KeyToPath> {
+            files
+                .iter()
+                .filter(|(_, p)| paths.insert(place(p)))
+                .map(|(k, p)| KeyToPath {
                     key: k.clone(),
                     path: place(p),
                     mode: None,
-                });
-            }
-        }
+                })
+                .collect()
+        };
         sources.push(VolumeProjection {
             config_map: Some(ConfigMapProjection {
                 name: cs.name.clone(),
-                items: Some(items),
+                items: Some(placed(&cs.items)),
                 optional: None,
             }),
             ..Default::default()
         });
         if let Some(secret) = &cs.secret {
-            let mut items = Vec::new();
-            for (k, p) in &cs.private {
-                if paths.insert(place(p)) {
-                    items.push(KeyToPath {
-                        key: k.clone(),
-                        path: place(p),
-                        mode: None,
-                    });
-                }
-            }
             sources.push(VolumeProjection {
                 secret: Some(SecretProjection {
                     name: secret.clone(),
-                    items: Some(items),
+                    items: Some(placed(&cs.private)),
                     optional: None,
                 }),
                 ..Default::default()
@@ -208,11 +198,7 @@ pub(super) fn build(cx: &mut Cx) -> Result<(), ExportError> {
             let out = &sp.output_dir;
             if out.starts_with('/') && !out.starts_with(STATE_DIR) {
                 let vname = names::label(&format!("output-{i}"));
-                volumes.push(Volume {
-                    name: vname.clone(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                });
+                volumes.push(mounts::empty_dir(&vname));
                 mounts.push(VolumeMount {
                     name: vname,
                     mount_path: out.clone(),
@@ -237,18 +223,7 @@ pub(super) fn build(cx: &mut Cx) -> Result<(), ExportError> {
 
     let claim = PersistentVolumeClaim {
         metadata: cx.meta(&format!("{NAME}-state"), labels.clone()),
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: cx.opts.storage_class.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity("1Gi".into()),
-                )])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        spec: Some(cx.claim_spec("1Gi")),
         ..Default::default()
     };
     cx.push(
@@ -256,22 +231,20 @@ pub(super) fn build(cx: &mut Cx) -> Result<(), ExportError> {
         "obsd's state directory (job history, cooldowns)",
     );
 
-    let service = Service {
-        metadata: cx.meta(NAME, labels.clone()),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            selector: Some(labels.clone()),
-            ports: Some(vec![ServicePort {
-                name: Some("metrics".into()),
-                port: OBSD_PORT as i32,
-                target_port: Some(IntOrString::String("metrics".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+    let service = services::service(
+        cx,
+        NAME,
+        labels.clone(),
+        labels.clone(),
+        "ClusterIP",
+        vec![ServicePort {
+            name: Some("metrics".into()),
+            port: OBSD_PORT as i32,
+            target_port: Some(IntOrString::String("metrics".into())),
+            protocol: Some("TCP".into()),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
+        }],
+    );
     cx.push(Object::Service(service), "obsd's /metrics");
 
     let http = |path: &str| Probe {
