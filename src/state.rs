@@ -129,6 +129,18 @@ pub struct Backoff {
     pub last_error: Option<String>,
 }
 
+/// A replacement that was rolled back (issue 10): the spec it tried, why it failed and
+/// the failed container's last log lines. While the service's rendered spec is this one,
+/// the planner does not try it again (`rolled_back` drift) until `obsctl rollout retry`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Rollback {
+    pub spec_hash: String,
+    pub config_hashes: Vec<String>,
+    pub reason: String,
+    pub log_tail: String,
+    pub at_ms: i64,
+}
+
 /// Per-resource history for status.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ResourceRecord {
@@ -151,6 +163,9 @@ pub struct Persisted {
     pub applied_config: BTreeMap<String, Vec<String>>,
     /// Backoff per service name.
     pub backoff: BTreeMap<String, Backoff>,
+    /// Rolled-back replacements per service name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollbacks: BTreeMap<String, Rollback>,
     pub resources: BTreeMap<String, ResourceRecord>,
     pub last_success_ms: Option<i64>,
 }

@@ -39,6 +39,11 @@ pub struct DriftLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabel {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub action: String,
     pub result: String,
@@ -56,6 +61,8 @@ pub struct Metrics {
     pub resource_in_sync: Family<ResourceLabels, Gauge>,
     pub resource_drift: Family<DriftLabels, Gauge>,
     pub actions_total: Family<ActionLabels, Counter>,
+    /// Replacements that failed their health gate and were rolled back, per service.
+    pub rollbacks_total: Family<ServiceLabel, Counter>,
     pub docker_up: Gauge,
     /// Resources that currently have series, to remove the ones that go away.
     known: Mutex<BTreeSet<(String, String)>>,
@@ -75,6 +82,7 @@ impl Metrics {
             resource_in_sync: Family::default(),
             resource_drift: Family::default(),
             actions_total: Family::default(),
+            rollbacks_total: Family::default(),
             docker_up: Gauge::default(),
             known: Mutex::new(BTreeSet::new()),
         };
@@ -125,6 +133,11 @@ impl Metrics {
             m.actions_total.clone(),
         );
         registry.register(
+            "obsd_rollbacks",
+            "Replacements that failed their health gate and were rolled back, by service",
+            m.rollbacks_total.clone(),
+        );
+        registry.register(
             "obsd_docker_up",
             "1 when the Docker engine answers",
             m.docker_up.clone(),
@@ -155,6 +168,11 @@ impl Metrics {
                 kind: kind.clone(),
                 name: name.clone(),
             });
+            if kind == crate::desired::model::Kind::Service.as_str() {
+                self.rollbacks_total.remove(&ServiceLabel {
+                    service: name.clone(),
+                });
+            }
             for reason in Reason::ALL {
                 self.resource_drift.remove(&DriftLabels {
                     kind: kind.clone(),
@@ -164,6 +182,12 @@ impl Metrics {
             }
         }
         for r in resources {
+            if r.kind == crate::desired::model::Kind::Service {
+                // Born at 0, so `increase()` sees the first rollback.
+                let _ = self.rollbacks_total.get_or_create(&ServiceLabel {
+                    service: r.name.clone(),
+                });
+            }
             self.resource_in_sync
                 .get_or_create(&ResourceLabels {
                     kind: r.kind.to_string(),
@@ -181,6 +205,15 @@ impl Metrics {
             }
         }
         *known = now;
+    }
+
+    /// Counts one rollback of `service`.
+    pub fn rollback(&self, service: &str) {
+        self.rollbacks_total
+            .get_or_create(&ServiceLabel {
+                service: service.into(),
+            })
+            .inc();
     }
 
     pub fn action(&self, action: &str, ok: bool) {

@@ -544,6 +544,9 @@ impl Daemon {
                 for (action, ok) in pass.report.iter().flat_map(|r| &r.actions) {
                     m.action(action, *ok);
                 }
+                for service in pass.report.iter().flat_map(|r| &r.rollbacks) {
+                    m.rollback(service);
+                }
                 if !failed {
                     m.last_success.set(now as f64 / 1000.0);
                 }

@@ -484,6 +484,57 @@ impl Docker for Engine {
             .map_err(map_err)
     }
 
+    async fn inspect_state(&self, id: &str) -> Result<ContainerState> {
+        use bollard::models::{ContainerStateStatusEnum as S, HealthStatusEnum as H};
+        let r = self
+            .docker
+            .inspect_container(id, None::<qp::InspectContainerOptions>)
+            .await
+            .map_err(map_err)?;
+        let st = r.state.unwrap_or_default();
+        let state = match st.status {
+            Some(S::RUNNING) => RunState::Running,
+            Some(S::PAUSED) => RunState::Paused,
+            Some(S::RESTARTING) => RunState::Restarting,
+            Some(S::REMOVING) => RunState::Removing,
+            Some(S::EXITED) | Some(S::STOPPING) => RunState::Exited,
+            Some(S::DEAD) => RunState::Dead,
+            _ => RunState::Created,
+        };
+        let health = st.health.and_then(|h| h.status).and_then(|s| match s {
+            H::STARTING => Some(Health::Starting),
+            H::HEALTHY => Some(Health::Healthy),
+            H::UNHEALTHY => Some(Health::Unhealthy),
+            _ => None,
+        });
+        Ok(ContainerState {
+            state,
+            exit_code: st.exit_code.unwrap_or(0),
+            health,
+            restart_count: r.restart_count.unwrap_or(0),
+            error: st.error.filter(|e| !e.is_empty()),
+        })
+    }
+
+    async fn container_logs(&self, id: &str, tail: usize) -> Result<String> {
+        let opts = qp::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let chunks: Vec<bollard::container::LogOutput> = self
+            .docker
+            .logs(id, Some(opts))
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let mut out = String::new();
+        for c in chunks {
+            out.push_str(&String::from_utf8_lossy(&c.into_bytes()));
+        }
+        Ok(out)
+    }
+
     fn events(&self) -> impl Stream<Item = Result<EngineEvent>> + Send + 'static {
         let docker = self.docker.clone();
         let mut filters = HashMap::new();

@@ -29,6 +29,8 @@ const READS: &[&str] = &[
     "image_id",
     "list_volumes",
     "list_networks",
+    "inspect_state",
+    "container_logs",
 ];
 
 impl FakeDocker {
@@ -282,6 +284,28 @@ impl Docker for FakeDocker {
             c.name = new_name.to_string();
         }
         Ok(())
+    }
+
+    async fn inspect_state(&self, id: &str) -> Result<ContainerState> {
+        self.record(format!("inspect_state {}", short(id)));
+        let g = self.inner.lock().unwrap();
+        let c = g
+            .containers
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| DockerError::NotFound(id.into()))?;
+        Ok(ContainerState {
+            state: c.state,
+            exit_code: 0,
+            health: c.health,
+            restart_count: 0,
+            error: None,
+        })
+    }
+
+    async fn container_logs(&self, id: &str, _tail: usize) -> Result<String> {
+        self.record(format!("container_logs {}", short(id)));
+        Ok(String::new())
     }
 
     fn events(&self) -> impl futures_util::Stream<Item = Result<EngineEvent>> + Send + 'static {

@@ -206,6 +206,21 @@ pub struct Mount {
     pub propagation: Option<String>,
 }
 
+/// A container's run state as one inspect reports it (what a rollout's health gate
+/// watches).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerState {
+    pub state: RunState,
+    /// Last exit code (0 while it never exited).
+    pub exit_code: i64,
+    /// `None`: the container has no healthcheck (neither its own nor the image's).
+    pub health: Option<Health>,
+    /// How often the engine restarted it under its restart policy.
+    pub restart_count: i64,
+    /// The engine's error for a container that could not start.
+    pub error: Option<String>,
+}
+
 /// A Docker event reduced to what the daemon uses as a hint.
 #[derive(Debug, Clone)]
 pub struct EngineEvent {
@@ -262,6 +277,10 @@ pub trait Docker: Send + Sync + 'static {
     fn remove_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
     fn rename_container(&self, id: &str, new_name: &str)
         -> impl Future<Output = Result<()>> + Send;
+    /// One inspect of a container's run state.
+    fn inspect_state(&self, id: &str) -> impl Future<Output = Result<ContainerState>> + Send;
+    /// The last `tail` lines of a container's stdout and stderr, interleaved as logged.
+    fn container_logs(&self, id: &str, tail: usize) -> impl Future<Output = Result<String>> + Send;
     /// Engine events from now on; the stream ends when the connection drops.
     fn events(&self) -> impl futures_util::Stream<Item = Result<EngineEvent>> + Send + 'static;
 }

@@ -2,18 +2,28 @@
 //! bounded concurrency and per-service backoff. One broken service never blocks the
 //! others: its failure is recorded and the rest of the plan goes on.
 //!
-//! Replacement is crash-safe: the new container is created under `<name>--next`, the
-//! old one stopped and removed, the new one renamed and started. Whatever step a crash
-//! interrupts, the next plan sees either a leftover temp (removed, or adopted when it
-//! is complete and the original is gone) or the old container — never two live copies.
+//! Replacement is crash-safe and health-gated: the new container is created under
+//! `<name>--next`, the old one stopped and renamed `<name>--prev`, the new one renamed
+//! into place, started and watched ([`gate`]); then the old one is removed, or — when the
+//! new one exits, restarts, turns unhealthy or misses its deadline — the new one is
+//! removed and the old one renamed back and started ([`roll_back`]). Whatever step a
+//! crash interrupts, the next plan sees a leftover temp (removed, or adopted when it is
+//! complete), a `--prev` (the gate resumed, or the old container put back) or the old
+//! container — never two live copies.
 
-use crate::desired::model::service::{DependencyCondition, PullPolicy};
+use crate::desired::model::service::{
+    DependencyCondition, PullPolicy, RestartPolicy, ServiceSpec, DEFAULT_SETTLE,
+};
 use crate::desired::DesiredState;
-use crate::docker::{Docker, DockerError, RunState};
-use crate::reconcile::plan::{InfraAction, Observed, Plan, ServicePlan, Step, NEXT_SUFFIX};
-use crate::state::{backoff_delay_ms, Persisted};
+use crate::docker::{Docker, DockerError, Health, RunState};
+use crate::reconcile::plan::{
+    InfraAction, Observed, Plan, ServicePlan, Step, NEXT_SUFFIX, PREV_SUFFIX,
+};
+use crate::reconcile::render::Rendered;
+use crate::state::{backoff_delay_ms, now_ms, Persisted, Rollback};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// Reads everything the planner needs: 3 list calls plus one image inspect per distinct
@@ -47,6 +57,7 @@ pub async fn observe<D: Docker>(
             .filter(|(id, _)| live.contains(id.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        rollbacks: persisted.rollbacks.clone(),
         containers,
         volumes,
         networks,
@@ -92,6 +103,10 @@ pub enum ServiceResult {
     BackingOff {
         retry_at_ms: i64,
     },
+    /// The replacement failed its health gate; the old container runs again.
+    RolledBack {
+        rollback: Rollback,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,6 +115,8 @@ pub struct Report {
     pub infra_errors: Vec<String>,
     /// Every action with its result, for metrics: (action, ok).
     pub actions: Vec<(&'static str, bool)>,
+    /// Services rolled back in this pass (`obsd_rollbacks_total`).
+    pub rollbacks: Vec<String>,
 }
 
 impl Report {
@@ -110,7 +127,9 @@ impl Report {
             || self.services.values().any(|r| {
                 matches!(
                     r,
-                    ServiceResult::Failed { .. } | ServiceResult::BackingOff { .. }
+                    ServiceResult::Failed { .. }
+                        | ServiceResult::BackingOff { .. }
+                        | ServiceResult::RolledBack { .. }
                 )
             })
     }
@@ -233,6 +252,13 @@ pub async fn execute<D: Docker>(
                     b.last_error = Some(error.clone());
                     failed.insert(name.clone());
                 }
+                ServiceResult::RolledBack { rollback } => {
+                    // Not a backoff: the planner holds this spec until it changes.
+                    persisted.backoff.remove(&name);
+                    persisted.rollbacks.insert(name.clone(), rollback.clone());
+                    report.rollbacks.push(name.clone());
+                    failed.insert(name.clone());
+                }
                 _ => {}
             }
             report.services.insert(name, res);
@@ -337,6 +363,8 @@ async fn run_service<D: Docker>(
         );
     };
     let cname = desired.container_name(&sp.service);
+    let spec = &desired.services[&sp.service].spec;
+    let mut rolled_back: Option<Rollback> = None;
     for step in &sp.steps {
         let name = step.action_name();
         let span = tracing::info_span!("action", service = %sp.service, action = name);
@@ -359,21 +387,16 @@ async fn run_service<D: Docker>(
                     Ok(())
                 }
                 Step::Replace { old_id } => {
-                    let mut next = rendered.create.clone();
-                    next.name = format!("{cname}{NEXT_SUFFIX}");
-                    let new_id = docker.create_container(&next).await?;
-                    let stop_timeout = rendered.create.stop_timeout;
-                    if let Err(e) = async {
-                        docker.stop_container(old_id, stop_timeout).await?;
-                        docker.remove_container(old_id).await
-                    }
-                    .await
-                    {
-                        let _ = docker.remove_container(&new_id).await;
-                        return Err(e);
-                    }
-                    docker.rename_container(&new_id, &cname).await?;
-                    docker.start_container(&new_id).await
+                    rolled_back = replace(docker, spec, rendered, &cname, old_id).await?;
+                    Ok(())
+                }
+                Step::Verify { id, prev_id } => {
+                    rolled_back = verify(docker, spec, rendered, &cname, id, prev_id).await?;
+                    Ok(())
+                }
+                Step::Restore { prev_id } => {
+                    docker.rename_container(prev_id, &cname).await?;
+                    docker.start_container(prev_id).await
                 }
                 Step::Start { id } => docker.start_container(id).await,
                 Step::Restart { id } => {
@@ -407,11 +430,225 @@ async fn run_service<D: Docker>(
                 actions,
             );
         }
+        if let Some(rollback) = rolled_back.take() {
+            actions.push(("rollback", true));
+            return (ServiceResult::RolledBack { rollback }, records, actions);
+        }
         if step.is_write() {
             done.push(name);
         }
     }
     (ServiceResult::Done { actions: done }, records, actions)
+}
+
+/// The health-gated replace (see the module doc). `Ok(Some(_))`: rolled back.
+async fn replace<D: Docker>(
+    docker: &D,
+    spec: &ServiceSpec,
+    rendered: &Rendered,
+    cname: &str,
+    old_id: &str,
+) -> Result<Option<Rollback>, DockerError> {
+    let mut next = rendered.create.clone();
+    next.name = format!("{cname}{NEXT_SUFFIX}");
+    let new_id = docker.create_container(&next).await?;
+    let stop_timeout = rendered.create.stop_timeout;
+    let prev_name = format!("{cname}{PREV_SUFFIX}");
+    // Put the old container aside: stopped, kept under a name that says what it is.
+    if let Err(e) = async {
+        docker.stop_container(old_id, stop_timeout).await?;
+        docker.rename_container(old_id, &prev_name).await
+    }
+    .await
+    {
+        let _ = docker.remove_container(&new_id).await;
+        let _ = docker.start_container(old_id).await;
+        return Err(e);
+    }
+    if let Err(e) = docker.rename_container(&new_id, cname).await {
+        let _ = docker.remove_container(&new_id).await;
+        let _ = docker.rename_container(old_id, cname).await;
+        let _ = docker.start_container(old_id).await;
+        return Err(e);
+    }
+    if let Err(e) = docker.start_container(&new_id).await {
+        let reason = format!("the new container did not start: {}", e.detail());
+        return roll_back(docker, rendered, cname, &new_id, old_id, reason)
+            .await
+            .map(Some);
+    }
+    finish_gate(docker, spec, rendered, cname, &new_id, old_id).await
+}
+
+/// Resumes the gate of an interrupted replace: starts the new container if the crash
+/// came before its start, then watches it like [`replace`] does.
+async fn verify<D: Docker>(
+    docker: &D,
+    spec: &ServiceSpec,
+    rendered: &Rendered,
+    cname: &str,
+    id: &str,
+    prev_id: &str,
+) -> Result<Option<Rollback>, DockerError> {
+    if docker.inspect_state(id).await?.state == RunState::Created {
+        if let Err(e) = docker.start_container(id).await {
+            let reason = format!("the new container did not start: {}", e.detail());
+            return roll_back(docker, rendered, cname, id, prev_id, reason)
+                .await
+                .map(Some);
+        }
+    }
+    finish_gate(docker, spec, rendered, cname, id, prev_id).await
+}
+
+async fn finish_gate<D: Docker>(
+    docker: &D,
+    spec: &ServiceSpec,
+    rendered: &Rendered,
+    cname: &str,
+    new_id: &str,
+    prev_id: &str,
+) -> Result<Option<Rollback>, DockerError> {
+    match gate(docker, spec, new_id).await? {
+        Ok(()) => {
+            docker.remove_container(prev_id).await?;
+            Ok(None)
+        }
+        Err(reason) => roll_back(docker, rendered, cname, new_id, prev_id, reason)
+            .await
+            .map(Some),
+    }
+}
+
+/// How many log lines of a failed container are kept for `obsctl status`.
+const LOG_TAIL_LINES: usize = 20;
+/// … and at most this many bytes of them.
+const LOG_TAIL_BYTES: usize = 2048;
+/// How often the gate looks at the new container.
+const GATE_POLL: Duration = Duration::from_millis(200);
+
+/// The settle period and the deadline of a service's health gate.
+pub fn gate_times(spec: &ServiceSpec) -> (Duration, Duration) {
+    let u = spec.update.as_ref();
+    let settle = u.and_then(|u| u.settle).map_or(DEFAULT_SETTLE, |d| d.0);
+    let derived = {
+        // The engine's defaults: interval 30 s, timeout 30 s, 3 retries.
+        let h = spec.healthcheck.as_ref();
+        let secs = |d: Option<crate::desired::model::Duration>, dflt: u64| {
+            d.map_or(Duration::from_secs(dflt), |d| d.0)
+        };
+        let interval = secs(h.and_then(|h| h.interval), 30);
+        let timeout = secs(h.and_then(|h| h.timeout), 30);
+        let start = secs(h.and_then(|h| h.start_period), 0);
+        let retries = h.and_then(|h| h.retries).unwrap_or(3);
+        start + (interval + timeout) * (retries + 1)
+    };
+    let deadline = u
+        .and_then(|u| u.timeout)
+        .map_or(derived.max(Duration::from_secs(30)), |d| d.0)
+        .max(settle);
+    (settle, deadline)
+}
+
+/// Watches a just-started container: `Ok(Ok(()))` once it has run for the settle
+/// period and (with a healthcheck) reported healthy; `Ok(Err(reason))` when it exits,
+/// is restarted by the engine, turns unhealthy or misses the deadline. A one-shot
+/// service (`restart: no`/`on-failure`) that exits 0 has succeeded.
+async fn gate<D: Docker>(
+    docker: &D,
+    spec: &ServiceSpec,
+    id: &str,
+) -> Result<Result<(), String>, DockerError> {
+    let (settle, deadline) = gate_times(spec);
+    let t0 = Instant::now();
+    loop {
+        let s = docker.inspect_state(id).await?;
+        let ran = format!("{:.1}s", t0.elapsed().as_secs_f64());
+        let one_shot = matches!(spec.restart, RestartPolicy::No | RestartPolicy::OnFailure);
+        match s.state {
+            RunState::Running if s.restart_count == 0 => {}
+            RunState::Exited if s.exit_code == 0 && one_shot && s.restart_count == 0 => {
+                return Ok(Ok(()));
+            }
+            RunState::Running | RunState::Restarting => {
+                let code = match s.exit_code {
+                    0 => String::new(),
+                    c => format!(", last code {c}"),
+                };
+                return Ok(Err(format!(
+                    "the new container exited and was restarted by the engine ({} restart(s){code}) within {ran}",
+                    s.restart_count.max(1)
+                )));
+            }
+            other => {
+                let why = s.error.map(|e| format!(": {e}")).unwrap_or_default();
+                return Ok(Err(format!(
+                    "the new container exited (code {}, state {}) within {ran}{why}",
+                    s.exit_code,
+                    format!("{other:?}").to_lowercase()
+                )));
+            }
+        }
+        if s.health == Some(Health::Unhealthy) {
+            return Ok(Err(format!(
+                "the new container turned unhealthy within {ran}"
+            )));
+        }
+        let settled = t0.elapsed() >= settle;
+        if settled && matches!(s.health, None | Some(Health::Healthy)) {
+            return Ok(Ok(()));
+        }
+        if t0.elapsed() >= deadline {
+            return Ok(Err(format!(
+                "the new container was not healthy within {}s",
+                deadline.as_secs()
+            )));
+        }
+        tokio::time::sleep(GATE_POLL).await;
+    }
+}
+
+/// Removes the failed new container and starts the old one again under its name.
+async fn roll_back<D: Docker>(
+    docker: &D,
+    rendered: &Rendered,
+    cname: &str,
+    new_id: &str,
+    prev_id: &str,
+    reason: String,
+) -> Result<Rollback, DockerError> {
+    tracing::warn!(container = cname, %reason, "rolling back");
+    let log_tail = docker
+        .container_logs(new_id, LOG_TAIL_LINES)
+        .await
+        .map(|l| bounded_tail(&l, LOG_TAIL_BYTES))
+        .unwrap_or_else(|e| format!("(logs unavailable: {e})"));
+    stop_and_remove(docker, new_id).await?;
+    docker.rename_container(prev_id, cname).await?;
+    docker.start_container(prev_id).await?;
+    Ok(Rollback {
+        spec_hash: rendered.spec_hash.clone(),
+        config_hashes: rendered.config_hashes.clone(),
+        reason,
+        log_tail,
+        at_ms: now_ms(),
+    })
+}
+
+/// The last `max` bytes of `s`, cut at a line start when possible.
+fn bounded_tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    let tail = &s[start..];
+    match tail.find('\n') {
+        Some(i) if i + 1 < tail.len() => tail[i + 1..].to_string(),
+        _ => tail.to_string(),
+    }
 }
 
 async fn run_infra<D: Docker>(

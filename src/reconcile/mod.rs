@@ -33,13 +33,18 @@ impl Pass {
     }
 
     /// The rule for "this generation is applied": an executed pass that failed nothing,
-    /// found nothing to do and skipped nothing. The daemon, `--once` and `obsctl apply`
-    /// all mark a generation applied by it.
+    /// found nothing to do, skipped nothing and holds no rolled-back spec. The daemon,
+    /// `--once` and `obsctl apply` all mark a generation applied by it.
     pub fn converged(&self) -> bool {
         self.report
             .as_ref()
             .is_some_and(|r| !r.failed() && !r.needs_requeue())
             && self.plan.is_noop()
+            && !self
+                .plan
+                .resources
+                .iter()
+                .any(|r| r.drift.contains(&plan::Reason::RolledBack))
     }
 }
 
@@ -69,6 +74,9 @@ pub async fn pass<D: Docker>(
         });
     }
     let now = now_ms();
+    for name in &plan.stale_rollbacks {
+        persisted.rollbacks.remove(name);
+    }
     let report = if plan.is_noop() {
         Report::default()
     } else {
@@ -180,11 +188,19 @@ fn record(persisted: &mut Persisted, plan: &Plan, report: &Report, now: i64) {
                     rec.last_action_at_ms = Some(now);
                     rec.last_error = Some(error.clone());
                 }
+                Some(ServiceResult::RolledBack { rollback }) => {
+                    rec.last_action = Some("recreate (rolled back)".into());
+                    rec.last_action_at_ms = Some(now);
+                    rec.last_error = Some(rollback.reason.clone());
+                }
                 _ => {}
             }
         }
     }
     persisted.resources.retain(|k, _| seen.contains(k));
+    persisted
+        .rollbacks
+        .retain(|name, _| seen.contains(&format!("{}/{name}", Kind::Service)));
     if !report.failed() {
         persisted.last_success_ms = Some(now);
     }

@@ -3,7 +3,8 @@
 
 use obsd::docker::engine::Engine;
 use obsd::docker::{
-    ContainerInfo, CreateContainer, Docker, EngineEvent, NetworkInfo, Result as DResult, VolumeInfo,
+    ContainerInfo, ContainerState, CreateContainer, Docker, EngineEvent, NetworkInfo,
+    Result as DResult, VolumeInfo,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -124,6 +125,14 @@ impl Docker for Recording {
     async fn remove_network(&self, name: &str) -> DResult<()> {
         self.gate("remove_network").await;
         self.inner.remove_network(name).await
+    }
+    async fn inspect_state(&self, id: &str) -> DResult<ContainerState> {
+        self.gate("inspect_state").await;
+        self.inner.inspect_state(id).await
+    }
+    async fn container_logs(&self, id: &str, tail: usize) -> DResult<String> {
+        self.gate("container_logs").await;
+        self.inner.container_logs(id, tail).await
     }
     async fn create_container(&self, spec: &CreateContainer) -> DResult<String> {
         self.gate("create_container").await;

@@ -108,7 +108,36 @@ pub struct ServiceSpec {
     /// Grace period between the stop signal and SIGKILL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<Duration>,
+    /// How a replacement rolls out (the health gate and its rollback). Not part of the
+    /// spec hash: changing it never recreates the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdatePolicy>,
 }
+
+/// A replacement (`spec_changed`, `image_changed`, a config file with
+/// `onChange: recreate`) is health-gated: the old container is stopped and kept as
+/// `<container>--prev` while the new one starts; the new one must keep running for
+/// `settle` and, when it has a healthcheck, report healthy within `timeout`. If it exits,
+/// restarts, turns unhealthy or misses the deadline, obsd removes it and starts the old
+/// container again (`rolled_back` drift, with the reason and the last log lines in
+/// `obsctl status`). That spec is not tried again until it changes or an operator runs
+/// `obsctl rollout retry NAME`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdatePolicy {
+    /// How long the new container must run before the old one is removed
+    /// (default `1s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle: Option<Duration>,
+    /// Deadline for the new container to report healthy (with a healthcheck). Default:
+    /// the healthcheck's `startPeriod + (interval + timeout) × (retries + 1)`, at least
+    /// `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// The health gate's settle period when `update.settle` is not set.
+pub const DEFAULT_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub enum PullPolicy {

@@ -25,6 +25,9 @@ use std::collections::BTreeMap;
 
 /// Suffix of the temporary name a replacement container is created under.
 pub const NEXT_SUFFIX: &str = "--next";
+/// Suffix of the name the old container is kept under (stopped) while its replacement
+/// passes the health gate; it is started again if the replacement fails.
+pub const PREV_SUFFIX: &str = "--prev";
 
 /// Drift reasons (contract).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -39,10 +42,11 @@ pub enum Reason {
     Orphan,
     NameConflict,
     Failed,
+    RolledBack,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Missing,
         Reason::Stopped,
         Reason::Unhealthy,
@@ -52,6 +56,7 @@ impl Reason {
         Reason::Orphan,
         Reason::NameConflict,
         Reason::Failed,
+        Reason::RolledBack,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +70,7 @@ impl Reason {
             Reason::Orphan => "orphan",
             Reason::NameConflict => "name_conflict",
             Reason::Failed => "failed",
+            Reason::RolledBack => "rolled_back",
         }
     }
 }
@@ -81,6 +87,8 @@ pub struct Observed {
     /// Config hashes applied in place (restart/signal) after creation, per container ID;
     /// labels are immutable, so these live in the state directory.
     pub applied_config: BTreeMap<String, Vec<String>>,
+    /// Rolled-back replacements per service (from the state directory).
+    pub rollbacks: BTreeMap<String, crate::state::Rollback>,
 }
 
 /// One step of a service's repair, executed in order.
@@ -103,9 +111,21 @@ pub enum Step {
         image: String,
     },
     Create,
-    /// Safe replace: create under a temporary name, stop+remove old, rename, start.
+    /// Health-gated replace: create under a temporary name, stop the old one and keep it
+    /// as `--prev`, rename the new one into place, start it, watch it; then remove the
+    /// old one, or roll back to it.
     Replace {
         old_id: String,
+    },
+    /// Resume an interrupted replace: (start and) watch the new container `id`, then
+    /// remove `prev_id` or roll back to it.
+    Verify {
+        id: String,
+        prev_id: String,
+    },
+    /// Put a kept old container back in place (its replacement is gone): rename, start.
+    Restore {
+        prev_id: String,
     },
     Start {
         id: String,
@@ -138,6 +158,8 @@ impl Step {
             Step::Pull { .. } => "pull",
             Step::Create => "create",
             Step::Replace { .. } => "recreate",
+            Step::Verify { .. } => "verify",
+            Step::Restore { .. } => "restore",
             Step::Start { .. } => "start",
             Step::Restart { .. } => "restart",
             Step::Signal { .. } => "signal",
@@ -196,6 +218,9 @@ pub struct ResourceStatus {
     /// Field-level differences, secrets masked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<FieldChange>,
+    /// With `rolled_back`: the last log lines of the container that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -207,6 +232,10 @@ pub struct Plan {
     /// Removals of no-longer-desired owned objects (after services).
     pub cleanup: Vec<InfraAction>,
     pub resources: Vec<ResourceStatus>,
+    /// Services whose recorded rollback is for a spec they no longer have: forgotten, so
+    /// the spec that failed is tried again if it ever comes back.
+    #[serde(skip)]
+    pub stale_rollbacks: Vec<String>,
 }
 
 impl Plan {
@@ -229,8 +258,12 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
     infra::volumes(desired, observed, &mut p);
     let by_service = owned_services(desired.project(), observed);
     for name in desired.services.keys() {
-        let (status, steps) = service::plan_service(desired, observed, key, name, &by_service);
+        let (status, steps, stale) =
+            service::plan_service(desired, observed, key, name, &by_service);
         p.resources.push(status);
+        if stale {
+            p.stale_rollbacks.push(name.clone());
+        }
         if let Some(sp) = steps {
             p.services.push(sp);
         }
@@ -273,6 +306,7 @@ fn status(kind: Kind, name: &str) -> ResourceStatus {
         container: None,
         message: None,
         changes: Vec::new(),
+        log_tail: None,
     }
 }
 

@@ -8,7 +8,7 @@
 //! ([`present`]: spec, image and config drift, then run state and health).
 
 use super::{finish, short_id, status, InfraAction, Observed, Plan, Reason, ResourceStatus};
-use super::{ServicePlan, Step, NEXT_SUFFIX};
+use super::{ServicePlan, Step, NEXT_SUFFIX, PREV_SUFFIX};
 use crate::desired::model::service::{OnChange, PullPolicy, RestartPolicy, ServiceSpec};
 use crate::desired::model::Kind;
 use crate::desired::DesiredState;
@@ -17,14 +17,15 @@ use crate::reconcile::render::{diff_fields, render_service, Rendered};
 use crate::secret::HostKey;
 use std::collections::BTreeMap;
 
-/// The service's status, and its plan when it has steps.
+/// The service's status, its plan when it has steps, and whether its recorded rollback
+/// is stale (for another spec than the one it has now).
 pub(super) fn plan_service(
     desired: &DesiredState,
     observed: &Observed,
     key: &HostKey,
     name: &str,
     by_service: &BTreeMap<&str, Vec<&ContainerInfo>>,
-) -> (ResourceStatus, Option<ServicePlan>) {
+) -> (ResourceStatus, Option<ServicePlan>, bool) {
     let svc = &desired.services[name].spec;
     let project = desired.project();
     let cname = desired.container_name(name);
@@ -44,7 +45,7 @@ pub(super) fn plan_service(
             "container `{cname}` exists but is not managed by obsd (no `{}={project}` label); rename or remove it by hand",
             labels::STACK
         ));
-        return (st, None);
+        return (st, None, false);
     }
 
     let rendered = match render_service(desired, name, key) {
@@ -52,16 +53,22 @@ pub(super) fn plan_service(
         Err(e) => {
             st.drift.push(Reason::Failed);
             st.message = Some(e.to_string());
-            return (st, None);
+            return (st, None, false);
         }
     };
 
     let mine: &[&ContainerInfo] = by_service.get(name).map(Vec::as_slice).unwrap_or(&[]);
     let current = mine.iter().find(|c| c.name == cname).copied();
     let temp = mine.iter().find(|c| c.name == temp_name).copied();
+    let prev_name = format!("{cname}{PREV_SUFFIX}");
+    let prev = mine.iter().find(|c| c.name == prev_name).copied();
+    let stale = observed
+        .rollbacks
+        .get(name)
+        .is_some_and(|rb| !is_for(rb, &rendered));
     let mut steps: Vec<Step> = mine
         .iter()
-        .filter(|c| c.name != cname && c.name != temp_name)
+        .filter(|c| c.name != cname && c.name != temp_name && c.name != prev_name)
         .map(|extra| Step::RemoveDuplicate {
             id: extra.id.clone(),
         })
@@ -76,9 +83,10 @@ pub(super) fn plan_service(
         ));
     }
 
-    match current {
-        None => missing(&mut st, &mut steps, temp, &rendered, observed, svc, &image),
-        Some(c) => {
+    match (current, prev) {
+        (_, Some(p)) => interrupted(&mut st, &mut steps, current, temp, p, &rendered, observed),
+        (None, None) => missing(&mut st, &mut steps, temp, &rendered, observed, svc, &image),
+        (Some(c), None) => {
             if let Some(t) = temp {
                 steps.push(Step::CleanupTemp { id: t.id.clone() });
             }
@@ -91,7 +99,71 @@ pub(super) fn plan_service(
         depends_on: svc.depends_on.clone(),
         rendered: Some(rendered),
     });
-    (finish(st), sp)
+    (finish(st), sp, stale)
+}
+
+/// Whether a recorded rollback is for exactly this rendered spec.
+fn is_for(rb: &crate::state::Rollback, rendered: &Rendered) -> bool {
+    rb.spec_hash == rendered.spec_hash && rb.config_hashes == rendered.config_hashes
+}
+
+/// A `--prev` container exists: a replace was interrupted after the old container was
+/// put aside. With the new container in place (or a complete `--next` to adopt), the
+/// health gate is resumed; without one, the old container is put back.
+fn interrupted(
+    st: &mut ResourceStatus,
+    steps: &mut Vec<Step>,
+    current: Option<&ContainerInfo>,
+    temp: Option<&ContainerInfo>,
+    prev: &ContainerInfo,
+    rendered: &Rendered,
+    observed: &Observed,
+) {
+    let prev_id = prev.id.clone();
+    st.drift.push(Reason::SpecChanged);
+    if let Some(c) = current {
+        st.container = Some(short_id(&c.id).to_string());
+        st.observed_image = Some(c.image.clone());
+        st.state = Some(c.state);
+        st.health = c.health;
+        if let Some(t) = temp {
+            steps.push(Step::CleanupTemp { id: t.id.clone() });
+        }
+        st.message = Some(format!(
+            "rollout in progress: verifying the new container; the old one is kept as {}",
+            prev.name
+        ));
+        steps.push(Step::Verify {
+            id: c.id.clone(),
+            prev_id,
+        });
+        return;
+    }
+    st.drift.push(Reason::Missing);
+    let adoptable = temp.filter(|t| {
+        t.label(labels::SPEC_HASH) == Some(rendered.spec_hash.as_str())
+            && applied_config(t, observed) == rendered.config_hashes
+    });
+    if let Some(t) = adoptable {
+        st.message = Some(format!(
+            "rollout interrupted: adopting the new container; the old one is kept as {}",
+            prev.name
+        ));
+        steps.push(Step::Adopt { id: t.id.clone() });
+        steps.push(Step::Verify {
+            id: t.id.clone(),
+            prev_id,
+        });
+        return;
+    }
+    if let Some(t) = temp {
+        steps.push(Step::CleanupTemp { id: t.id.clone() });
+    }
+    st.message = Some(format!(
+        "rollout interrupted: putting the old container {} back",
+        prev.name
+    ));
+    steps.push(Step::Restore { prev_id });
 }
 
 /// The image the service wants, as the engine has it.
@@ -223,13 +295,32 @@ fn present(
         return;
     }
     if spec_changed || image_changed || matches!(config, ConfigChange::Recreate) {
-        steps.extend(image.pull_step(svc));
-        steps.push(Step::Replace {
-            old_id: c.id.clone(),
-        });
-        return;
+        match observed
+            .rollbacks
+            .get(&st.name)
+            .filter(|rb| is_for(rb, rendered))
+        {
+            // This very spec failed its health gate: not tried again until it changes
+            // or an operator retries. The old container is looked after below.
+            Some(rb) => {
+                st.drift.push(Reason::RolledBack);
+                let last = rb.log_tail.lines().rev().find(|l| !l.trim().is_empty());
+                st.message = Some(match last {
+                    Some(l) => format!("rolled back: {}; last log line: {}", rb.reason, l.trim()),
+                    None => format!("rolled back: {}", rb.reason),
+                });
+                st.log_tail = Some(rb.log_tail.clone());
+            }
+            None => {
+                steps.extend(image.pull_step(svc));
+                steps.push(Step::Replace {
+                    old_id: c.id.clone(),
+                });
+                return;
+            }
+        }
     }
-    if let ConfigChange::InPlace(step) = config {
+    if let (false, ConfigChange::InPlace(step)) = (st.drift.contains(&Reason::RolledBack), config) {
         let restarts = matches!(step, Step::Restart { .. });
         let records = matches!(step, Step::RecordConfig { .. });
         steps.push(step);

@@ -141,6 +141,17 @@ impl Fixture {
     }
 }
 
+/// A recorded rollback of the rendered spec `r`.
+fn rolled_back(r: &crate::reconcile::render::Rendered) -> crate::state::Rollback {
+    crate::state::Rollback {
+        spec_hash: r.spec_hash.clone(),
+        config_hashes: r.config_hashes.clone(),
+        reason: "the new container exited (code 1, state exited) within 0.3s".into(),
+        log_tail: "starting\nError: bad config line 3\n".into(),
+        at_ms: 1,
+    }
+}
+
 fn owned_labels() -> BTreeMap<String, String> {
     BTreeMap::from([(labels::STACK.to_string(), "t".to_string())])
 }
@@ -420,6 +431,90 @@ fn service_rows() -> std::collections::BTreeSet<Reason> {
             vec!["remove"],
         ),
         (
+            "this very spec was rolled back: held, not replaced again",
+            "web",
+            |f, o| {
+                let r = render_service(&f.desired, "web", &KEY).unwrap();
+                with(o, "t-web", |c| {
+                    c.labels.insert(labels::SPEC_HASH.into(), "old".into());
+                });
+                o.rollbacks.insert("web".into(), rolled_back(&r));
+            },
+            vec![SpecChanged, RolledBack],
+            vec![],
+        ),
+        (
+            "rolled back, and the kept old container was stopped by hand: started",
+            "web",
+            |f, o| {
+                let r = render_service(&f.desired, "web", &KEY).unwrap();
+                with(o, "t-web", |c| {
+                    c.labels.insert(labels::SPEC_HASH.into(), "old".into());
+                    c.state = RunState::Exited;
+                });
+                o.rollbacks.insert("web".into(), rolled_back(&r));
+            },
+            vec![Stopped, SpecChanged, RolledBack],
+            vec!["start"],
+        ),
+        (
+            "a rollback of another spec does not hold this one",
+            "web",
+            |f, o| {
+                let mut r = render_service(&f.desired, "web", &KEY).unwrap();
+                r.spec_hash = "an-earlier-attempt".into();
+                with(o, "t-web", |c| {
+                    c.labels.insert(labels::SPEC_HASH.into(), "old".into());
+                });
+                o.rollbacks.insert("web".into(), rolled_back(&r));
+            },
+            vec![SpecChanged],
+            vec!["recreate"],
+        ),
+        (
+            "a crash after the new container took the name: the gate is resumed",
+            "web",
+            |f, o| {
+                let mut old = f.ctr("web");
+                old.id = "old-id".into();
+                old.name = "t-web--prev".into();
+                old.state = RunState::Exited;
+                o.containers.push(old);
+            },
+            vec![SpecChanged],
+            vec!["verify"],
+        ),
+        (
+            "a crash with the old one aside and a complete --next: adopted, then gated",
+            "web",
+            |f, o| {
+                let mut old = f.ctr("web");
+                old.id = "old-id".into();
+                old.name = "t-web--prev".into();
+                old.state = RunState::Exited;
+                o.containers.push(old);
+                with(o, "t-web", |c| {
+                    c.name = "t-web--next".into();
+                    c.state = RunState::Created;
+                });
+            },
+            vec![Missing, SpecChanged],
+            vec!["adopt", "verify"],
+        ),
+        (
+            "a crash mid-rollback (the new one removed): the old one is put back",
+            "web",
+            |_, o| {
+                with(o, "t-web", |c| {
+                    c.name = "t-web--prev".into();
+                    c.labels.insert(labels::SPEC_HASH.into(), "old".into());
+                    c.state = RunState::Exited;
+                });
+            },
+            vec![Missing, SpecChanged],
+            vec!["restore"],
+        ),
+        (
             "the image is absent and pullPolicy is Never: failed, nothing to do",
             "never",
             |_, _| {},
@@ -514,6 +609,7 @@ fn infra_rows() -> std::collections::BTreeSet<Reason> {
 fn a_converged_host_needs_nothing() {
     let f = fixture();
     let p = plan(&f.desired, &f.converged(), &KEY);
+    assert!(p.stale_rollbacks.is_empty());
     // `never` and `sec` cannot converge; everything else is in sync.
     let out: Vec<&str> = p
         .resources
@@ -523,4 +619,35 @@ fn a_converged_host_needs_nothing() {
         .collect();
     assert_eq!(out, vec!["never", "sec"]);
     assert!(p.is_noop(), "{:#?}", p.services);
+}
+
+#[test]
+fn a_rollback_shows_reason_and_log_and_is_forgotten_when_the_spec_moves_on() {
+    let f = fixture();
+    let r = render_service(&f.desired, "web", &KEY).unwrap();
+    let mut o = f.converged();
+    with(&mut o, "t-web", |c| {
+        c.labels.insert(labels::SPEC_HASH.into(), "old".into());
+    });
+    o.rollbacks.insert("web".into(), rolled_back(&r));
+    let p = plan(&f.desired, &o, &KEY);
+    let st = p.resources.iter().find(|r| r.name == "web").unwrap();
+    let msg = st.message.as_deref().unwrap();
+    assert!(
+        msg.starts_with("rolled back: the new container exited"),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with("last log line: Error: bad config line 3"),
+        "{msg}"
+    );
+    assert!(st.log_tail.as_deref().unwrap().contains("bad config"));
+    assert!(p.stale_rollbacks.is_empty());
+
+    // The desired spec moved on (another attempt): the record is stale.
+    let mut other = rolled_back(&r);
+    other.spec_hash = "an-earlier-attempt".into();
+    o.rollbacks.insert("web".into(), other);
+    let p = plan(&f.desired, &o, &KEY);
+    assert_eq!(p.stale_rollbacks, vec!["web".to_string()]);
 }

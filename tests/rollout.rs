@@ -1,0 +1,391 @@
+//! Safe rollouts against the real Docker engine (issue 10): the health-gated replace,
+//! its automatic rollback, and crash safety at every step of both.
+//!
+//! Every test has its own project (`obsdt-<pid>-<tag>`) and state directory; the
+//! `Stack` guard removes what the test created, also when it panics. Run one with
+//! `cargo test --test rollout NAME -- --nocapture` to see what it measured.
+
+mod common;
+
+use common::recording::{Recording, WRITES};
+use common::*;
+use obsd::docker::engine::Engine;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Generous: the box is shared and has 2 cores.
+const DEADLINE: Duration = Duration::from_secs(40);
+
+/// A web server on the test image answering `GET /` with `body` (busybox httpd).
+fn web(body: &str) -> Value {
+    service(json!({
+        "command": ["sh", "-c", format!(
+            "mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 8080 -h /www"
+        )],
+        "env": {"BODY": body},
+    }))
+}
+
+/// A replacement that dies at once, saying why on stderr (as Caddy does on a bad file).
+fn broken(body: &str) -> Value {
+    service(json!({
+        "command": ["sh", "-c", "echo 'Error: adapting config: line 3: unknown directive' >&2; exit 1"],
+        "env": {"BODY": body},
+    }))
+}
+
+/// The container's address on its (first) network.
+fn ip_of(name: &str) -> Option<String> {
+    let v = inspect(name)?;
+    v["NetworkSettings"]["Networks"]
+        .as_object()?
+        .values()
+        .find_map(|n| n["IPAddress"].as_str().filter(|s| !s.is_empty()))
+        .map(str::to_string)
+}
+
+fn serves(s: &Stack, svc: &str) -> Option<String> {
+    let ip = ip_of(&s.cname(svc))?;
+    http_get(&format!("http://{ip}:8080/")).map(|b| b.trim().to_string())
+}
+
+fn row<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    status["resources"]
+        .as_array()?
+        .iter()
+        .find(|r| r["kind"] == "Service" && r["name"] == name)
+}
+
+fn drift(status: &Value, name: &str) -> Vec<String> {
+    row(status, name)
+        .and_then(|r| r["drift"].as_array())
+        .map(|d| {
+            d.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Containers of the service: its name, `--next`, `--prev`.
+fn copies(s: &Stack, svc: &str) -> Vec<String> {
+    container_names_with_prefix(&s.cname(svc))
+}
+
+#[test]
+fn failing_replacement_rolls_back_and_the_old_container_keeps_serving() {
+    let mut s = Stack::new("rbexit");
+    s.service("web", web("v1"));
+    s.write();
+    let d = s.spawn_daemon();
+    let v1 = poll(DEADLINE, "v1 serving", || {
+        (serves(&s, "web").as_deref() == Some("v1")).then(|| s.must("web"))
+    });
+    assert_eq!(
+        d.metric("obsd_rollbacks_total{service=\"web\"}"),
+        Some(0.0),
+        "the counter exists at 0 before any rollback"
+    );
+
+    s.remove("Service", "web");
+    s.service("web", broken("v2"));
+    s.write();
+    let t0 = Instant::now();
+    let status = poll(DEADLINE, "rolled_back in obsctl status", || {
+        let (_, st) = s.status_json();
+        drift(&st, "web")
+            .contains(&"rolled_back".to_string())
+            .then_some(st)
+    });
+    println!("rolled back {:?} after the edit", t0.elapsed());
+    let r = row(&status, "web").expect("web row");
+    let msg = r["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("rolled back: the new container"),
+        "reason: {msg}"
+    );
+    assert!(msg.contains("exit"), "reason: {msg}");
+    assert!(
+        msg.contains("unknown directive"),
+        "last log line in the message: {msg}"
+    );
+    assert!(
+        r["log_tail"]
+            .as_str()
+            .is_some_and(|l| l.contains("Error: adapting config: line 3")),
+        "log tail: {r}"
+    );
+    // The old container — the very same one — serves again; nothing else is left.
+    let now = poll(DEADLINE, "v1 serving again", || {
+        (serves(&s, "web").as_deref() == Some("v1")).then(|| s.must("web"))
+    });
+    assert_eq!(
+        now.id, v1.id,
+        "the old container was restored, not recreated"
+    );
+    assert_eq!(copies(&s, "web"), [s.cname("web")], "leftovers");
+    assert_eq!(d.metric("obsd_rollbacks_total{service=\"web\"}"), Some(1.0));
+    let (code, _) = s.status_json();
+    assert_ne!(code, 0, "a rolled-back service is not in sync");
+
+    // Not retried in a loop: later passes (a resync, a reload) leave it alone.
+    // SAFETY: signalling the obsd child this test spawned.
+    unsafe {
+        libc::kill(d.pid() as libc::pid_t, libc::SIGHUP);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(s.must("web").id, v1.id, "the failed spec was tried again");
+    assert_eq!(
+        d.metric("obsd_rollbacks_total{service=\"web\"}"),
+        Some(1.0),
+        "a second rollback happened"
+    );
+
+    // A new spec is tried: it passes the gate and the old container goes.
+    s.remove("Service", "web");
+    s.service("web", web("v3"));
+    s.write();
+    poll(DEADLINE, "v3 serving", || {
+        (serves(&s, "web").as_deref() == Some("v3")).then_some(())
+    });
+    let st = poll(DEADLINE, "in sync after the fix", || {
+        let (code, st) = s.status_json();
+        (code == 0).then_some(st)
+    });
+    assert!(drift(&st, "web").is_empty(), "{st}");
+    assert_eq!(copies(&s, "web"), [s.cname("web")]);
+    assert_ne!(s.must("web").id, v1.id);
+    drop(d);
+}
+
+#[test]
+fn unhealthy_replacement_rolls_back_and_a_healthy_one_is_kept() {
+    let mut s = Stack::new("rbhealth");
+    let hc = |test: &str| json!({"test": ["CMD-SHELL", test], "interval": "1s", "timeout": "1s", "retries": 2});
+    let mut spec = web("v1");
+    spec["healthcheck"] = hc("wget -qO- http://127.0.0.1:8080/ >/dev/null");
+    s.service("web", spec);
+    s.write();
+    let d = s.spawn_daemon();
+    let v1 = poll(DEADLINE, "v1 healthy", || {
+        s.ctr("web")
+            .filter(|c| c.health.as_deref() == Some("healthy"))
+    });
+
+    // Runs fine but its healthcheck fails: rolled back once it is unhealthy.
+    let mut spec = web("v2");
+    spec["healthcheck"] = hc("exit 1");
+    s.remove("Service", "web");
+    s.service("web", spec);
+    s.write();
+    let st = poll(DEADLINE, "rolled_back", || {
+        let (_, st) = s.status_json();
+        drift(&st, "web")
+            .contains(&"rolled_back".to_string())
+            .then_some(st)
+    });
+    let msg = row(&st, "web").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("unhealthy"), "{msg}");
+    assert_eq!(s.must("web").id, v1.id);
+    poll(DEADLINE, "v1 serving again", || {
+        (serves(&s, "web").as_deref() == Some("v1")).then_some(())
+    });
+
+    // A healthy replacement: the old container is removed only after it is healthy.
+    let mut spec = web("v3");
+    spec["healthcheck"] = hc("wget -qO- http://127.0.0.1:8080/ >/dev/null");
+    s.remove("Service", "web");
+    s.service("web", spec);
+    s.write();
+    // While the gate runs, the old container is kept, stopped, as `--prev`.
+    let kept = poll(DEADLINE, "the old container kept as --prev", || {
+        ctr(&format!("{}--prev", s.cname("web")))
+    });
+    assert_eq!(kept.id, v1.id);
+    assert!(!kept.running, "the kept container is stopped");
+    poll(DEADLINE, "in sync with v3", || {
+        let (code, _) = s.status_json();
+        (code == 0 && serves(&s, "web").as_deref() == Some("v3")).then_some(())
+    });
+    let now = s.must("web");
+    assert_eq!(now.health.as_deref(), Some("healthy"));
+    assert_eq!(copies(&s, "web"), [s.cname("web")]);
+    assert_eq!(d.metric("obsd_rollbacks_total{service=\"web\"}"), Some(1.0));
+}
+
+// ---------------------------------------------------------------------- crashes
+
+/// Passes until the plan is empty (a rollback holds its spec, so that ends too).
+async fn converge(
+    docker: &Recording,
+    desired: &obsd::desired::DesiredState,
+    key: &obsd::secret::HostKey,
+    persisted: &mut obsd::state::Persisted,
+) -> Vec<&'static str> {
+    let mut writes = Vec::new();
+    for _ in 0..6 {
+        let p = obsd::reconcile::pass(docker, desired, key, persisted, true, false)
+            .await
+            .expect("pass");
+        writes.extend(docker.take().into_iter().filter(|c| WRITES.contains(c)));
+        if p.plan.is_noop() {
+            return writes;
+        }
+    }
+    panic!("no convergence in 6 passes; writes: {writes:?}");
+}
+
+/// A replace is cut after each of its writes — on the path that keeps the new
+/// container and on the path that rolls back — and a fresh pass, with the state as it
+/// was on disk before the cut pass, must leave exactly one running copy: the new one
+/// when it is good, the old one when it is not.
+#[test]
+fn crash_after_each_rollout_step_leaves_one_running_copy() {
+    let mut s = Stack::new("rbcrash");
+    s.service("web", web("g0"));
+    s.write();
+    let load = |s: &Stack| {
+        obsd::desired::load::load_dir(&s.dir, &obsd::desired::load::LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let key = obsd::state::host_key(&s.state_dir).expect("host key");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let engine = Engine::connect()
+            .expect("engine")
+            .negotiate()
+            .await
+            .expect("negotiate");
+        let mut persisted = obsd::state::Persisted::default();
+        converge(
+            &Recording::new(engine.clone()),
+            &load(&s),
+            &key,
+            &mut persisted,
+        )
+        .await;
+
+        let mut generation = 0;
+        for good in [true, false] {
+            // create, stop, rename old, rename new, start, then remove old (good) or
+            // stop new, remove new, rename old back, start old (rolled back).
+            let writes = if good { 6 } else { 9 };
+            for cut in 1..writes {
+                generation += 1;
+                let body = format!("g{generation}");
+                s.remove("Service", "web");
+                s.service("web", if good { web(&body) } else { broken(&body) });
+                s.write();
+                let desired = load(&s);
+                let old = s.must("web");
+                let on_disk = persisted.clone();
+
+                let rec = Recording::cut_after(engine.clone(), cut);
+                tokio::select! {
+                    r = obsd::reconcile::pass(&rec, &desired, &key, &mut persisted, true, false) => {
+                        panic!("the pass ended before write #{}: {:?}", cut + 1, r.map(|p| p.report))
+                    }
+                    _ = rec.cut.notified() => {}
+                }
+                let before: Vec<&str> = rec
+                    .take()
+                    .into_iter()
+                    .filter(|c| WRITES.contains(c))
+                    .collect();
+                let left = copies(&s, "web");
+
+                let mut restarted = on_disk;
+                let repair = converge(
+                    &Recording::new(engine.clone()),
+                    &desired,
+                    &key,
+                    &mut restarted,
+                )
+                .await;
+                println!(
+                    "{} rollout, crash after {before:?}: left {left:?}; repaired with {repair:?}",
+                    if good { "good" } else { "failing" }
+                );
+                persisted = restarted;
+
+                assert_eq!(
+                    copies(&s, "web"),
+                    [s.cname("web")],
+                    "crash after {before:?}: duplicate or leftover"
+                );
+                let now = s.must("web");
+                assert!(now.running, "crash after {before:?}: not running");
+                let env = format!("BODY={body}");
+                if good {
+                    assert!(
+                        now.env.contains(&env),
+                        "crash after {before:?}: stale spec {:?}",
+                        now.env
+                    );
+                } else {
+                    assert_eq!(now.id, old.id, "crash after {before:?}: the old one is gone");
+                    assert!(
+                        persisted.rollbacks.contains_key("web"),
+                        "crash after {before:?}: no rollback recorded"
+                    );
+                    // Back to a good spec for the next round.
+                    s.remove("Service", "web");
+                    generation += 1;
+                    s.service("web", web(&format!("g{generation}")));
+                    s.write();
+                    converge(
+                        &Recording::new(engine.clone()),
+                        &load(&s),
+                        &key,
+                        &mut persisted,
+                    )
+                    .await;
+                    assert!(!persisted.rollbacks.contains_key("web"));
+                }
+            }
+        }
+    });
+}
+
+/// kill -9 of the daemon while the gate watches the new container (the old one kept as
+/// `--prev`): the restarted daemon finishes the rollout with one running copy.
+#[test]
+fn kill9_during_the_gate_then_restart() {
+    let mut s = Stack::new("rbkill");
+    s.service("web", web("v1"));
+    s.write();
+    let mut d = s.spawn_daemon();
+    poll(DEADLINE, "v1 serving", || {
+        (serves(&s, "web").as_deref() == Some("v1")).then_some(())
+    });
+    let mut spec = web("v2");
+    spec["update"] = json!({"settle": "3s"});
+    s.remove("Service", "web");
+    s.service("web", spec);
+    s.write();
+    poll(DEADLINE, "a --prev (gate in progress)", || {
+        ctr(&format!("{}--prev", s.cname("web")))
+    });
+    d.kill9();
+    let left = copies(&s, "web");
+    println!("killed obsd during the gate; containers then: {left:?}");
+    assert!(left.iter().any(|n| n.ends_with("--prev")), "{left:?}");
+
+    let d2 = s.spawn_daemon();
+    poll(DEADLINE, "in sync with v2 after the restart", || {
+        let (code, st) = s.status_json();
+        (code == 0
+            && row(&st, "web").is_some()
+            && copies(&s, "web").len() == 1
+            && serves(&s, "web").as_deref() == Some("v2"))
+        .then_some(())
+    });
+    assert_eq!(copies(&s, "web"), [s.cname("web")]);
+    drop(d2);
+}
