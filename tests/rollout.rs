@@ -141,6 +141,45 @@ fn failing_replacement_rolls_back_and_the_old_container_keeps_serving() {
         "a second rollback happened"
     );
 
+    // `obsctl rollout status` says why, as a script reads it.
+    let r = s
+        .obsctl(&["rollout", "status", "web", "-o", "json"])
+        .expect(2, "rollout status");
+    let v: Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["rolled_back"], true, "{v}");
+    assert!(
+        v["status"]["log_tail"]
+            .as_str()
+            .is_some_and(|l| l.contains("line 3")),
+        "{v}"
+    );
+    let r = s
+        .obsctl(&["rollout", "status", "web"])
+        .expect(2, "rollout status (text)");
+    assert!(
+        r.stdout.contains("obsctl rollout retry web"),
+        "{}",
+        r.stdout
+    );
+    s.obsctl(&["rollout", "status", "nosuch"])
+        .expect(1, "unknown service");
+
+    // An operator retries: the same spec is tried once more, and rolls back again.
+    let r = s
+        .obsctl(&["rollout", "retry", "web"])
+        .expect(0, "rollout retry");
+    assert!(r.stdout.contains("tried again"), "{}", r.stdout);
+    poll(
+        DEADLINE,
+        "the retried spec rolled back a second time",
+        || (d.metric("obsd_rollbacks_total{service=\"web\"}") == Some(2.0)).then_some(()),
+    );
+    poll(DEADLINE, "v1 serving after the retry", || {
+        (serves(&s, "web").as_deref() == Some("v1")).then_some(())
+    });
+    assert_eq!(s.must("web").id, v1.id);
+    assert_eq!(copies(&s, "web"), [s.cname("web")]);
+
     // A new spec is tried: it passes the gate and the old container goes.
     s.remove("Service", "web");
     s.service("web", web("v3"));

@@ -25,6 +25,35 @@ pub fn job_run_path(name: &str, wait: bool) -> String {
     )
 }
 
+/// `GET /v1/rollout/{name}`: one Service's rollout state.
+pub fn rollout_path(name: &str) -> String {
+    format!("/v1/rollout/{name}")
+}
+
+/// `POST /v1/rollout/{name}/retry`: forget a rollback, so the spec is tried again.
+pub fn rollout_retry_path(name: &str) -> String {
+    format!("/v1/rollout/{name}/retry")
+}
+
+/// The answer to `GET /v1/rollout/{name}` (`obsctl rollout status NAME -o json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    pub service: String,
+    /// The spec that failed its health gate is held (`rolled_back` drift).
+    pub rolled_back: bool,
+    /// The Service's row of `obsctl status` (drift, message, `log_tail`).
+    pub status: StatusRow,
+}
+
+/// The answer to `POST /v1/rollout/{name}/retry`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRetry {
+    pub service: String,
+    /// It had a rolled-back spec, which the next pass (queued now) tries again.
+    pub rolled_back: bool,
+    pub queued: bool,
+}
+
 /// The answer to `GET /v1/status`: the daemon's view of the host.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {

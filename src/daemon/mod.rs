@@ -103,6 +103,9 @@ struct Shared {
     registry: Registry,
     metrics: Metrics,
     jobs: JobRunner,
+    /// Services whose rolled-back spec an operator asked to retry
+    /// (`obsctl rollout retry`); the next pass forgets their rollback first.
+    rollout_retries: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The reconcile slot. The persisted state travels with the pass, so exactly one
@@ -245,6 +248,7 @@ impl Daemon {
             registry,
             metrics,
             jobs: runner.clone(),
+            rollout_retries: Default::default(),
         });
         let (tx, rx) = mpsc::channel::<Event>(1024);
         let tracker = TaskTracker::new();
@@ -477,6 +481,9 @@ impl Daemon {
             unreachable!("checked above");
         };
         self.pending = false;
+        for name in std::mem::take(&mut *self.shared.rollout_retries.lock().expect("retries")) {
+            p.rollbacks.remove(&name);
+        }
         let pull = std::mem::replace(&mut self.pull_next, false);
         let generation = note_generation(&mut p, &d, &self.shared);
         let key = self.key.clone();

@@ -79,6 +79,8 @@ pub(super) async fn serve_api(
         .route(wire::JOBS, get(jobs))
         .route("/v1/jobs/{name}/run", post(run_job))
         .route(wire::RECONCILE, post(reconcile))
+        .route("/v1/rollout/{name}", get(rollout_status))
+        .route("/v1/rollout/{name}/retry", post(rollout_retry))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state((shared, tx));
     Ok(async move {
@@ -108,6 +110,61 @@ async fn jobs(State((s, _)): ApiState) -> Json<wire::JobList> {
 async fn reconcile(State((_, tx)): ApiState) -> Json<wire::Queued> {
     let _ = tx.send(Event::ApiReconcile).await;
     Json(wire::Queued { queued: true })
+}
+
+/// The Service's status row, 404 when there is no such Service.
+fn service_row(
+    s: &Shared,
+    name: &str,
+) -> Result<crate::reconcile::StatusRow, (StatusCode, Json<wire::ApiError>)> {
+    s.status
+        .read()
+        .expect("status")
+        .resources
+        .iter()
+        .find(|r| {
+            r.resource.kind == crate::desired::model::Kind::Service && r.resource.name == name
+        })
+        .cloned()
+        .ok_or_else(|| api_error(StatusCode::NOT_FOUND, format!("no Service {name}")))
+}
+
+fn is_rolled_back(row: &crate::reconcile::StatusRow) -> bool {
+    row.resource
+        .drift
+        .contains(&crate::reconcile::plan::Reason::RolledBack)
+}
+
+/// `GET /v1/rollout/{name}`.
+async fn rollout_status(
+    State((s, _)): ApiState,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<wire::RolloutStatus>, (StatusCode, Json<wire::ApiError>)> {
+    let status = service_row(&s, &name)?;
+    Ok(Json(wire::RolloutStatus {
+        service: name,
+        rolled_back: is_rolled_back(&status),
+        status,
+    }))
+}
+
+/// `POST /v1/rollout/{name}/retry`: the next pass (queued now) forgets the rollback and
+/// tries the spec again.
+async fn rollout_retry(
+    State((s, tx)): ApiState,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<wire::RolloutRetry>, (StatusCode, Json<wire::ApiError>)> {
+    let row = service_row(&s, &name)?;
+    s.rollout_retries
+        .lock()
+        .expect("retries")
+        .insert(name.clone());
+    let _ = tx.send(Event::ApiReconcile).await;
+    Ok(Json(wire::RolloutRetry {
+        service: name,
+        rolled_back: is_rolled_back(&row),
+        queued: true,
+    }))
 }
 
 #[derive(serde::Deserialize)]

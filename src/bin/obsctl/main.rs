@@ -4,6 +4,7 @@
 
 mod commands;
 mod export;
+mod rollout;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -88,6 +89,11 @@ enum Cmd {
     Export {
         #[command(subcommand)]
         cmd: export::ExportCmd,
+    },
+    /// A Service's rollout: why it rolled back, or try a rolled-back spec again.
+    Rollout {
+        #[command(subcommand)]
+        cmd: rollout::RolloutCmd,
     },
     /// Shell completion script.
     Completions { shell: clap_complete::Shell },
@@ -180,6 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } => commands::volume_rm(&desired_state, &name, yes_delete_data),
         },
         Cmd::Export { cmd } => export::run(cmd),
+        Cmd::Rollout { cmd } => rollout::run(cli.socket, cmd),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "obsctl", &mut std::io::stdout());
