@@ -129,11 +129,13 @@ pub struct Backoff {
     pub last_error: Option<String>,
 }
 
-/// A replacement that was rolled back (issue 10): the spec it tried, why it failed and
-/// the failed container's last log lines. While the service's rendered spec is this one,
-/// the planner does not try it again (`rolled_back` drift) until `obsctl rollout retry`.
+/// A spec obsd will not roll out again (issue 10): it was rolled back, or its preflight
+/// check failed. The spec and config hashes it was for, why, and the last lines of the
+/// failed container's log (or the check's output). While the service's rendered spec is
+/// this one, the planner holds it (`rolled_back`/`preflight_failed` drift) until it
+/// changes or `obsctl rollout retry`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Rollback {
+pub struct HeldSpec {
     pub spec_hash: String,
     pub config_hashes: Vec<String>,
     pub reason: String,
@@ -165,7 +167,10 @@ pub struct Persisted {
     pub backoff: BTreeMap<String, Backoff>,
     /// Rolled-back replacements per service name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub rollbacks: BTreeMap<String, Rollback>,
+    pub rollbacks: BTreeMap<String, HeldSpec>,
+    /// Failed preflight checks per service name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub preflight_failures: BTreeMap<String, HeldSpec>,
     pub resources: BTreeMap<String, ResourceRecord>,
     pub last_success_ms: Option<i64>,
 }

@@ -428,3 +428,95 @@ fn kill9_during_the_gate_then_restart() {
     assert_eq!(copies(&s, "web"), [s.cname("web")]);
     drop(d2);
 }
+
+// ---------------------------------------------------------------------- preflight
+
+/// A web server whose content lives in a config directory, checked by `configCheck`.
+fn checked_web() -> Value {
+    service(json!({
+        "command": ["sh", "-c", "exec httpd -f -p 8080 -h /etc/web"],
+        "configFiles": [{"source": "config/web", "target": "/etc/web", "onChange": "restart"}],
+        "configCheck": {
+            "command": ["sh", "-c",
+                "grep -q '^ok' /etc/web/index.html || { echo 'checking /etc/web/index.html' >&2; echo 'Error: /etc/web/index.html:1: must start with ok' >&2; exit 3; }"],
+            "timeout": "10s",
+        },
+    }))
+}
+
+#[test]
+fn failing_preflight_touches_nothing_and_says_why() {
+    let mut s = Stack::new("preflight");
+    s.file("config/web/index.html", "ok v1\n");
+    s.service("web", checked_web());
+    s.write();
+    let d = s.spawn_daemon();
+    let v1 = poll(DEADLINE, "v1 serving", || {
+        (serves(&s, "web").as_deref() == Some("ok v1")).then(|| s.must("web"))
+    });
+    assert_eq!(
+        d.metric("obsd_preflight_failures_total{service=\"web\"}"),
+        Some(0.0)
+    );
+
+    // An invalid edit: the check fails, the container is not restarted.
+    s.file("config/web/index.html", "bad v2\n");
+    let st = poll(DEADLINE, "preflight_failed in obsctl status", || {
+        let (_, st) = s.status_json();
+        drift(&st, "web")
+            .contains(&"preflight_failed".to_string())
+            .then_some(st)
+    });
+    let r = row(&st, "web").unwrap();
+    let msg = r["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("configCheck exited with code 3"), "{msg}");
+    assert!(
+        msg.ends_with("last log line: Error: /etc/web/index.html:1: must start with ok"),
+        "{msg}"
+    );
+    assert!(
+        r["log_tail"]
+            .as_str()
+            .is_some_and(|l| l.contains("checking /etc/web/index.html")),
+        "{r}"
+    );
+    let now = s.must("web");
+    assert_eq!(now.id, v1.id);
+    assert_eq!(now.started_at, v1.started_at, "the container was restarted");
+    assert_eq!(
+        d.metric("obsd_preflight_failures_total{service=\"web\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        copies(&s, "web"),
+        [s.cname("web")],
+        "the check container is gone"
+    );
+    // `obsctl diff` says the same, from the state directory.
+    // Its exit code stays "nothing to do": nothing will be done until the file changes.
+    let diff = s.diff();
+    assert_eq!(diff.code, 0, "{}{}", diff.stdout, diff.stderr);
+    assert!(diff.stdout.contains("preflight_failed"), "{}", diff.stdout);
+    // Held: later passes do not run the check again.
+    // SAFETY: signalling the obsd child this test spawned.
+    unsafe {
+        libc::kill(d.pid() as libc::pid_t, libc::SIGHUP);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        d.metric("obsd_preflight_failures_total{service=\"web\"}"),
+        Some(1.0)
+    );
+    assert_eq!(s.must("web").started_at, v1.started_at);
+
+    // Fixed: checked, then restarted.
+    s.file("config/web/index.html", "ok v3\n");
+    poll(DEADLINE, "in sync after the fix", || {
+        let (code, st) = s.status_json();
+        (code == 0 && drift(&st, "web").is_empty()).then_some(())
+    });
+    let now = s.must("web");
+    assert_ne!(now.started_at, v1.started_at, "not restarted after the fix");
+    assert_eq!(serves(&s, "web").as_deref(), Some("ok v3"));
+    assert_eq!(copies(&s, "web"), [s.cname("web")]);
+}

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub actions_total: Family<ActionLabels, Counter>,
     /// Replacements that failed their health gate and were rolled back, per service.
     pub rollbacks_total: Family<ServiceLabel, Counter>,
+    /// Preflight checks (`configCheck`) that failed, per service.
+    pub preflight_failures_total: Family<ServiceLabel, Counter>,
     pub docker_up: Gauge,
     /// Resources that currently have series, to remove the ones that go away.
     known: Mutex<BTreeSet<(String, String)>>,
@@ -83,6 +85,7 @@ impl Metrics {
             resource_drift: Family::default(),
             actions_total: Family::default(),
             rollbacks_total: Family::default(),
+            preflight_failures_total: Family::default(),
             docker_up: Gauge::default(),
             known: Mutex::new(BTreeSet::new()),
         };
@@ -138,6 +141,11 @@ impl Metrics {
             m.rollbacks_total.clone(),
         );
         registry.register(
+            "obsd_preflight_failures",
+            "Preflight config checks that failed (nothing was rolled out), by service",
+            m.preflight_failures_total.clone(),
+        );
+        registry.register(
             "obsd_docker_up",
             "1 when the Docker engine answers",
             m.docker_up.clone(),
@@ -169,9 +177,11 @@ impl Metrics {
                 name: name.clone(),
             });
             if kind == crate::desired::model::Kind::Service.as_str() {
-                self.rollbacks_total.remove(&ServiceLabel {
+                let label = ServiceLabel {
                     service: name.clone(),
-                });
+                };
+                self.rollbacks_total.remove(&label);
+                self.preflight_failures_total.remove(&label);
             }
             for reason in Reason::ALL {
                 self.resource_drift.remove(&DriftLabels {
@@ -184,9 +194,11 @@ impl Metrics {
         for r in resources {
             if r.kind == crate::desired::model::Kind::Service {
                 // Born at 0, so `increase()` sees the first rollback.
-                let _ = self.rollbacks_total.get_or_create(&ServiceLabel {
+                let label = ServiceLabel {
                     service: r.name.clone(),
-                });
+                };
+                let _ = self.rollbacks_total.get_or_create(&label);
+                let _ = self.preflight_failures_total.get_or_create(&label);
             }
             self.resource_in_sync
                 .get_or_create(&ResourceLabels {
@@ -210,6 +222,15 @@ impl Metrics {
     /// Counts one rollback of `service`.
     pub fn rollback(&self, service: &str) {
         self.rollbacks_total
+            .get_or_create(&ServiceLabel {
+                service: service.into(),
+            })
+            .inc();
+    }
+
+    /// Counts one failed preflight check of `service`.
+    pub fn preflight_failure(&self, service: &str) {
+        self.preflight_failures_total
             .get_or_create(&ServiceLabel {
                 service: service.into(),
             })

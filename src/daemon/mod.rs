@@ -483,6 +483,7 @@ impl Daemon {
         self.pending = false;
         for name in std::mem::take(&mut *self.shared.rollout_retries.lock().expect("retries")) {
             p.rollbacks.remove(&name);
+            p.preflight_failures.remove(&name);
         }
         let pull = std::mem::replace(&mut self.pull_next, false);
         let generation = note_generation(&mut p, &d, &self.shared);
@@ -553,6 +554,9 @@ impl Daemon {
                 }
                 for service in pass.report.iter().flat_map(|r| &r.rollbacks) {
                     m.rollback(service);
+                }
+                for service in pass.report.iter().flat_map(|r| &r.preflight_failures) {
+                    m.preflight_failure(service);
                 }
                 if !failed {
                     m.last_success.set(now as f64 / 1000.0);

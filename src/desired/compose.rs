@@ -305,6 +305,7 @@ fn service(name: &str, s: &Value, base: &Path, imp: &mut Imported) -> Result<Ser
         stop_signal: s.get("stop_signal").and_then(as_str),
         stop_grace_period: s.get("stop_grace_period").and_then(duration),
         update: None,
+        config_check: None,
     };
     environment(s, &mut spec);
     if s.get("env_file").is_some() {

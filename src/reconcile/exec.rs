@@ -20,7 +20,7 @@ use crate::reconcile::plan::{
     InfraAction, Observed, Plan, ServicePlan, Step, NEXT_SUFFIX, PREV_SUFFIX,
 };
 use crate::reconcile::render::Rendered;
-use crate::state::{backoff_delay_ms, now_ms, Persisted, Rollback};
+use crate::state::{backoff_delay_ms, now_ms, HeldSpec, Persisted};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -58,6 +58,7 @@ pub async fn observe<D: Docker>(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         rollbacks: persisted.rollbacks.clone(),
+        preflight_failures: persisted.preflight_failures.clone(),
         containers,
         volumes,
         networks,
@@ -105,7 +106,11 @@ pub enum ServiceResult {
     },
     /// The replacement failed its health gate; the old container runs again.
     RolledBack {
-        rollback: Rollback,
+        rollback: HeldSpec,
+    },
+    /// The new config failed its `configCheck`; nothing running was touched.
+    PreflightFailed {
+        check: HeldSpec,
     },
 }
 
@@ -117,6 +122,9 @@ pub struct Report {
     pub actions: Vec<(&'static str, bool)>,
     /// Services rolled back in this pass (`obsd_rollbacks_total`).
     pub rollbacks: Vec<String>,
+    /// Services whose preflight check failed in this pass
+    /// (`obsd_preflight_failures_total`).
+    pub preflight_failures: Vec<String>,
 }
 
 impl Report {
@@ -130,6 +138,7 @@ impl Report {
                     ServiceResult::Failed { .. }
                         | ServiceResult::BackingOff { .. }
                         | ServiceResult::RolledBack { .. }
+                        | ServiceResult::PreflightFailed { .. }
                 )
             })
     }
@@ -259,6 +268,14 @@ pub async fn execute<D: Docker>(
                     report.rollbacks.push(name.clone());
                     failed.insert(name.clone());
                 }
+                ServiceResult::PreflightFailed { check } => {
+                    persisted.backoff.remove(&name);
+                    persisted
+                        .preflight_failures
+                        .insert(name.clone(), check.clone());
+                    report.preflight_failures.push(name.clone());
+                    failed.insert(name.clone());
+                }
                 _ => {}
             }
             report.services.insert(name, res);
@@ -364,7 +381,8 @@ async fn run_service<D: Docker>(
     };
     let cname = desired.container_name(&sp.service);
     let spec = &desired.services[&sp.service].spec;
-    let mut rolled_back: Option<Rollback> = None;
+    let mut rolled_back: Option<HeldSpec> = None;
+    let mut check_failed: Option<HeldSpec> = None;
     for step in &sp.steps {
         let name = step.action_name();
         let span = tracing::info_span!("action", service = %sp.service, action = name);
@@ -392,6 +410,10 @@ async fn run_service<D: Docker>(
                 }
                 Step::Verify { id, prev_id } => {
                     rolled_back = verify(docker, spec, rendered, &cname, id, prev_id).await?;
+                    Ok(())
+                }
+                Step::Preflight => {
+                    check_failed = preflight(docker, spec, rendered, &cname).await?;
                     Ok(())
                 }
                 Step::Restore { prev_id } => {
@@ -430,6 +452,10 @@ async fn run_service<D: Docker>(
                 actions,
             );
         }
+        if let Some(check) = check_failed.take() {
+            actions.push(("preflight", false));
+            return (ServiceResult::PreflightFailed { check }, records, actions);
+        }
         if let Some(rollback) = rolled_back.take() {
             actions.push(("rollback", true));
             return (ServiceResult::RolledBack { rollback }, records, actions);
@@ -448,7 +474,7 @@ async fn replace<D: Docker>(
     rendered: &Rendered,
     cname: &str,
     old_id: &str,
-) -> Result<Option<Rollback>, DockerError> {
+) -> Result<Option<HeldSpec>, DockerError> {
     let mut next = rendered.create.clone();
     next.name = format!("{cname}{NEXT_SUFFIX}");
     let new_id = docker.create_container(&next).await?;
@@ -489,7 +515,7 @@ async fn verify<D: Docker>(
     cname: &str,
     id: &str,
     prev_id: &str,
-) -> Result<Option<Rollback>, DockerError> {
+) -> Result<Option<HeldSpec>, DockerError> {
     if docker.inspect_state(id).await?.state == RunState::Created {
         if let Err(e) = docker.start_container(id).await {
             let reason = format!("the new container did not start: {}", e.detail());
@@ -508,7 +534,7 @@ async fn finish_gate<D: Docker>(
     cname: &str,
     new_id: &str,
     prev_id: &str,
-) -> Result<Option<Rollback>, DockerError> {
+) -> Result<Option<HeldSpec>, DockerError> {
     match gate(docker, spec, new_id).await? {
         Ok(()) => {
             docker.remove_container(prev_id).await?;
@@ -518,6 +544,107 @@ async fn finish_gate<D: Docker>(
             .await
             .map(Some),
     }
+}
+
+/// Suffix of the throwaway container a preflight check runs in.
+pub const CHECK_SUFFIX: &str = "--check";
+/// How long a check may run when `configCheck.timeout` is not set.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the service's `configCheck` in a throwaway container of the new spec: the new
+/// image and mounts (all read-only), the check as entrypoint, no network, no published
+/// ports, no restart, no healthcheck. `Ok(None)`: it exited 0. `Ok(Some(_))`: it failed
+/// (non-zero exit, or still running at the timeout), with its output.
+async fn preflight<D: Docker>(
+    docker: &D,
+    spec: &ServiceSpec,
+    rendered: &Rendered,
+    cname: &str,
+) -> Result<Option<HeldSpec>, DockerError> {
+    let Some(check) = &spec.config_check else {
+        return Ok(None);
+    };
+    let timeout = check.timeout.map_or(CHECK_TIMEOUT, |d| d.0);
+    let base = &rendered.create;
+    let labels = [
+        crate::docker::labels::STACK,
+        crate::docker::labels::KIND,
+        crate::docker::labels::NAME,
+    ]
+    .iter()
+    .filter_map(|k| base.labels.get(*k).map(|v| (k.to_string(), v.clone())))
+    .collect();
+    let spec_c = crate::docker::CreateContainer {
+        name: format!("{cname}{CHECK_SUFFIX}"),
+        image: base.image.clone(),
+        entrypoint: Some(check.command.clone()),
+        cmd: None,
+        working_dir: base.working_dir.clone(),
+        env: base.env.clone(),
+        labels,
+        mounts: base
+            .mounts
+            .iter()
+            .map(|m| crate::docker::Mount {
+                read_only: true,
+                ..m.clone()
+            })
+            .collect(),
+        networks: vec![crate::docker::NetworkAttachment {
+            network: "none".into(),
+            aliases: Vec::new(),
+        }],
+        restart: "no".into(),
+        user: base.user.clone(),
+        read_only: base.read_only,
+        tmpfs: base.tmpfs.clone(),
+        ..Default::default()
+    };
+    // A check left over by a crash carries the service's labels: the planner removed
+    // it as a duplicate before this step.
+    let id = docker.create_container(&spec_c).await?;
+    let outcome = async {
+        docker.start_container(&id).await?;
+        let t0 = Instant::now();
+        loop {
+            let s = docker.inspect_state(&id).await?;
+            if !matches!(s.state, RunState::Running | RunState::Created) {
+                return Ok::<_, DockerError>(
+                    (s.exit_code != 0)
+                        .then(|| format!("configCheck exited with code {}", s.exit_code)),
+                );
+            }
+            if t0.elapsed() >= timeout {
+                return Ok(Some(format!(
+                    "configCheck did not finish within {}s",
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(GATE_POLL).await;
+        }
+    }
+    .await;
+    let output = match &outcome {
+        Ok(Some(_)) => docker
+            .container_logs(&id, LOG_TAIL_LINES)
+            .await
+            .map(|l| bounded_tail(&l, LOG_TAIL_BYTES))
+            .unwrap_or_else(|e| format!("(output unavailable: {e})")),
+        _ => String::new(),
+    };
+    let removed = docker.remove_container(&id).await;
+    let failed = outcome?;
+    removed?;
+    Ok(failed.map(|reason| {
+        tracing::warn!(container = cname, %reason, "preflight check failed");
+        HeldSpec {
+            spec_hash: rendered.spec_hash.clone(),
+            config_hashes: rendered.config_hashes.clone(),
+            reason,
+            log_tail: output,
+            at_ms: now_ms(),
+        }
+    }))
 }
 
 /// How many log lines of a failed container are kept for `obsctl status`.
@@ -616,7 +743,7 @@ async fn roll_back<D: Docker>(
     new_id: &str,
     prev_id: &str,
     reason: String,
-) -> Result<Rollback, DockerError> {
+) -> Result<HeldSpec, DockerError> {
     tracing::warn!(container = cname, %reason, "rolling back");
     let log_tail = docker
         .container_logs(new_id, LOG_TAIL_LINES)
@@ -626,7 +753,7 @@ async fn roll_back<D: Docker>(
     stop_and_remove(docker, new_id).await?;
     docker.rename_container(prev_id, cname).await?;
     docker.start_container(prev_id).await?;
-    Ok(Rollback {
+    Ok(HeldSpec {
         spec_hash: rendered.spec_hash.clone(),
         config_hashes: rendered.config_hashes.clone(),
         reason,

@@ -40,11 +40,10 @@ impl Pass {
             .as_ref()
             .is_some_and(|r| !r.failed() && !r.needs_requeue())
             && self.plan.is_noop()
-            && !self
-                .plan
-                .resources
-                .iter()
-                .any(|r| r.drift.contains(&plan::Reason::RolledBack))
+            && !self.plan.resources.iter().any(|r| {
+                r.drift.contains(&plan::Reason::RolledBack)
+                    || r.drift.contains(&plan::Reason::PreflightFailed)
+            })
     }
 }
 
@@ -76,6 +75,9 @@ pub async fn pass<D: Docker>(
     let now = now_ms();
     for name in &plan.stale_rollbacks {
         persisted.rollbacks.remove(name);
+    }
+    for name in &plan.stale_preflight {
+        persisted.preflight_failures.remove(name);
     }
     let report = if plan.is_noop() {
         Report::default()
@@ -193,14 +195,21 @@ fn record(persisted: &mut Persisted, plan: &Plan, report: &Report, now: i64) {
                     rec.last_action_at_ms = Some(now);
                     rec.last_error = Some(rollback.reason.clone());
                 }
+                Some(ServiceResult::PreflightFailed { check }) => {
+                    rec.last_action = Some("preflight (failed)".into());
+                    rec.last_action_at_ms = Some(now);
+                    rec.last_error = Some(check.reason.clone());
+                }
                 _ => {}
             }
         }
     }
     persisted.resources.retain(|k, _| seen.contains(k));
+    let desired_service = |name: &String| seen.contains(&format!("{}/{name}", Kind::Service));
+    persisted.rollbacks.retain(|name, _| desired_service(name));
     persisted
-        .rollbacks
-        .retain(|name, _| seen.contains(&format!("{}/{name}", Kind::Service)));
+        .preflight_failures
+        .retain(|name, _| desired_service(name));
     if !report.failed() {
         persisted.last_success_ms = Some(now);
     }

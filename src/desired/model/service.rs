@@ -112,6 +112,29 @@ pub struct ServiceSpec {
     /// spec hash: changing it never recreates the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdatePolicy>,
+    /// A check of the new config with the service's own tool, run before any rollout
+    /// that changes the container or applies changed config files. Not part of the
+    /// spec hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_check: Option<ConfigCheck>,
+}
+
+/// Preflight: before a replace or an in-place config change, obsd runs `command` in a
+/// throwaway container of the *new* image with the *new* mounts (all read-only), no
+/// network and no published ports. A non-zero exit (or running past `timeout`) leaves
+/// the running container untouched and shows `preflight_failed` drift with the tool's
+/// output in `obsctl status` and `obsctl diff`; the same config is not checked again
+/// until it changes or an operator runs `obsctl rollout retry NAME`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigCheck {
+    /// The check, run as the container's entrypoint (the image's `ENTRYPOINT` and
+    /// `CMD` are replaced), e.g. `[caddy, validate, --config, /etc/caddy/Caddyfile]`.
+    #[serde(deserialize_with = "de::string_vec")]
+    pub command: Vec<String>,
+    /// How long the check may run (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 /// A replacement (`spec_changed`, `image_changed`, a config file with

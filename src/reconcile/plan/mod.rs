@@ -43,10 +43,11 @@ pub enum Reason {
     NameConflict,
     Failed,
     RolledBack,
+    PreflightFailed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Missing,
         Reason::Stopped,
         Reason::Unhealthy,
@@ -57,6 +58,7 @@ impl Reason {
         Reason::NameConflict,
         Reason::Failed,
         Reason::RolledBack,
+        Reason::PreflightFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +73,7 @@ impl Reason {
             Reason::NameConflict => "name_conflict",
             Reason::Failed => "failed",
             Reason::RolledBack => "rolled_back",
+            Reason::PreflightFailed => "preflight_failed",
         }
     }
 }
@@ -88,7 +91,9 @@ pub struct Observed {
     /// labels are immutable, so these live in the state directory.
     pub applied_config: BTreeMap<String, Vec<String>>,
     /// Rolled-back replacements per service (from the state directory).
-    pub rollbacks: BTreeMap<String, crate::state::Rollback>,
+    pub rollbacks: BTreeMap<String, crate::state::HeldSpec>,
+    /// Failed preflight checks per service (from the state directory).
+    pub preflight_failures: BTreeMap<String, crate::state::HeldSpec>,
 }
 
 /// One step of a service's repair, executed in order.
@@ -127,6 +132,9 @@ pub enum Step {
     Restore {
         prev_id: String,
     },
+    /// Run the service's `configCheck` in a throwaway container of the new spec; on
+    /// failure nothing after it runs.
+    Preflight,
     Start {
         id: String,
     },
@@ -160,6 +168,7 @@ impl Step {
             Step::Replace { .. } => "recreate",
             Step::Verify { .. } => "verify",
             Step::Restore { .. } => "restore",
+            Step::Preflight => "preflight",
             Step::Start { .. } => "start",
             Step::Restart { .. } => "restart",
             Step::Signal { .. } => "signal",
@@ -236,6 +245,9 @@ pub struct Plan {
     /// the spec that failed is tried again if it ever comes back.
     #[serde(skip)]
     pub stale_rollbacks: Vec<String>,
+    /// The same for failed preflight checks.
+    #[serde(skip)]
+    pub stale_preflight: Vec<String>,
 }
 
 impl Plan {
@@ -261,8 +273,11 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
         let (status, steps, stale) =
             service::plan_service(desired, observed, key, name, &by_service);
         p.resources.push(status);
-        if stale {
+        if stale.rollback {
             p.stale_rollbacks.push(name.clone());
+        }
+        if stale.preflight {
+            p.stale_preflight.push(name.clone());
         }
         if let Some(sp) = steps {
             p.services.push(sp);

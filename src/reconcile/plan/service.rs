@@ -17,15 +17,23 @@ use crate::reconcile::render::{diff_fields, render_service, Rendered};
 use crate::secret::HostKey;
 use std::collections::BTreeMap;
 
-/// The service's status, its plan when it has steps, and whether its recorded rollback
-/// is stale (for another spec than the one it has now).
+/// Held records (rollback, failed preflight) that are for another spec than the one the
+/// service has now.
+#[derive(Default)]
+pub(super) struct Stale {
+    pub rollback: bool,
+    pub preflight: bool,
+}
+
+/// The service's status, its plan when it has steps, and which of its held records are
+/// stale.
 pub(super) fn plan_service(
     desired: &DesiredState,
     observed: &Observed,
     key: &HostKey,
     name: &str,
     by_service: &BTreeMap<&str, Vec<&ContainerInfo>>,
-) -> (ResourceStatus, Option<ServicePlan>, bool) {
+) -> (ResourceStatus, Option<ServicePlan>, Stale) {
     let svc = &desired.services[name].spec;
     let project = desired.project();
     let cname = desired.container_name(name);
@@ -45,7 +53,7 @@ pub(super) fn plan_service(
             "container `{cname}` exists but is not managed by obsd (no `{}={project}` label); rename or remove it by hand",
             labels::STACK
         ));
-        return (st, None, false);
+        return (st, None, Stale::default());
     }
 
     let rendered = match render_service(desired, name, key) {
@@ -53,7 +61,7 @@ pub(super) fn plan_service(
         Err(e) => {
             st.drift.push(Reason::Failed);
             st.message = Some(e.to_string());
-            return (st, None, false);
+            return (st, None, Stale::default());
         }
     };
 
@@ -62,10 +70,16 @@ pub(super) fn plan_service(
     let temp = mine.iter().find(|c| c.name == temp_name).copied();
     let prev_name = format!("{cname}{PREV_SUFFIX}");
     let prev = mine.iter().find(|c| c.name == prev_name).copied();
-    let stale = observed
-        .rollbacks
-        .get(name)
-        .is_some_and(|rb| !is_for(rb, &rendered));
+    let stale = Stale {
+        rollback: observed
+            .rollbacks
+            .get(name)
+            .is_some_and(|rb| !is_for(rb, &rendered)),
+        preflight: observed
+            .preflight_failures
+            .get(name)
+            .is_some_and(|rb| !is_for(rb, &rendered)),
+    };
     let mut steps: Vec<Step> = mine
         .iter()
         .filter(|c| c.name != cname && c.name != temp_name && c.name != prev_name)
@@ -102,8 +116,16 @@ pub(super) fn plan_service(
     (finish(st), sp, stale)
 }
 
+/// `"<what>: <reason>; last log line: <line>"`.
+fn held_message(what: &str, h: &crate::state::HeldSpec) -> String {
+    match h.log_tail.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(l) => format!("{what}: {}; last log line: {}", h.reason, l.trim()),
+        None => format!("{what}: {}", h.reason),
+    }
+}
+
 /// Whether a recorded rollback is for exactly this rendered spec.
-fn is_for(rb: &crate::state::Rollback, rendered: &Rendered) -> bool {
+fn is_for(rb: &crate::state::HeldSpec, rendered: &Rendered) -> bool {
     rb.spec_hash == rendered.spec_hash && rb.config_hashes == rendered.config_hashes
 }
 
@@ -294,25 +316,42 @@ fn present(
         // Nothing can be done until the image exists.
         return;
     }
-    if spec_changed || image_changed || matches!(config, ConfigChange::Recreate) {
-        match observed
-            .rollbacks
-            .get(&st.name)
-            .filter(|rb| is_for(rb, rendered))
-        {
+    let check = svc.config_check.is_some();
+    let rolls_out = spec_changed
+        || image_changed
+        || matches!(
+            config,
+            ConfigChange::Recreate
+                | ConfigChange::InPlace(Step::Restart { .. } | Step::Signal { .. })
+        );
+    let failed_check = observed
+        .preflight_failures
+        .get(&st.name)
+        .filter(|h| check && rolls_out && is_for(h, rendered));
+    let rolled_back = observed
+        .rollbacks
+        .get(&st.name)
+        .filter(|h| is_for(h, rendered));
+    if let Some(h) = failed_check {
+        // The new config failed its check: nothing is rolled out until it changes or
+        // an operator retries. The running container is looked after below.
+        st.drift.push(Reason::PreflightFailed);
+        st.message = Some(held_message("preflight failed", h));
+        st.log_tail = Some(h.log_tail.clone());
+    } else if spec_changed || image_changed || matches!(config, ConfigChange::Recreate) {
+        match rolled_back {
             // This very spec failed its health gate: not tried again until it changes
             // or an operator retries. The old container is looked after below.
-            Some(rb) => {
+            Some(h) => {
                 st.drift.push(Reason::RolledBack);
-                let last = rb.log_tail.lines().rev().find(|l| !l.trim().is_empty());
-                st.message = Some(match last {
-                    Some(l) => format!("rolled back: {}; last log line: {}", rb.reason, l.trim()),
-                    None => format!("rolled back: {}", rb.reason),
-                });
-                st.log_tail = Some(rb.log_tail.clone());
+                st.message = Some(held_message("rolled back", h));
+                st.log_tail = Some(h.log_tail.clone());
             }
             None => {
                 steps.extend(image.pull_step(svc));
+                if check {
+                    steps.push(Step::Preflight);
+                }
                 steps.push(Step::Replace {
                     old_id: c.id.clone(),
                 });
@@ -320,9 +359,14 @@ fn present(
             }
         }
     }
-    if let (false, ConfigChange::InPlace(step)) = (st.drift.contains(&Reason::RolledBack), config) {
+    let held =
+        st.drift.contains(&Reason::RolledBack) || st.drift.contains(&Reason::PreflightFailed);
+    if let (false, ConfigChange::InPlace(step)) = (held, config) {
         let restarts = matches!(step, Step::Restart { .. });
         let records = matches!(step, Step::RecordConfig { .. });
+        if check && !records {
+            steps.push(Step::Preflight);
+        }
         steps.push(step);
         if !records {
             steps.push(Step::RecordConfig {

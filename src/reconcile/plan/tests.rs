@@ -50,6 +50,15 @@ spec:
 ---
 apiVersion: obs.tlsstress.art/v1alpha1
 kind: Service
+metadata: {name: chk}
+spec:
+  image: img:1
+  restart: unless-stopped
+  configFiles: [{source: web.conf, target: /etc/web.conf, onChange: restart}]
+  configCheck: {command: [web, --check, /etc/web.conf]}
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
 metadata: {name: oneshot}
 spec: {image: img:1, restart: "no"}
 ---
@@ -134,7 +143,7 @@ impl Fixture {
             }],
             ..Default::default()
         };
-        for svc in ["web", "sig", "rec", "oneshot", "pulled"] {
+        for svc in ["web", "sig", "rec", "chk", "oneshot", "pulled"] {
             o.containers.push(self.ctr(svc));
         }
         o
@@ -142,8 +151,8 @@ impl Fixture {
 }
 
 /// A recorded rollback of the rendered spec `r`.
-fn rolled_back(r: &crate::reconcile::render::Rendered) -> crate::state::Rollback {
-    crate::state::Rollback {
+fn rolled_back(r: &crate::reconcile::render::Rendered) -> crate::state::HeldSpec {
+    crate::state::HeldSpec {
         spec_hash: r.spec_hash.clone(),
         config_hashes: r.config_hashes.clone(),
         reason: "the new container exited (code 1, state exited) within 0.3s".into(),
@@ -513,6 +522,55 @@ fn service_rows() -> std::collections::BTreeSet<Reason> {
             },
             vec![Missing, SpecChanged],
             vec!["restore"],
+        ),
+        (
+            "config changed, with a configCheck: checked before the restart",
+            "chk",
+            |_, o| {
+                with(o, "t-chk", |c| {
+                    c.labels.insert(labels::CONFIG_HASH.into(), "old".into());
+                })
+            },
+            vec![ConfigChanged],
+            vec!["preflight", "restart", "record"],
+        ),
+        (
+            "spec changed, with a configCheck: checked before the replace",
+            "chk",
+            |_, o| {
+                with(o, "t-chk", |c| {
+                    c.labels.insert(labels::SPEC_HASH.into(), "old".into());
+                })
+            },
+            vec![SpecChanged],
+            vec!["preflight", "recreate"],
+        ),
+        (
+            "this very config failed its check: held, nothing touched",
+            "chk",
+            |f, o| {
+                let r = render_service(&f.desired, "chk", &KEY).unwrap();
+                with(o, "t-chk", |c| {
+                    c.labels.insert(labels::CONFIG_HASH.into(), "old".into());
+                });
+                o.preflight_failures.insert("chk".into(), rolled_back(&r));
+            },
+            vec![ConfigChanged, PreflightFailed],
+            vec![],
+        ),
+        (
+            "a failed check of another config does not hold this one",
+            "chk",
+            |f, o| {
+                let mut r = render_service(&f.desired, "chk", &KEY).unwrap();
+                r.config_hashes = vec!["an-earlier-edit".into()];
+                with(o, "t-chk", |c| {
+                    c.labels.insert(labels::CONFIG_HASH.into(), "old".into());
+                });
+                o.preflight_failures.insert("chk".into(), rolled_back(&r));
+            },
+            vec![ConfigChanged],
+            vec!["preflight", "restart", "record"],
         ),
         (
             "the image is absent and pullPolicy is Never: failed, nothing to do",
