@@ -6,6 +6,7 @@
 //! `cargo test --test rollout NAME -- --nocapture` to see what it measured.
 
 mod common;
+mod rollout_support;
 
 use common::recording::{Recording, WRITES};
 use common::*;
@@ -519,4 +520,98 @@ fn failing_preflight_touches_nothing_and_says_why() {
     assert_ne!(now.started_at, v1.started_at, "not restarted after the fix");
     assert_eq!(serves(&s, "web").as_deref(), Some("ok v3"));
     assert_eq!(copies(&s, "web"), [s.cname("web")]);
+}
+
+// ---------------------------------------------------------------------- real Caddy
+
+const CADDYFILE_V1: &str = "{\n\tauto_https off\n}\n\n:8080 {\n\trespond /gen \"1\"\n\treverse_proxy backend:8080\n}\n";
+const CADDYFILE_V2: &str = "{\n\tauto_https off\n}\n\n:8080 {\n\trespond /gen \"2\"\n\treverse_proxy backend:8080\n}\n";
+/// A typo Caddy refuses (`reverse_proxi`).
+const CADDYFILE_BAD: &str =
+    "{\n\tauto_https off\n}\n\n:8080 {\n\treverse_proxi backend:8080\n}\n";
+
+/// Caddy in front of a busybox backend; the Caddyfile is checked with `caddy validate`.
+fn caddy_stack(tag: &str) -> Stack {
+    rollout_support::ensure_caddy_image();
+    let mut s = Stack::new(tag);
+    s.file("config/caddy/Caddyfile", CADDYFILE_V1);
+    s.service("backend", web("hello"));
+    s.service(
+        "caddy",
+        json!({
+            "image": rollout_support::CADDY_IMAGE,
+            "command": ["/usr/bin/caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"],
+            "stopGracePeriod": "2s",
+            "configFiles": [{"source": "config/caddy", "target": "/etc/caddy", "onChange": "restart"}],
+            "configCheck": {"command": ["/usr/bin/caddy", "validate", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]},
+            "dependsOn": [{"service": "backend"}],
+        }),
+    );
+    s.write();
+    s
+}
+
+#[test]
+fn caddy_invalid_caddyfile_is_refused_by_preflight_and_caddy_keeps_serving() {
+    let s = caddy_stack("caddypf");
+    let _d = s.spawn_daemon();
+    let caddy_addr = poll(DEADLINE, "Caddy proxying to the backend", || {
+        let ip = ip_of(&s.cname("caddy"))?;
+        let addr = format!("{ip}:8080");
+        (rollout_support::get(&addr, "/")?.trim() == "hello").then_some(addr)
+    });
+    let before = s.must("caddy");
+    let load = rollout_support::Load::start(caddy_addr.clone(), "/".into());
+
+    s.file("config/caddy/Caddyfile", CADDYFILE_BAD);
+    let st = poll(DEADLINE, "preflight_failed for caddy", || {
+        let (_, st) = s.status_json();
+        drift(&st, "caddy")
+            .contains(&"preflight_failed".to_string())
+            .then_some(st)
+    });
+    let r = row(&st, "caddy").unwrap();
+    let tail = r["log_tail"].as_str().unwrap_or_default();
+    println!("caddy validate said: {tail}");
+    assert!(
+        tail.contains("reverse_proxi"),
+        "the error names the directive: {r}"
+    );
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("configCheck exited with code 1"),
+        "{r}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, failed) = load.stop();
+    println!("through Caddy while the bad Caddyfile was refused: {ok} ok, {failed} failed");
+    let now = s.must("caddy");
+    assert_eq!(now.id, before.id);
+    assert_eq!(now.started_at, before.started_at, "Caddy was restarted");
+    assert_eq!(
+        failed, 0,
+        "requests failed while nothing should have been touched"
+    );
+    assert!(ok > 0);
+
+    // The fix is checked and applied.
+    let load = rollout_support::Load::start(caddy_addr, "/".into());
+    s.file("config/caddy/Caddyfile", CADDYFILE_V2);
+    poll(DEADLINE, "Caddy restarted with the fixed Caddyfile", || {
+        let (code, st) = s.status_json();
+        (code == 0
+            && drift(&st, "caddy").is_empty()
+            && s.must("caddy").started_at != before.started_at)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed) = load.stop();
+    println!("through Caddy during the restart with the fixed Caddyfile (onChange: restart): {ok} ok, {failed} failed");
+    let ip = ip_of(&s.cname("caddy")).unwrap();
+    assert_eq!(
+        rollout_support::get(&format!("{ip}:8080"), "/gen").as_deref(),
+        Some("2")
+    );
 }
