@@ -524,14 +524,24 @@ fn failing_preflight_touches_nothing_and_says_why() {
 
 // ---------------------------------------------------------------------- real Caddy
 
-const CADDYFILE_V1: &str = "{\n\tauto_https off\n}\n\n:8080 {\n\trespond /gen \"1\"\n\treverse_proxy backend:8080\n}\n";
-const CADDYFILE_V2: &str = "{\n\tauto_https off\n}\n\n:8080 {\n\trespond /gen \"2\"\n\treverse_proxy backend:8080\n}\n";
+const CADDYFILE_V1: &str =
+    "{\n\tauto_https off\n}\n\n:8080 {\n\trespond /gen \"1\"\n\treverse_proxy backend:8080\n}\n";
+const CADDYFILE_V2: &str =
+    "{\n\tauto_https off\n}\n\n:8080 {\n\trespond /gen \"2\"\n\treverse_proxy backend:8080\n}\n";
 /// A typo Caddy refuses (`reverse_proxi`).
-const CADDYFILE_BAD: &str =
-    "{\n\tauto_https off\n}\n\n:8080 {\n\treverse_proxi backend:8080\n}\n";
+const CADDYFILE_BAD: &str = "{\n\tauto_https off\n}\n\n:8080 {\n\treverse_proxi backend:8080\n}\n";
 
-/// Caddy in front of a busybox backend; the Caddyfile is checked with `caddy validate`.
+/// Caddy in front of a busybox backend; the Caddyfile is checked with `caddy validate`
+/// and a change applied with `on_change` (`restart` or an exec reload).
 fn caddy_stack(tag: &str) -> Stack {
+    caddy_stack_with(tag, json!("restart"))
+}
+
+fn caddy_reload() -> Value {
+    json!({"exec": ["/usr/bin/caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]})
+}
+
+fn caddy_stack_with(tag: &str, on_change: Value) -> Stack {
     rollout_support::ensure_caddy_image();
     let mut s = Stack::new(tag);
     s.file("config/caddy/Caddyfile", CADDYFILE_V1);
@@ -542,7 +552,7 @@ fn caddy_stack(tag: &str) -> Stack {
             "image": rollout_support::CADDY_IMAGE,
             "command": ["/usr/bin/caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"],
             "stopGracePeriod": "2s",
-            "configFiles": [{"source": "config/caddy", "target": "/etc/caddy", "onChange": "restart"}],
+            "configFiles": [{"source": "config/caddy", "target": "/etc/caddy", "onChange": on_change}],
             "configCheck": {"command": ["/usr/bin/caddy", "validate", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]},
             "dependsOn": [{"service": "backend"}],
         }),
@@ -613,5 +623,88 @@ fn caddy_invalid_caddyfile_is_refused_by_preflight_and_caddy_keeps_serving() {
     assert_eq!(
         rollout_support::get(&format!("{ip}:8080"), "/gen").as_deref(),
         Some("2")
+    );
+}
+
+#[test]
+fn caddy_exec_reload_under_load_fails_no_request() {
+    let s = caddy_stack_with("caddyrl", caddy_reload());
+    let _d = s.spawn_daemon();
+    let addr = poll(DEADLINE, "Caddy proxying to the backend", || {
+        let ip = ip_of(&s.cname("caddy"))?;
+        let addr = format!("{ip}:8080");
+        (rollout_support::get(&addr, "/")?.trim() == "hello").then_some(addr)
+    });
+    let before = s.must("caddy");
+    let load = rollout_support::Load::start(addr.clone(), "/".into());
+    std::thread::sleep(Duration::from_millis(300));
+    s.file("config/caddy/Caddyfile", CADDYFILE_V2);
+    poll(DEADLINE, "the new Caddyfile in effect", || {
+        (rollout_support::get(&addr, "/gen").as_deref() == Some("2")).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, failed) = load.stop();
+    println!("through Caddy during an exec reload: {ok} ok, {failed} failed");
+    let now = s.must("caddy");
+    assert_eq!(
+        now.started_at, before.started_at,
+        "Caddy was restarted, not reloaded"
+    );
+    assert_eq!(failed, 0, "requests failed during the reload");
+    assert!(ok > 0);
+    let st = poll(DEADLINE, "in sync", || {
+        let (code, st) = s.status_json();
+        (code == 0).then_some(st)
+    });
+    let last = row(&st, "caddy").unwrap()["last_action"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last.contains("reload") && !last.contains("reload_failed"),
+        "{last}"
+    );
+}
+
+#[test]
+fn failed_exec_reload_falls_back_to_restart_and_says_so() {
+    let mut s = Stack::new("reloadfb");
+    s.file("config/app/app.conf", "a\n");
+    s.service(
+        "app",
+        service(json!({
+            "configFiles": [{"source": "config/app", "target": "/etc/app",
+                             "onChange": {"exec": ["sh", "-c", "echo cannot reload >&2; exit 4"]}}],
+        })),
+    );
+    s.write();
+    let d = s.spawn_daemon();
+    let before = poll(DEADLINE, "running", || s.ctr("app").filter(|c| c.running));
+    s.file("config/app/app.conf", "b\n");
+    let st = poll(DEADLINE, "restarted after the failed reload", || {
+        let (code, st) = s.status_json();
+        let c = s.ctr("app")?;
+        let acted = row(&st, "app")?["last_action"]
+            .as_str()?
+            .starts_with("reload");
+        (code == 0 && acted && c.running && c.started_at != before.started_at).then_some(st)
+    });
+    let last = row(&st, "app").unwrap()["last_action"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(last, "reload+reload_failed+restart");
+    assert_eq!(
+        s.must("app").id,
+        before.id,
+        "restarted in place, not replaced"
+    );
+    assert_eq!(
+        d.metric("obsd_actions_total{action=\"reload\",result=\"error\"}"),
+        Some(1.0)
+    );
+    assert!(
+        d.log().contains("reload failed; restarting"),
+        "the log says so"
     );
 }

@@ -331,14 +331,17 @@ impl Loader<'_> {
                 if is_file
                     && matches!(
                         cf.on_change,
-                        model::service::OnChange::Signal(_) | model::service::OnChange::None
+                        model::service::OnChange::Signal(_)
+                            | model::service::OnChange::Exec(_)
+                            | model::service::OnChange::Http(_)
+                            | model::service::OnChange::None
                     )
                 {
                     self.diags.push(Diagnostic::warning(
                         &svc.source.file,
                         svc.source.pos(&field("onChange")),
                         yaml::path_string(&field("onChange")),
-                        "a single-file mount keeps the old file when an editor saves by rename, so a change restarts the container instead; mount the directory to reload by signal",
+                        "a single-file mount keeps the old file when an editor saves by rename, so a change restarts the container instead; mount the directory to reload in place",
                     ));
                 }
                 match crate::desired::config_files::hash_config_source(self.dir, &cf.source) {

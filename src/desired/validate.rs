@@ -222,6 +222,25 @@ impl Validator<'_> {
                     );
                 }
             }
+            match &c.on_change {
+                OnChange::Exec(cmd) if cmd.is_empty() => self.err(
+                    src,
+                    &path(&base, &["onChange", "exec"]),
+                    "an exec reload needs a command".to_string(),
+                ),
+                OnChange::Http(h) if !h.path.starts_with('/') => self.err(
+                    src,
+                    &path(&base, &["onChange", "http", "path"]),
+                    format!("`{}` must start with `/`", h.path),
+                ),
+                OnChange::Http(h) if !["GET", "POST", "PUT"].contains(&h.method.as_str()) => self
+                    .err(
+                        src,
+                        &path(&base, &["onChange", "http", "method"]),
+                        format!("method `{}`: one of GET, POST, PUT", h.method),
+                    ),
+                _ => {}
+            }
         }
     }
 

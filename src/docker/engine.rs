@@ -516,6 +516,51 @@ impl Docker for Engine {
         })
     }
 
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<(i64, String)> {
+        use bollard::exec::{StartExecOptions, StartExecResults};
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                bollard::models::ExecConfig {
+                    cmd: Some(cmd.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(map_err)?;
+        let started = self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(map_err)?;
+        let mut out = String::new();
+        if let StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                out.push_str(&String::from_utf8_lossy(
+                    &chunk.map_err(map_err)?.into_bytes(),
+                ));
+            }
+        }
+        let code = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(map_err)?
+            .exit_code
+            .unwrap_or(-1);
+        Ok((code, out))
+    }
+
     async fn container_logs(&self, id: &str, tail: usize) -> Result<String> {
         let opts = qp::LogsOptionsBuilder::default()
             .stdout(true)

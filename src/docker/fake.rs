@@ -303,6 +303,11 @@ impl Docker for FakeDocker {
         })
     }
 
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<(i64, String)> {
+        self.record(format!("exec {} {}", short(id), cmd.join(" ")));
+        Ok((0, String::new()))
+    }
+
     async fn container_logs(&self, id: &str, _tail: usize) -> Result<String> {
         self.record(format!("container_logs {}", short(id)));
         Ok(String::new())

@@ -281,6 +281,8 @@ pub trait Docker: Send + Sync + 'static {
     fn inspect_state(&self, id: &str) -> impl Future<Output = Result<ContainerState>> + Send;
     /// The last `tail` lines of a container's stdout and stderr, interleaved as logged.
     fn container_logs(&self, id: &str, tail: usize) -> impl Future<Output = Result<String>> + Send;
+    /// Runs `cmd` inside a running container and waits for it: (exit code, output).
+    fn exec(&self, id: &str, cmd: &[String]) -> impl Future<Output = Result<(i64, String)>> + Send;
     /// Engine events from now on; the stream ends when the connection drops.
     fn events(&self) -> impl futures_util::Stream<Item = Result<EngineEvent>> + Send + 'static;
 }

@@ -17,7 +17,7 @@ use crate::desired::model::service::{
 use crate::desired::DesiredState;
 use crate::docker::{Docker, DockerError, Health, RunState};
 use crate::reconcile::plan::{
-    InfraAction, Observed, Plan, ServicePlan, Step, NEXT_SUFFIX, PREV_SUFFIX,
+    InfraAction, Observed, Plan, Reload, ServicePlan, Step, NEXT_SUFFIX, PREV_SUFFIX,
 };
 use crate::reconcile::render::Rendered;
 use crate::state::{backoff_delay_ms, now_ms, HeldSpec, Persisted};
@@ -383,6 +383,7 @@ async fn run_service<D: Docker>(
     let spec = &desired.services[&sp.service].spec;
     let mut rolled_back: Option<HeldSpec> = None;
     let mut check_failed: Option<HeldSpec> = None;
+    let mut fell_back: Option<String> = None;
     for step in &sp.steps {
         let name = step.action_name();
         let span = tracing::info_span!("action", service = %sp.service, action = name);
@@ -427,6 +428,16 @@ async fn run_service<D: Docker>(
                         .await
                 }
                 Step::Signal { id, signal } => docker.kill_container(id, signal).await,
+                Step::Reload { id, how } => match reload(docker, id, how).await {
+                    Ok(()) => Ok(()),
+                    Err(why) => {
+                        tracing::warn!(service = %sp.service, %why, "reload failed; restarting");
+                        fell_back = Some(why);
+                        docker
+                            .restart_container(id, rendered.create.stop_timeout)
+                            .await
+                    }
+                },
                 Step::RecordConfig { id, hashes } => {
                     records.push((id.clone(), hashes.clone()));
                     Ok(())
@@ -462,6 +473,16 @@ async fn run_service<D: Docker>(
         }
         if step.is_write() {
             done.push(name);
+        }
+        if fell_back.take().is_some() {
+            // Said in the service's last action (`reload+reload_failed+restart`), the
+            // metrics (`obsd_actions_total{action="reload",result="error"}`) and the log.
+            if let Some(last) = actions.iter_mut().rev().find(|(a, _)| *a == "reload") {
+                last.1 = false;
+            }
+            actions.push(("restart", true));
+            done.push("reload_failed");
+            done.push("restart");
         }
     }
     (ServiceResult::Done { actions: done }, records, actions)
@@ -543,6 +564,53 @@ async fn finish_gate<D: Docker>(
         Err(reason) => roll_back(docker, rendered, cname, new_id, prev_id, reason)
             .await
             .map(Some),
+    }
+}
+
+/// How long an exec or HTTP reload may take.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Asks the process to reload: `Err(why)` when it did not (then the caller restarts).
+async fn reload<D: Docker>(docker: &D, id: &str, how: &Reload) -> Result<(), String> {
+    match how {
+        Reload::Exec(cmd) => {
+            match tokio::time::timeout(RELOAD_TIMEOUT, docker.exec(id, cmd)).await {
+                Err(_) => Err(format!("`{}` did not finish in time", cmd.join(" "))),
+                Ok(Err(e)) => Err(e.to_string()),
+                Ok(Ok((0, _))) => Ok(()),
+                Ok(Ok((code, out))) => Err(format!(
+                    "`{}` exited with code {code}: {}",
+                    cmd.join(" "),
+                    bounded_tail(out.trim(), 300)
+                )),
+            }
+        }
+        Reload::Http { method, url } => {
+            let Some(url) = url else {
+                return Err("the container has no address to send the reload to".into());
+            };
+            let method = reqwest::Method::from_bytes(method.as_bytes())
+                .map_err(|e| format!("method {method}: {e}"))?;
+            let client = reqwest::Client::builder()
+                .timeout(RELOAD_TIMEOUT)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let r = client
+                .request(method.clone(), url.as_str())
+                .send()
+                .await
+                .map_err(|e| format!("{method} {url}: {e}"))?;
+            if r.status().is_success() {
+                Ok(())
+            } else {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                Err(format!(
+                    "{method} {url} answered {status}: {}",
+                    bounded_tail(body.trim(), 300)
+                ))
+            }
+        }
     }
 }
 

@@ -241,7 +241,14 @@ pub fn render_service(
                     .copied()
                     .unwrap_or(false);
                 match &c.on_change {
-                    OnChange::Signal(_) | OnChange::None if single => OnChange::Restart,
+                    OnChange::Signal(_)
+                    | OnChange::Exec(_)
+                    | OnChange::Http(_)
+                    | OnChange::None
+                        if single =>
+                    {
+                        OnChange::Restart
+                    }
                     other => other.clone(),
                 }
             })

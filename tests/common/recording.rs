@@ -35,6 +35,7 @@ pub const WRITES: &[&str] = &[
     "kill_container",
     "remove_container",
     "rename_container",
+    "exec",
 ];
 
 impl Recording {
@@ -129,6 +130,10 @@ impl Docker for Recording {
     async fn inspect_state(&self, id: &str) -> DResult<ContainerState> {
         self.gate("inspect_state").await;
         self.inner.inspect_state(id).await
+    }
+    async fn exec(&self, id: &str, cmd: &[String]) -> DResult<(i64, String)> {
+        self.gate("exec").await;
+        self.inner.exec(id, cmd).await
     }
     async fn container_logs(&self, id: &str, tail: usize) -> DResult<String> {
         self.gate("container_logs").await;

@@ -272,7 +272,10 @@ pub struct ConfigFile {
 
 /// Reaction to a config content change.
 ///
-/// Written as `recreate`, `restart`, `none`, or `{signal: SIGHUP}`.
+/// Written as `recreate`, `restart`, `none`, `{signal: SIGHUP}`, `{exec: [...]}` or
+/// `{http: {method, port, path}}`. On a single-file mount (not a directory) a signal,
+/// exec or http reload is applied as a restart: the file mount keeps the old inode when an
+/// editor saves by rename.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum OnChange {
@@ -283,8 +286,33 @@ pub enum OnChange {
     Restart,
     /// Send a signal (e.g. `SIGHUP`) so the process reloads.
     Signal(String),
+    /// Run a command inside the container so the process reloads (e.g.
+    /// `[caddy, reload, --config, /etc/caddy/Caddyfile]`); a non-zero exit falls back to a
+    /// restart.
+    Exec(#[serde(deserialize_with = "de::string_vec")] Vec<String>),
+    /// Ask the process over HTTP to reload (e.g. Prometheus, Alertmanager:
+    /// `{method: POST, port: 9090, path: /-/reload}`); obsd calls the container's address
+    /// from the host; an answer other than 2xx falls back to a restart.
+    Http(HttpReload),
     /// Do nothing; the process watches the file itself.
     None,
+}
+
+/// An HTTP reload endpoint of the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpReload {
+    /// Default `POST`.
+    #[serde(default = "default_reload_method")]
+    pub method: String,
+    /// The container port.
+    pub port: u16,
+    /// e.g. `/-/reload`.
+    pub path: String,
+}
+
+fn default_reload_method() -> String {
+    "POST".into()
 }
 
 /// A start-order dependency.

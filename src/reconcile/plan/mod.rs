@@ -145,6 +145,11 @@ pub enum Step {
         id: String,
         signal: String,
     },
+    /// Ask the process to reload (exec or HTTP); on failure the container is restarted.
+    Reload {
+        id: String,
+        how: Reload,
+    },
     /// Record config hashes as applied (after restart/signal/none).
     RecordConfig {
         id: String,
@@ -172,9 +177,21 @@ impl Step {
             Step::Start { .. } => "start",
             Step::Restart { .. } => "restart",
             Step::Signal { .. } => "signal",
+            Step::Reload { .. } => "reload",
             Step::RecordConfig { .. } => "record",
         }
     }
+}
+
+/// How a process is asked to reload its config.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reload {
+    /// A command run inside the container (exit 0 = reloaded).
+    Exec(Vec<String>),
+    /// An HTTP request from the host to the container's address (2xx = reloaded).
+    /// `url` is `None` when the container had no address at planning time.
+    Http { method: String, url: Option<String> },
 }
 
 /// The plan for one service.

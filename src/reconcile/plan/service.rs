@@ -8,7 +8,7 @@
 //! ([`present`]: spec, image and config drift, then run state and health).
 
 use super::{finish, short_id, status, InfraAction, Observed, Plan, Reason, ResourceStatus};
-use super::{ServicePlan, Step, NEXT_SUFFIX, PREV_SUFFIX};
+use super::{Reload, ServicePlan, Step, NEXT_SUFFIX, PREV_SUFFIX};
 use crate::desired::model::service::{OnChange, PullPolicy, RestartPolicy, ServiceSpec};
 use crate::desired::model::Kind;
 use crate::desired::DesiredState;
@@ -283,7 +283,7 @@ fn present(
             short_id(&c.image_id)
         ));
     }
-    let config = config_change(&applied_config(c, observed), rendered, &c.id);
+    let config = config_change(&applied_config(c, observed), rendered, c);
     if !matches!(config, ConfigChange::None) {
         st.drift.push(Reason::ConfigChanged);
     }
@@ -322,7 +322,9 @@ fn present(
         || matches!(
             config,
             ConfigChange::Recreate
-                | ConfigChange::InPlace(Step::Restart { .. } | Step::Signal { .. })
+                | ConfigChange::InPlace(
+                    Step::Restart { .. } | Step::Signal { .. } | Step::Reload { .. }
+                )
         );
     let failed_check = observed
         .preflight_failures
@@ -398,9 +400,9 @@ enum ConfigChange {
 }
 
 /// Compares the applied config hashes with the rendered ones, file by file, and picks
-/// the strongest `onChange` among the files that changed (recreate > restart > signal
-/// > record).
-fn config_change(applied: &[String], rendered: &Rendered, id: &str) -> ConfigChange {
+/// the strongest `onChange` among the files that changed (recreate > restart > reload
+/// (exec, http) > signal > record).
+fn config_change(applied: &[String], rendered: &Rendered, c: &ContainerInfo) -> ConfigChange {
     if applied == rendered.config_hashes.as_slice() {
         return ConfigChange::None;
     }
@@ -408,6 +410,7 @@ fn config_change(applied: &[String], rendered: &Rendered, id: &str) -> ConfigCha
         return ConfigChange::Recreate;
     }
     let mut restart = false;
+    let mut reload: Option<Reload> = None;
     let mut signal: Option<&String> = None;
     for (i, h) in rendered.config_hashes.iter().enumerate() {
         if applied[i] == *h {
@@ -416,15 +419,30 @@ fn config_change(applied: &[String], rendered: &Rendered, id: &str) -> ConfigCha
         match &rendered.on_change[i] {
             OnChange::Recreate => return ConfigChange::Recreate,
             OnChange::Restart => restart = true,
+            OnChange::Exec(cmd) => {
+                reload.get_or_insert_with(|| Reload::Exec(cmd.clone()));
+            }
+            OnChange::Http(h) => {
+                reload.get_or_insert_with(|| Reload::Http {
+                    method: h.method.clone(),
+                    url: c
+                        .ips
+                        .values()
+                        .next()
+                        .map(|ip| format!("http://{ip}:{}{}", h.port, h.path)),
+                });
+            }
             OnChange::Signal(s) => {
                 signal.get_or_insert(s);
             }
             OnChange::None => {}
         }
     }
-    let id = id.to_string();
+    let id = c.id.clone();
     ConfigChange::InPlace(if restart {
         Step::Restart { id }
+    } else if let Some(how) = reload {
+        Step::Reload { id, how }
     } else if let Some(sig) = signal {
         Step::Signal {
             id,

@@ -50,6 +50,22 @@ spec:
 ---
 apiVersion: obs.tlsstress.art/v1alpha1
 kind: Service
+metadata: {name: rel}
+spec:
+  image: img:1
+  restart: unless-stopped
+  configFiles: [{source: sigdir, target: /etc/sig, onChange: {exec: [app, reload]}}]
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
+metadata: {name: relfile}
+spec:
+  image: img:1
+  restart: unless-stopped
+  configFiles: [{source: web.conf, target: /etc/web.conf, onChange: {http: {port: 9090, path: /-/reload}}}]
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
 metadata: {name: chk}
 spec:
   image: img:1
@@ -143,7 +159,9 @@ impl Fixture {
             }],
             ..Default::default()
         };
-        for svc in ["web", "sig", "rec", "chk", "oneshot", "pulled"] {
+        for svc in [
+            "web", "sig", "rec", "rel", "relfile", "chk", "oneshot", "pulled",
+        ] {
             o.containers.push(self.ctr(svc));
         }
         o
@@ -522,6 +540,28 @@ fn service_rows() -> std::collections::BTreeSet<Reason> {
             },
             vec![Missing, SpecChanged],
             vec!["restore"],
+        ),
+        (
+            "config changed, onChange exec: reloaded in place",
+            "rel",
+            |_, o| {
+                with(o, "t-rel", |c| {
+                    c.labels.insert(labels::CONFIG_HASH.into(), "old".into());
+                })
+            },
+            vec![ConfigChanged],
+            vec!["reload", "record"],
+        ),
+        (
+            "config changed, onChange http on a single file: restarted (the mount pins the inode)",
+            "relfile",
+            |_, o| {
+                with(o, "t-relfile", |c| {
+                    c.labels.insert(labels::CONFIG_HASH.into(), "old".into());
+                })
+            },
+            vec![ConfigChanged],
+            vec!["restart", "record"],
         ),
         (
             "config changed, with a configCheck: checked before the restart",
