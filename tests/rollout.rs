@@ -708,3 +708,86 @@ fn failed_exec_reload_falls_back_to_restart_and_says_so() {
         "the log says so"
     );
 }
+
+// ---------------------------------------------------------------------- real Prometheus
+
+const PROM_YML: &str =
+    "global: {evaluation_interval: 1s}\nrule_files: [/etc/prometheus/rules.yml]\n";
+
+fn rules(record: &str, expr: &str) -> String {
+    format!("groups:\n  - name: g\n    rules:\n      - record: {record}\n        expr: {expr}\n")
+}
+
+#[test]
+fn prometheus_rules_edit_is_reloaded_over_http_and_a_broken_one_is_refused() {
+    rollout_support::ensure_prometheus_image();
+    let mut s = Stack::new("promrl");
+    s.file("config/prometheus/prometheus.yml", PROM_YML);
+    s.file(
+        "config/prometheus/rules.yml",
+        &rules("job:one:v1", "vector(1)"),
+    );
+    s.service(
+        "prometheus",
+        json!({
+            "image": rollout_support::PROMETHEUS_IMAGE,
+            "command": ["/usr/bin/prometheus", "--config.file=/etc/prometheus/prometheus.yml",
+                        "--storage.tsdb.path=/tmp/data", "--web.enable-lifecycle",
+                        "--web.listen-address=:9090"],
+            "stopGracePeriod": "2s",
+            "configFiles": [{"source": "config/prometheus", "target": "/etc/prometheus",
+                             "onChange": {"http": {"method": "POST", "port": 9090, "path": "/-/reload"}}}],
+            "configCheck": {"command": ["/usr/bin/promtool", "check", "config", "/etc/prometheus/prometheus.yml"]},
+        }),
+    );
+    s.write();
+    let _d = s.spawn_daemon();
+    let rules_api = |s: &Stack| {
+        let ip = ip_of(&s.cname("prometheus"))?;
+        rollout_support::get(&format!("{ip}:9090"), "/api/v1/rules")
+    };
+    poll(DEADLINE, "Prometheus serving rule v1", || {
+        rules_api(&s).filter(|b| b.contains("job:one:v1"))
+    });
+    let before = s.must("prometheus");
+
+    s.file(
+        "config/prometheus/rules.yml",
+        &rules("job:one:v2", "vector(2)"),
+    );
+    poll(DEADLINE, "rule v2 loaded by the HTTP reload", || {
+        rules_api(&s).filter(|b| b.contains("job:one:v2") && !b.contains("job:one:v1"))
+    });
+    let st = poll(DEADLINE, "in sync after the reload", || {
+        let (code, st) = s.status_json();
+        let last = row(&st, "prometheus")?["last_action"].as_str()?.to_string();
+        (code == 0 && last.starts_with("preflight+reload")).then_some(last)
+    });
+    assert!(!st.contains("reload_failed"), "{st}");
+    assert_eq!(
+        s.must("prometheus").started_at,
+        before.started_at,
+        "restarted, not reloaded"
+    );
+
+    // A rule promtool refuses: nothing is sent to Prometheus.
+    s.file("config/prometheus/rules.yml", &rules("job:one:v3", "sum(("));
+    let st = poll(DEADLINE, "preflight_failed", || {
+        let (_, st) = s.status_json();
+        drift(&st, "prometheus")
+            .contains(&"preflight_failed".to_string())
+            .then_some(st)
+    });
+    let tail = row(&st, "prometheus").unwrap()["log_tail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("promtool said: {tail}");
+    assert!(
+        tail.contains("rules.yml"),
+        "the output names the file: {tail}"
+    );
+    let b = rules_api(&s).expect("still serving");
+    assert!(b.contains("job:one:v2"), "{b}");
+    assert_eq!(s.must("prometheus").started_at, before.started_at);
+}

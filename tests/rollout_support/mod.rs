@@ -12,26 +12,47 @@ use std::time::Duration;
 
 pub const CADDY_IMAGE: &str = "obsd-test/caddy:1";
 
-/// Builds [`CADDY_IMAGE`] once per test binary: `/usr/bin/caddy`, its shared libraries
-/// at their paths, busybox for `sh`/`wget`.
+pub const PROMETHEUS_IMAGE: &str = "obsd-test/prometheus:1";
+
+/// Builds [`CADDY_IMAGE`] once per test binary: Debian's `/usr/bin/caddy`, the shared
+/// libraries `ldd` names (libc, libzstd), busybox for `sh`/`wget`.
 pub fn ensure_caddy_image() {
     static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| scratch_image(CADDY_IMAGE, &["/usr/bin/caddy"], "caddy"));
+}
+
+/// Builds [`PROMETHEUS_IMAGE`]: Debian's `prometheus` and `promtool`, their libraries,
+/// busybox.
+pub fn ensure_prometheus_image() {
+    static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let caddy = Path::new("/usr/bin/caddy");
+        scratch_image(
+            PROMETHEUS_IMAGE,
+            &["/usr/bin/prometheus", "/usr/bin/promtool"],
+            "prometheus",
+        )
+    });
+}
+
+/// `FROM scratch` + the binaries at their paths + the libraries `ldd` names + static
+/// busybox (installed as `/bin/sh`, `wget`, …).
+fn scratch_image(tag: &str, binaries: &[&str], package: &str) {
+    let ctx = tempfile::tempdir().expect("tempdir");
+    let root = ctx.path().join("root");
+    let copy = |src: &Path| {
+        let dst = root.join(src.strip_prefix("/").expect("absolute"));
+        std::fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+    };
+    copy(Path::new("/bin/busybox"));
+    for b in binaries {
+        let bin = Path::new(b);
         assert!(
-            caddy.exists(),
-            "/usr/bin/caddy is missing: run `apt-get install caddy` (tests/setup.sh does)"
+            bin.exists(),
+            "{b} is missing: run `apt-get install {package}` (tests/setup.sh does)"
         );
-        let ctx = tempfile::tempdir().expect("tempdir");
-        let root = ctx.path().join("root");
-        let copy = |src: &Path| {
-            let dst = root.join(src.strip_prefix("/").expect("absolute"));
-            std::fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
-            std::fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
-        };
-        copy(caddy);
-        copy(Path::new("/bin/busybox"));
-        let ldd = Command::new("ldd").arg(caddy).output().expect("run ldd");
+        copy(bin);
+        let ldd = Command::new("ldd").arg(bin).output().expect("run ldd");
         for line in String::from_utf8_lossy(&ldd.stdout).lines() {
             // `libzstd.so.1 => /lib/x86_64-linux-gnu/libzstd.so.1 (0x…)` or
             // `/lib64/ld-linux-x86-64.so.2 (0x…)`.
@@ -44,28 +65,28 @@ pub fn ensure_caddy_image() {
                 copy(Path::new(p));
             }
         }
-        std::fs::create_dir_all(root.join("tmp")).expect("mkdir tmp");
-        std::fs::write(
-            ctx.path().join("Dockerfile"),
-            "FROM scratch\nCOPY root/ /\n\
-             RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
-             ENV XDG_DATA_HOME=/tmp/data XDG_CONFIG_HOME=/tmp/config HOME=/tmp\n\
-             CMD [\"/usr/bin/caddy\", \"version\"]\n",
-        )
-        .expect("Dockerfile");
-        let out = Command::new("docker")
-            .args(["build", "-q", "-t", CADDY_IMAGE])
-            .arg(ctx.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .output()
-            .expect("docker build");
-        assert!(
-            out.status.success(),
-            "building {CADDY_IMAGE} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    }
+    std::fs::create_dir_all(root.join("tmp")).expect("mkdir tmp");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY root/ /\n\
+         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         ENV XDG_DATA_HOME=/tmp/data XDG_CONFIG_HOME=/tmp/config HOME=/tmp\n\
+         CMD [\"/bin/sh\"]\n",
+    )
+    .expect("Dockerfile");
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", tag])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("docker build");
+    assert!(
+        out.status.success(),
+        "building {tag} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// One HTTP/1.0 GET; true on a 2xx answer within 2 s.
