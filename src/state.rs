@@ -171,6 +171,9 @@ pub struct Persisted {
     /// Failed preflight checks per service name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub preflight_failures: BTreeMap<String, HeldSpec>,
+    /// Containers held stopped after a crash loop, per service name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub crash_loops: BTreeMap<String, HeldSpec>,
     pub resources: BTreeMap<String, ResourceRecord>,
     pub last_success_ms: Option<i64>,
 }

@@ -791,3 +791,78 @@ fn prometheus_rules_edit_is_reloaded_over_http_and_a_broken_one_is_refused() {
     assert!(b.contains("job:one:v2"), "{b}");
     assert_eq!(s.must("prometheus").started_at, before.started_at);
 }
+
+// ---------------------------------------------------------------------- crash loop
+
+#[test]
+fn crash_loop_is_stopped_and_held_until_retried() {
+    let mut s = Stack::new("crashloop");
+    // Dies one second after every start; the engine keeps restarting it (unless-stopped).
+    s.service(
+        "app",
+        service(json!({"command": ["sh", "-c", "echo 'fatal: cannot open /data/db' >&2; sleep 1; exit 2"]})),
+    );
+    s.write();
+    let d = s.spawn_daemon();
+    let st = poll(
+        Duration::from_secs(120),
+        "crash_loop in obsctl status",
+        || {
+            let (_, st) = s.status_json();
+            (drift(&st, "app").contains(&"crash_loop".to_string())
+                && row(&st, "app")?["message"]
+                    .as_str()?
+                    .starts_with("held after a crash loop"))
+            .then_some(st)
+        },
+    );
+    let r = row(&st, "app").unwrap();
+    assert!(
+        r["log_tail"]
+            .as_str()
+            .is_some_and(|l| l.contains("cannot open /data/db")),
+        "{r}"
+    );
+    let held = s.must("app");
+    assert!(!held.running, "held containers are stopped");
+    assert!(held.restart_count >= 5, "{}", held.restart_count);
+    assert_eq!(
+        d.metric("obsd_resource_drift{kind=\"Service\",name=\"app\",reason=\"crash_loop\"}"),
+        Some(1.0)
+    );
+    // Held: later passes do not start it.
+    // SAFETY: signalling the obsd child this test spawned.
+    unsafe {
+        libc::kill(d.pid() as libc::pid_t, libc::SIGHUP);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let still = s.must("app");
+    assert!(
+        !still.running && still.started_at == held.started_at,
+        "started again"
+    );
+
+    // An operator retries: started again (and, still broken, held again later).
+    let r = s.obsctl(&["rollout", "retry", "app"]).expect(0, "retry");
+    assert!(
+        r.stdout.contains("held spec is tried again"),
+        "{}",
+        r.stdout
+    );
+    poll(DEADLINE, "started again after the retry", || {
+        let c = s.ctr("app")?;
+        (c.started_at != held.started_at).then_some(())
+    });
+
+    // A new spec replaces it; no longer held.
+    s.svc("app")["command"] = json!(["sh", "-c", LOOP]);
+    s.write();
+    poll(
+        Duration::from_secs(90),
+        "in sync with the fixed spec",
+        || {
+            let (code, st) = s.status_json();
+            (code == 0 && drift(&st, "app").is_empty() && s.ctr("app")?.running).then_some(())
+        },
+    );
+}

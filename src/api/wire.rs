@@ -41,6 +41,9 @@ pub struct RolloutStatus {
     pub service: String,
     /// The spec that failed its health gate is held (`rolled_back` drift).
     pub rolled_back: bool,
+    /// A spec is held: `rolled_back`, `preflight_failed` or `crash_loop`; `obsctl rollout
+    /// retry` tries it again.
+    pub held: bool,
     /// The Service's row of `obsctl status` (drift, message, `log_tail`).
     pub status: StatusRow,
 }
@@ -49,8 +52,9 @@ pub struct RolloutStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutRetry {
     pub service: String,
-    /// It had a rolled-back spec, which the next pass (queued now) tries again.
-    pub rolled_back: bool,
+    /// It had a held spec (rolled back, refused by its check, or stopped after a crash
+    /// loop), which the next pass (queued now) tries again.
+    pub held: bool,
     pub queued: bool,
 }
 

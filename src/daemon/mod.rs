@@ -484,6 +484,7 @@ impl Daemon {
         for name in std::mem::take(&mut *self.shared.rollout_retries.lock().expect("retries")) {
             p.rollbacks.remove(&name);
             p.preflight_failures.remove(&name);
+            p.crash_loops.remove(&name);
         }
         let pull = std::mem::replace(&mut self.pull_next, false);
         let generation = note_generation(&mut p, &d, &self.shared);

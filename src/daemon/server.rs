@@ -129,10 +129,20 @@ fn service_row(
         .ok_or_else(|| api_error(StatusCode::NOT_FOUND, format!("no Service {name}")))
 }
 
-fn is_rolled_back(row: &crate::reconcile::StatusRow) -> bool {
-    row.resource
-        .drift
-        .contains(&crate::reconcile::plan::Reason::RolledBack)
+fn has(row: &crate::reconcile::StatusRow, reason: crate::reconcile::plan::Reason) -> bool {
+    row.resource.drift.contains(&reason)
+}
+
+/// A spec is held: rolled back, refused by its check, or stopped after a crash loop.
+fn is_held(row: &crate::reconcile::StatusRow) -> bool {
+    use crate::reconcile::plan::Reason;
+    [
+        Reason::RolledBack,
+        Reason::PreflightFailed,
+        Reason::CrashLoop,
+    ]
+    .into_iter()
+    .any(|r| has(row, r))
 }
 
 /// `GET /v1/rollout/{name}`.
@@ -143,7 +153,8 @@ async fn rollout_status(
     let status = service_row(&s, &name)?;
     Ok(Json(wire::RolloutStatus {
         service: name,
-        rolled_back: is_rolled_back(&status),
+        rolled_back: has(&status, crate::reconcile::plan::Reason::RolledBack),
+        held: is_held(&status),
         status,
     }))
 }
@@ -162,7 +173,7 @@ async fn rollout_retry(
     let _ = tx.send(Event::ApiReconcile).await;
     Ok(Json(wire::RolloutRetry {
         service: name,
-        rolled_back: is_rolled_back(&row),
+        held: is_held(&row),
         queued: true,
     }))
 }

@@ -48,8 +48,20 @@ pub async fn observe<D: Docker>(
             .map(|r| async move { docker.image_id(r).await.map(|id| (r.to_string(), id)) }),
     )
     .await?;
+    // The restart count is not in the list: one inspect per crash-looping container.
+    let mut restart_counts = BTreeMap::new();
+    for c in containers.iter().filter(|c| {
+        c.state == RunState::Restarting
+            && crate::docker::labels::owned(&c.labels, desired.project())
+    }) {
+        if let Ok(s) = docker.inspect_state(&c.id).await {
+            restart_counts.insert(c.id.clone(), s.restart_count);
+        }
+    }
     let live: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
     Ok(Observed {
+        restart_counts,
+        crash_loops: persisted.crash_loops.clone(),
         images: lookups.into_iter().collect(),
         applied_config: persisted
             .applied_config
@@ -112,6 +124,10 @@ pub enum ServiceResult {
     PreflightFailed {
         check: HeldSpec,
     },
+    /// A crash-looping container was stopped and is held.
+    CrashLoop {
+        hold: HeldSpec,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -139,6 +155,7 @@ impl Report {
                         | ServiceResult::BackingOff { .. }
                         | ServiceResult::RolledBack { .. }
                         | ServiceResult::PreflightFailed { .. }
+                        | ServiceResult::CrashLoop { .. }
                 )
             })
     }
@@ -276,6 +293,11 @@ pub async fn execute<D: Docker>(
                     report.preflight_failures.push(name.clone());
                     failed.insert(name.clone());
                 }
+                ServiceResult::CrashLoop { hold } => {
+                    persisted.backoff.remove(&name);
+                    persisted.crash_loops.insert(name.clone(), hold.clone());
+                    failed.insert(name.clone());
+                }
                 _ => {}
             }
             report.services.insert(name, res);
@@ -384,6 +406,7 @@ async fn run_service<D: Docker>(
     let mut rolled_back: Option<HeldSpec> = None;
     let mut check_failed: Option<HeldSpec> = None;
     let mut fell_back: Option<String> = None;
+    let mut held: Option<HeldSpec> = None;
     for step in &sp.steps {
         let name = step.action_name();
         let span = tracing::info_span!("action", service = %sp.service, action = name);
@@ -415,6 +438,28 @@ async fn run_service<D: Docker>(
                 }
                 Step::Preflight => {
                     check_failed = preflight(docker, spec, rendered, &cname).await?;
+                    Ok(())
+                }
+                Step::Hold { id } => {
+                    docker
+                        .stop_container(id, rendered.create.stop_timeout)
+                        .await?;
+                    let log_tail = docker
+                        .container_logs(id, LOG_TAIL_LINES)
+                        .await
+                        .map(|l| bounded_tail(&l, LOG_TAIL_BYTES))
+                        .unwrap_or_else(|e| format!("(logs unavailable: {e})"));
+                    tracing::warn!(service = %sp.service, "crash loop: container stopped and held");
+                    held = Some(HeldSpec {
+                        spec_hash: rendered.spec_hash.clone(),
+                        config_hashes: rendered.config_hashes.clone(),
+                        reason: format!(
+                            "stopped after {} engine restarts",
+                            crate::reconcile::plan::CRASH_LOOP_RESTARTS
+                        ),
+                        log_tail,
+                        at_ms: now_ms(),
+                    });
                     Ok(())
                 }
                 Step::Restore { prev_id } => {
@@ -462,6 +507,10 @@ async fn run_service<D: Docker>(
                 records,
                 actions,
             );
+        }
+        if let Some(hold) = held.take() {
+            actions.push(("hold", true));
+            return (ServiceResult::CrashLoop { hold }, records, actions);
         }
         if let Some(check) = check_failed.take() {
             actions.push(("preflight", false));

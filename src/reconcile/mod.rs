@@ -43,6 +43,7 @@ impl Pass {
             && !self.plan.resources.iter().any(|r| {
                 r.drift.contains(&plan::Reason::RolledBack)
                     || r.drift.contains(&plan::Reason::PreflightFailed)
+                    || r.drift.contains(&plan::Reason::CrashLoop)
             })
     }
 }
@@ -78,6 +79,9 @@ pub async fn pass<D: Docker>(
     }
     for name in &plan.stale_preflight {
         persisted.preflight_failures.remove(name);
+    }
+    for name in &plan.stale_crash_loops {
+        persisted.crash_loops.remove(name);
     }
     let report = if plan.is_noop() {
         Report::default()
@@ -195,6 +199,11 @@ fn record(persisted: &mut Persisted, plan: &Plan, report: &Report, now: i64) {
                     rec.last_action_at_ms = Some(now);
                     rec.last_error = Some(rollback.reason.clone());
                 }
+                Some(ServiceResult::CrashLoop { hold }) => {
+                    rec.last_action = Some("hold (crash loop)".into());
+                    rec.last_action_at_ms = Some(now);
+                    rec.last_error = Some(hold.reason.clone());
+                }
                 Some(ServiceResult::PreflightFailed { check }) => {
                     rec.last_action = Some("preflight (failed)".into());
                     rec.last_action_at_ms = Some(now);
@@ -209,6 +218,9 @@ fn record(persisted: &mut Persisted, plan: &Plan, report: &Report, now: i64) {
     persisted.rollbacks.retain(|name, _| desired_service(name));
     persisted
         .preflight_failures
+        .retain(|name, _| desired_service(name));
+    persisted
+        .crash_loops
         .retain(|name, _| desired_service(name));
     if !report.failed() {
         persisted.last_success_ms = Some(now);

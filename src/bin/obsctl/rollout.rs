@@ -15,7 +15,8 @@ pub enum RolloutCmd {
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
-    /// Try a rolled-back spec again (it is otherwise held until the spec changes).
+    /// Try a held spec again (rolled back, refused by its check, or stopped after a crash
+    /// loop); otherwise it is held until the spec changes.
     Retry { name: String },
 }
 
@@ -46,10 +47,10 @@ pub fn run(socket: Option<PathBuf>, cmd: RolloutCmd) -> anyhow::Result<ExitCode>
                 "POST",
                 &wire::rollout_retry_path(&name),
             ))?;
-            if v.rolled_back {
-                println!("{name}: the rolled-back spec is tried again in the next pass (queued)");
+            if v.held {
+                println!("{name}: the held spec is tried again in the next pass (queued)");
             } else {
-                println!("{name}: nothing was rolled back; a pass is queued");
+                println!("{name}: nothing was held; a pass is queued");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -83,7 +84,7 @@ fn print_status(v: &wire::RolloutStatus) {
             println!("  {l}");
         }
     }
-    if v.rolled_back {
+    if v.held {
         println!(
             "held until the spec changes; `obsctl rollout retry {}` tries it again",
             v.service

@@ -25,6 +25,8 @@ use std::collections::BTreeMap;
 
 /// Suffix of the temporary name a replacement container is created under.
 pub const NEXT_SUFFIX: &str = "--next";
+/// Engine restarts after which a crash-looping container is stopped and held.
+pub const CRASH_LOOP_RESTARTS: i64 = 5;
 /// Suffix of the name the old container is kept under (stopped) while its replacement
 /// passes the health gate; it is started again if the replacement fails.
 pub const PREV_SUFFIX: &str = "--prev";
@@ -44,10 +46,11 @@ pub enum Reason {
     Failed,
     RolledBack,
     PreflightFailed,
+    CrashLoop,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Missing,
         Reason::Stopped,
         Reason::Unhealthy,
@@ -59,6 +62,7 @@ impl Reason {
         Reason::Failed,
         Reason::RolledBack,
         Reason::PreflightFailed,
+        Reason::CrashLoop,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +78,7 @@ impl Reason {
             Reason::Failed => "failed",
             Reason::RolledBack => "rolled_back",
             Reason::PreflightFailed => "preflight_failed",
+            Reason::CrashLoop => "crash_loop",
         }
     }
 }
@@ -94,6 +99,10 @@ pub struct Observed {
     pub rollbacks: BTreeMap<String, crate::state::HeldSpec>,
     /// Failed preflight checks per service (from the state directory).
     pub preflight_failures: BTreeMap<String, crate::state::HeldSpec>,
+    /// Services held after a crash loop (from the state directory).
+    pub crash_loops: BTreeMap<String, crate::state::HeldSpec>,
+    /// Engine restart count of each crash-looping (`restarting`) container, by ID.
+    pub restart_counts: BTreeMap<String, i64>,
 }
 
 /// One step of a service's repair, executed in order.
@@ -135,6 +144,11 @@ pub enum Step {
     /// Run the service's `configCheck` in a throwaway container of the new spec; on
     /// failure nothing after it runs.
     Preflight,
+    /// Stop a crash-looping container and hold it (`crash_loop`) until the spec changes
+    /// or an operator retries.
+    Hold {
+        id: String,
+    },
     Start {
         id: String,
     },
@@ -174,6 +188,7 @@ impl Step {
             Step::Verify { .. } => "verify",
             Step::Restore { .. } => "restore",
             Step::Preflight => "preflight",
+            Step::Hold { .. } => "hold",
             Step::Start { .. } => "start",
             Step::Restart { .. } => "restart",
             Step::Signal { .. } => "signal",
@@ -265,6 +280,9 @@ pub struct Plan {
     /// The same for failed preflight checks.
     #[serde(skip)]
     pub stale_preflight: Vec<String>,
+    /// The same for crash-loop holds.
+    #[serde(skip)]
+    pub stale_crash_loops: Vec<String>,
 }
 
 impl Plan {
@@ -295,6 +313,9 @@ pub fn plan(desired: &DesiredState, observed: &Observed, key: &HostKey) -> Plan 
         }
         if stale.preflight {
             p.stale_preflight.push(name.clone());
+        }
+        if stale.crash_loop {
+            p.stale_crash_loops.push(name.clone());
         }
         if let Some(sp) = steps {
             p.services.push(sp);

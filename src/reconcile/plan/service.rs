@@ -8,7 +8,7 @@
 //! ([`present`]: spec, image and config drift, then run state and health).
 
 use super::{finish, short_id, status, InfraAction, Observed, Plan, Reason, ResourceStatus};
-use super::{Reload, ServicePlan, Step, NEXT_SUFFIX, PREV_SUFFIX};
+use super::{Reload, ServicePlan, Step, CRASH_LOOP_RESTARTS, NEXT_SUFFIX, PREV_SUFFIX};
 use crate::desired::model::service::{OnChange, PullPolicy, RestartPolicy, ServiceSpec};
 use crate::desired::model::Kind;
 use crate::desired::DesiredState;
@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 pub(super) struct Stale {
     pub rollback: bool,
     pub preflight: bool,
+    pub crash_loop: bool,
 }
 
 /// The service's status, its plan when it has steps, and which of its held records are
@@ -77,6 +78,10 @@ pub(super) fn plan_service(
             .is_some_and(|rb| !is_for(rb, &rendered)),
         preflight: observed
             .preflight_failures
+            .get(name)
+            .is_some_and(|rb| !is_for(rb, &rendered)),
+        crash_loop: observed
+            .crash_loops
             .get(name)
             .is_some_and(|rb| !is_for(rb, &rendered)),
     };
@@ -288,7 +293,23 @@ fn present(
         st.drift.push(Reason::ConfigChanged);
     }
 
-    if c.state == RunState::Restarting {
+    let held_loop = observed
+        .crash_loops
+        .get(&st.name)
+        .filter(|h| is_for(h, rendered));
+    let restarts = observed.restart_counts.get(&c.id).copied().unwrap_or(0);
+    let looping = c.state == RunState::Restarting && restarts >= CRASH_LOOP_RESTARTS;
+    if let Some(h) = held_loop {
+        st.drift.push(Reason::CrashLoop);
+        st.message = Some(held_message("held after a crash loop", h));
+        st.log_tail = Some(h.log_tail.clone());
+    } else if looping {
+        st.drift.push(Reason::CrashLoop);
+        st.message = Some(format!(
+            "container is crash-looping ({restarts} restarts): {}",
+            c.status
+        ));
+    } else if c.state == RunState::Restarting {
         st.drift.push(Reason::Failed);
         st.message = Some(format!("container is crash-looping: {}", c.status));
     }
@@ -381,7 +402,17 @@ fn present(
             return;
         }
     }
-    if stopped {
+    if held_loop.is_some() {
+        // Held: not started again until the spec changes or an operator retries; a
+        // container someone started by hand is stopped again only if it loops again.
+        if looping {
+            steps.push(Step::Hold { id: c.id.clone() });
+        }
+        return;
+    }
+    if looping {
+        steps.push(Step::Hold { id: c.id.clone() });
+    } else if stopped {
         steps.push(Step::Start { id: c.id.clone() });
     } else if unhealthy {
         steps.push(Step::Restart { id: c.id.clone() });

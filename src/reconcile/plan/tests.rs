@@ -258,7 +258,8 @@ fn service_rows() -> std::collections::BTreeSet<Reason> {
     use Reason::*;
     let mut seen = std::collections::BTreeSet::new();
     let f = fixture();
-    let cases: Vec<Row> = vec![
+    let cases: Vec<Row> =
+        vec![
         ("in sync", "web", |_, _| {}, vec![], vec![]),
         (
             "missing: created",
@@ -311,6 +312,42 @@ fn service_rows() -> std::collections::BTreeSet<Reason> {
             |_, o| with(o, "t-web", |c| c.state = RunState::Restarting),
             vec![Failed],
             vec![],
+        ),
+        (
+            "crash-looping past the limit: stopped and held",
+            "web",
+            |f, o| {
+                with(o, "t-web", |c| c.state = RunState::Restarting);
+                o.restart_counts.insert(f.ctr("web").id, CRASH_LOOP_RESTARTS);
+            },
+            vec![CrashLoop],
+            vec!["hold"],
+        ),
+        (
+            "held after a crash loop: not started again",
+            "web",
+            |f, o| {
+                let r = render_service(&f.desired, "web", &KEY).unwrap();
+                with(o, "t-web", |c| c.state = RunState::Exited);
+                o.crash_loops.insert("web".into(), rolled_back(&r));
+            },
+            vec![Stopped, CrashLoop],
+            vec![],
+        ),
+        (
+            "held, but the spec changed since: replaced",
+            "web",
+            |f, o| {
+                let mut r = render_service(&f.desired, "web", &KEY).unwrap();
+                r.spec_hash = "the-looping-one".into();
+                with(o, "t-web", |c| {
+                    c.state = RunState::Exited;
+                    c.labels.insert(labels::SPEC_HASH.into(), "the-looping-one".into());
+                });
+                o.crash_loops.insert("web".into(), rolled_back(&r));
+            },
+            vec![Stopped, SpecChanged],
+            vec!["recreate"],
         ),
         (
             "spec changed: replaced",
