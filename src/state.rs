@@ -143,6 +143,22 @@ pub struct HeldSpec {
     pub at_ms: i64,
 }
 
+/// One rollout of a service (`obsctl rollout history`): when, which spec, what happened.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RolloutEntry {
+    pub at_ms: i64,
+    /// The rendered spec hash (short) and the image it ran.
+    pub spec_hash: String,
+    pub image: String,
+    /// `applied`, `rolled_back`, `preflight_failed`, `crash_loop`, `failed`.
+    pub outcome: String,
+    /// The actions taken, or why it failed.
+    pub detail: String,
+}
+
+/// How many rollouts per service the state directory keeps.
+pub const ROLLOUT_HISTORY: usize = 10;
+
 /// Per-resource history for status.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ResourceRecord {
@@ -171,6 +187,9 @@ pub struct Persisted {
     /// Failed preflight checks per service name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub preflight_failures: BTreeMap<String, HeldSpec>,
+    /// The last [`ROLLOUT_HISTORY`] rollouts per service name, oldest first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollout_history: BTreeMap<String, Vec<RolloutEntry>>,
     /// Containers held stopped after a crash loop, per service name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub crash_loops: BTreeMap<String, HeldSpec>,

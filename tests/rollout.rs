@@ -145,9 +145,10 @@ fn failing_replacement_rolls_back_and_the_old_container_keeps_serving() {
     // `obsctl rollout status` says why, as a script reads it.
     let r = s
         .obsctl(&["rollout", "status", "web", "-o", "json"])
-        .expect(2, "rollout status");
+        .expect(0, "rollout status");
     let v: Value = serde_json::from_str(&r.stdout).expect("json");
     assert_eq!(v["rolled_back"], true, "{v}");
+    assert_eq!(v["held"], true, "{v}");
     assert!(
         v["status"]["log_tail"]
             .as_str()
@@ -156,9 +157,29 @@ fn failing_replacement_rolls_back_and_the_old_container_keeps_serving() {
     );
     let r = s
         .obsctl(&["rollout", "status", "web"])
-        .expect(2, "rollout status (text)");
+        .expect(0, "rollout status (text)");
     assert!(
         r.stdout.contains("obsctl rollout retry web"),
+        "{}",
+        r.stdout
+    );
+    // The history keeps the create and the rollback, newest last.
+    let r = s
+        .obsctl(&["rollout", "history", "web", "-o", "json"])
+        .expect(0, "rollout history");
+    let h: Value = serde_json::from_str(&r.stdout).expect("json");
+    let outcomes: Vec<&str> = h
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["applied", "rolled_back"], "{h}");
+    let r = s
+        .obsctl(&["rollout", "history", "web"])
+        .expect(0, "history table");
+    assert!(
+        r.stdout.contains("rolled_back") && r.stdout.contains("OUTCOME"),
         "{}",
         r.stdout
     );

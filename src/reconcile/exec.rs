@@ -300,6 +300,7 @@ pub async fn execute<D: Docker>(
                 }
                 _ => {}
             }
+            note_rollout(persisted, planned[name.as_str()], &res, opts.now_ms);
             report.services.insert(name, res);
         }
     }
@@ -947,6 +948,43 @@ async fn run_infra<D: Docker>(
     }
 }
 
+/// Appends a rollout (a replace, a create, an in-place config change) or its failure to
+/// the service's history in the state directory.
+fn note_rollout(persisted: &mut Persisted, sp: &ServicePlan, res: &ServiceResult, now: i64) {
+    let rolls = |a: &str| {
+        matches!(
+            a,
+            "create" | "recreate" | "adopt" | "verify" | "reload" | "signal"
+        )
+    };
+    let (outcome, detail) = match res {
+        ServiceResult::Done { actions } if actions.iter().any(|a| rolls(a)) => {
+            ("applied", actions.join("+"))
+        }
+        ServiceResult::RolledBack { rollback } => ("rolled_back", rollback.reason.clone()),
+        ServiceResult::PreflightFailed { check } => ("preflight_failed", check.reason.clone()),
+        ServiceResult::CrashLoop { hold } => ("crash_loop", hold.reason.clone()),
+        ServiceResult::Failed { action, error } if rolls(action) => {
+            ("failed", format!("{action}: {error}"))
+        }
+        _ => return,
+    };
+    let Some(r) = &sp.rendered else { return };
+    let h = persisted
+        .rollout_history
+        .entry(sp.service.clone())
+        .or_default();
+    h.push(crate::state::RolloutEntry {
+        at_ms: now,
+        spec_hash: r.spec_hash.chars().take(12).collect(),
+        image: r.create.image.clone(),
+        outcome: outcome.into(),
+        detail,
+    });
+    let excess = h.len().saturating_sub(crate::state::ROLLOUT_HISTORY);
+    h.drain(..excess);
+}
+
 /// Removes a container that may be running: stopped first with its own stop signal and
 /// grace period (`None`: the container's configured `StopTimeout`), because the engine's
 /// force-remove is a SIGKILL — a removed Service may be a database with a volume.
@@ -956,4 +994,39 @@ async fn stop_and_remove<D: Docker>(docker: &D, id: &str) -> Result<(), DockerEr
         Err(e) => return Err(e),
     }
     docker.remove_container(id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> ServiceSpec {
+        serde_json::from_value(serde_saphyr::from_str::<serde_json::Value>(yaml).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn gate_times_follow_update_and_healthcheck() {
+        let s = |secs| Duration::from_secs(secs);
+        // No healthcheck: the engine's defaults give 4 × 60 s.
+        assert_eq!(gate_times(&spec("image: a")), (DEFAULT_SETTLE, s(240)));
+        // start 10 s + (1 s + 1 s) × (2 + 1) = 16 s → at least 30 s.
+        let hc = "image: a\nhealthcheck: {test: [CMD, x], interval: 1s, timeout: 1s, retries: 2, startPeriod: 10s}";
+        assert_eq!(gate_times(&spec(hc)), (DEFAULT_SETTLE, s(30)));
+        let both = format!("{hc}\nupdate: {{settle: 5s, timeout: 12s}}");
+        assert_eq!(gate_times(&spec(&both)), (s(5), s(12)));
+        // The deadline is never shorter than the settle period.
+        let short = "image: a\nupdate: {settle: 20s, timeout: 3s}";
+        assert_eq!(gate_times(&spec(short)), (s(20), s(20)));
+    }
+
+    #[test]
+    fn log_tails_are_bounded_at_a_line_start() {
+        assert_eq!(bounded_tail("a\nb\n", 100), "a\nb\n");
+        let long = format!("{}\nlast line\n", "x".repeat(5000));
+        assert_eq!(bounded_tail(&long, 20), "last line\n");
+        // Multi-byte characters are never split.
+        let t = bounded_tail(&"é".repeat(100), 11);
+        assert!(t.len() <= 11 && t.chars().all(|c| c == 'é'));
+    }
 }

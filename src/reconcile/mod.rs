@@ -237,6 +237,9 @@ pub struct StatusRow {
     pub last_error: Option<String>,
     pub since_ms: Option<i64>,
     pub retry_at_ms: Option<i64>,
+    /// A Service's last rollouts, oldest first (`obsctl rollout history`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<crate::state::RolloutEntry>,
 }
 
 /// Joins a plan's resources with their recorded history.
@@ -271,6 +274,10 @@ pub fn status_rows(plan: &Plan, persisted: &Persisted) -> Vec<StatusRow> {
                     .or_else(|| backoff.and_then(|b| b.last_error.clone())),
                 since_ms: rec.since_ms,
                 retry_at_ms: backoff.map(|b| b.retry_at_ms),
+                rollouts: (r.kind == Kind::Service)
+                    .then(|| persisted.rollout_history.get(&r.name).cloned())
+                    .flatten()
+                    .unwrap_or_default(),
             }
         })
         .collect()

@@ -1,6 +1,7 @@
-//! `obsctl rollout status|retry NAME`: a Service's rollout through the daemon's API.
-//! Exit codes (product.md): `status` 0 in sync, 2 drift (`rolled_back` among others),
-//! 1 error; `retry` 0 queued, 1 error.
+//! `obsctl rollout status|history|retry NAME`: a Service's rollout through the daemon's API.
+//! Exit codes (product.md): 0 answered (for `status` whatever the drift; scripts read
+//! `held`/`rolled_back` in `-o json`), `retry` 0 queued; 1 error (no daemon, no such
+//! Service).
 
 use crate::Output;
 use obsd::api::wire;
@@ -11,6 +12,12 @@ use std::process::ExitCode;
 pub enum RolloutCmd {
     /// The Service's rollout: drift, why it rolled back, the failed container's last log lines.
     Status {
+        name: String,
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The Service's last rollouts (kept in the state directory): when, spec, image, outcome.
+    History {
         name: String,
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
@@ -35,11 +42,30 @@ pub fn run(socket: Option<PathBuf>, cmd: RolloutCmd) -> anyhow::Result<ExitCode>
             } else {
                 print_status(&v);
             }
-            Ok(if v.status.resource.in_sync {
-                ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
+        }
+        RolloutCmd::History { name, output } => {
+            let v: wire::RolloutStatus =
+                rt.block_on(obsd::api::call(&socket, "GET", &wire::rollout_path(&name)))?;
+            let h = &v.status.rollouts;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(h)?);
             } else {
-                ExitCode::from(2)
-            })
+                println!(
+                    "{:<25} {:<13} {:<18} {:<40} DETAIL",
+                    "WHEN", "SPEC", "OUTCOME", "IMAGE"
+                );
+                for e in h {
+                    let when = chrono::DateTime::from_timestamp_millis(e.at_ms)
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                        .unwrap_or_default();
+                    println!(
+                        "{when:<25} {:<13} {:<18} {:<40} {}",
+                        e.spec_hash, e.outcome, e.image, e.detail
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         RolloutCmd::Retry { name } => {
             let v: wire::RolloutRetry = rt.block_on(obsd::api::call(
