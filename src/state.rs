@@ -159,6 +159,23 @@ pub struct RolloutEntry {
 /// How many rollouts per service the state directory keeps.
 pub const ROLLOUT_HISTORY: usize = 10;
 
+/// What the rollout machinery keeps per service (issue 10).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RolloutState {
+    /// Rolled-back replacements per service name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollbacks: BTreeMap<String, HeldSpec>,
+    /// Failed preflight checks per service name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub preflight_failures: BTreeMap<String, HeldSpec>,
+    /// The last [`ROLLOUT_HISTORY`] rollouts per service name, oldest first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollout_history: BTreeMap<String, Vec<RolloutEntry>>,
+    /// Containers held stopped after a crash loop, per service name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub crash_loops: BTreeMap<String, HeldSpec>,
+}
+
 /// Per-resource history for status.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ResourceRecord {
@@ -181,18 +198,10 @@ pub struct Persisted {
     pub applied_config: BTreeMap<String, Vec<String>>,
     /// Backoff per service name.
     pub backoff: BTreeMap<String, Backoff>,
-    /// Rolled-back replacements per service name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub rollbacks: BTreeMap<String, HeldSpec>,
-    /// Failed preflight checks per service name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub preflight_failures: BTreeMap<String, HeldSpec>,
-    /// The last [`ROLLOUT_HISTORY`] rollouts per service name, oldest first.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub rollout_history: BTreeMap<String, Vec<RolloutEntry>>,
-    /// Containers held stopped after a crash loop, per service name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub crash_loops: BTreeMap<String, HeldSpec>,
+    /// Held specs and rollout history (issue 10), boxed: `Persisted` travels by value
+    /// in the daemon's pass slot.
+    #[serde(default)]
+    pub rollout: Box<RolloutState>,
     pub resources: BTreeMap<String, ResourceRecord>,
     pub last_success_ms: Option<i64>,
 }

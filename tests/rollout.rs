@@ -392,7 +392,7 @@ fn crash_after_each_rollout_step_leaves_one_running_copy() {
                 } else {
                     assert_eq!(now.id, old.id, "crash after {before:?}: the old one is gone");
                     assert!(
-                        persisted.rollbacks.contains_key("web"),
+                        persisted.rollout.rollbacks.contains_key("web"),
                         "crash after {before:?}: no rollback recorded"
                     );
                     // Back to a good spec for the next round.
@@ -407,7 +407,7 @@ fn crash_after_each_rollout_step_leaves_one_running_copy() {
                         &mut persisted,
                     )
                     .await;
-                    assert!(!persisted.rollbacks.contains_key("web"));
+                    assert!(!persisted.rollout.rollbacks.contains_key("web"));
                 }
             }
         }

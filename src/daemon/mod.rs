@@ -482,9 +482,9 @@ impl Daemon {
         };
         self.pending = false;
         for name in std::mem::take(&mut *self.shared.rollout_retries.lock().expect("retries")) {
-            p.rollbacks.remove(&name);
-            p.preflight_failures.remove(&name);
-            p.crash_loops.remove(&name);
+            p.rollout.rollbacks.remove(&name);
+            p.rollout.preflight_failures.remove(&name);
+            p.rollout.crash_loops.remove(&name);
         }
         let pull = std::mem::replace(&mut self.pull_next, false);
         let generation = note_generation(&mut p, &d, &self.shared);

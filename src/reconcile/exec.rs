@@ -61,7 +61,7 @@ pub async fn observe<D: Docker>(
     let live: BTreeSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
     Ok(Observed {
         restart_counts,
-        crash_loops: persisted.crash_loops.clone(),
+        crash_loops: persisted.rollout.crash_loops.clone(),
         images: lookups.into_iter().collect(),
         applied_config: persisted
             .applied_config
@@ -69,8 +69,8 @@ pub async fn observe<D: Docker>(
             .filter(|(id, _)| live.contains(id.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        rollbacks: persisted.rollbacks.clone(),
-        preflight_failures: persisted.preflight_failures.clone(),
+        rollbacks: persisted.rollout.rollbacks.clone(),
+        preflight_failures: persisted.rollout.preflight_failures.clone(),
         containers,
         volumes,
         networks,
@@ -281,13 +281,17 @@ pub async fn execute<D: Docker>(
                 ServiceResult::RolledBack { rollback } => {
                     // Not a backoff: the planner holds this spec until it changes.
                     persisted.backoff.remove(&name);
-                    persisted.rollbacks.insert(name.clone(), rollback.clone());
+                    persisted
+                        .rollout
+                        .rollbacks
+                        .insert(name.clone(), rollback.clone());
                     report.rollbacks.push(name.clone());
                     failed.insert(name.clone());
                 }
                 ServiceResult::PreflightFailed { check } => {
                     persisted.backoff.remove(&name);
                     persisted
+                        .rollout
                         .preflight_failures
                         .insert(name.clone(), check.clone());
                     report.preflight_failures.push(name.clone());
@@ -295,7 +299,10 @@ pub async fn execute<D: Docker>(
                 }
                 ServiceResult::CrashLoop { hold } => {
                     persisted.backoff.remove(&name);
-                    persisted.crash_loops.insert(name.clone(), hold.clone());
+                    persisted
+                        .rollout
+                        .crash_loops
+                        .insert(name.clone(), hold.clone());
                     failed.insert(name.clone());
                 }
                 _ => {}
@@ -971,6 +978,7 @@ fn note_rollout(persisted: &mut Persisted, sp: &ServicePlan, res: &ServiceResult
     };
     let Some(r) = &sp.rendered else { return };
     let h = persisted
+        .rollout
         .rollout_history
         .entry(sp.service.clone())
         .or_default();
@@ -1001,8 +1009,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> ServiceSpec {
-        serde_json::from_value(serde_saphyr::from_str::<serde_json::Value>(yaml).unwrap())
-            .unwrap()
+        serde_json::from_value(serde_saphyr::from_str::<serde_json::Value>(yaml).unwrap()).unwrap()
     }
 
     #[test]

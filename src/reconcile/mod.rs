@@ -75,13 +75,13 @@ pub async fn pass<D: Docker>(
     }
     let now = now_ms();
     for name in &plan.stale_rollbacks {
-        persisted.rollbacks.remove(name);
+        persisted.rollout.rollbacks.remove(name);
     }
     for name in &plan.stale_preflight {
-        persisted.preflight_failures.remove(name);
+        persisted.rollout.preflight_failures.remove(name);
     }
     for name in &plan.stale_crash_loops {
-        persisted.crash_loops.remove(name);
+        persisted.rollout.crash_loops.remove(name);
     }
     let report = if plan.is_noop() {
         Report::default()
@@ -215,11 +215,16 @@ fn record(persisted: &mut Persisted, plan: &Plan, report: &Report, now: i64) {
     }
     persisted.resources.retain(|k, _| seen.contains(k));
     let desired_service = |name: &String| seen.contains(&format!("{}/{name}", Kind::Service));
-    persisted.rollbacks.retain(|name, _| desired_service(name));
     persisted
+        .rollout
+        .rollbacks
+        .retain(|name, _| desired_service(name));
+    persisted
+        .rollout
         .preflight_failures
         .retain(|name, _| desired_service(name));
     persisted
+        .rollout
         .crash_loops
         .retain(|name, _| desired_service(name));
     if !report.failed() {
@@ -275,7 +280,7 @@ pub fn status_rows(plan: &Plan, persisted: &Persisted) -> Vec<StatusRow> {
                 since_ms: rec.since_ms,
                 retry_at_ms: backoff.map(|b| b.retry_at_ms),
                 rollouts: (r.kind == Kind::Service)
-                    .then(|| persisted.rollout_history.get(&r.name).cloned())
+                    .then(|| persisted.rollout.rollout_history.get(&r.name).cloned())
                     .flatten()
                     .unwrap_or_default(),
             }
