@@ -887,3 +887,40 @@ fn crash_loop_is_stopped_and_held_until_retried() {
         },
     );
 }
+
+// ---------------------------------------------------------------------- obsctl apply
+
+#[test]
+fn apply_reports_a_rollback_and_does_not_retry_it() {
+    let mut s = Stack::new("applyrb");
+    s.service("web", web("v1"));
+    s.write();
+    s.apply().expect(0, "first apply");
+    let v1 = s.must("web");
+    s.remove("Service", "web");
+    s.service("web", broken("v2"));
+    s.write();
+    let r = s.apply().expect(1, "apply of a failing replacement");
+    assert!(
+        r.stderr.contains("web: rolled back: the new container"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(s.must("web").id, v1.id);
+    assert!(s.must("web").running);
+    // Again: held, so nothing is tried, and apply says why at once.
+    let t0 = Instant::now();
+    let r = s.apply().expect(1, "apply of a held spec");
+    assert!(
+        r.stderr.contains("not converged") && r.stderr.contains("rolled back"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "apply looped: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(s.must("web").id, v1.id);
+    assert_eq!(copies(&s, "web"), [s.cname("web")]);
+}

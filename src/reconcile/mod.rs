@@ -33,18 +33,15 @@ impl Pass {
     }
 
     /// The rule for "this generation is applied": an executed pass that failed nothing,
-    /// found nothing to do, skipped nothing and holds no rolled-back spec. The daemon,
-    /// `--once` and `obsctl apply` all mark a generation applied by it.
+    /// found nothing to do and skipped nothing. The daemon, `--once` and `obsctl apply`
+    /// all mark a generation applied by it. A held spec (`rolled_back`,
+    /// `preflight_failed`, `crash_loop`) is, like a name conflict, nothing to do: it is
+    /// reported as drift (so `obsctl status` is not 0) and by its own alerts.
     pub fn converged(&self) -> bool {
         self.report
             .as_ref()
             .is_some_and(|r| !r.failed() && !r.needs_requeue())
             && self.plan.is_noop()
-            && !self.plan.resources.iter().any(|r| {
-                r.drift.contains(&plan::Reason::RolledBack)
-                    || r.drift.contains(&plan::Reason::PreflightFailed)
-                    || r.drift.contains(&plan::Reason::CrashLoop)
-            })
     }
 }
 

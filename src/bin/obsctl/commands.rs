@@ -236,6 +236,9 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
                 match r {
                     obsd::reconcile::exec::ServiceResult::Done { actions } if !actions.is_empty() => println!("{svc}: {}", actions.join(" + ")),
                     obsd::reconcile::exec::ServiceResult::Failed { action, error } => eprintln!("{svc}: {action} failed: {error}"),
+                    obsd::reconcile::exec::ServiceResult::RolledBack { rollback: h } => eprintln!("{svc}: rolled back: {}", h.reason),
+                    obsd::reconcile::exec::ServiceResult::PreflightFailed { check: h } => eprintln!("{svc}: preflight failed: {}", h.reason),
+                    obsd::reconcile::exec::ServiceResult::CrashLoop { hold: h } => eprintln!("{svc}: crash loop: {}", h.reason),
                     _ => {}
                 }
             }
@@ -243,7 +246,7 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
                 eprintln!("error: {e}");
             }
             if pass.failed() {
-                let failing = report.services.iter().filter(|(_, r)| matches!(r, obsd::reconcile::exec::ServiceResult::Failed { .. })).count();
+                let failing = report.services.iter().filter(|(_, r)| !matches!(r, obsd::reconcile::exec::ServiceResult::Done { .. } | obsd::reconcile::exec::ServiceResult::Waiting { .. })).count();
                 bail!("{failing} service(s) failed to converge (see above); `obsctl diff` shows what remains");
             }
             if pass.converged() {
@@ -253,7 +256,7 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
                     .plan
                     .resources
                     .iter()
-                    .filter(|r| !r.in_sync && r.drift.iter().any(|d| matches!(d, Reason::NameConflict | Reason::Failed)))
+                    .filter(|r| !r.in_sync && r.drift.iter().any(|d| matches!(d, Reason::NameConflict | Reason::Failed | Reason::RolledBack | Reason::PreflightFailed | Reason::CrashLoop)))
                     .map(|r| format!("{} {}: {}", r.kind, r.name, r.message.clone().unwrap_or_default()))
                     .collect();
                 if !unresolved.is_empty() {
