@@ -276,55 +276,116 @@ fn hostile_edits_on_running_daemon() {
     );
 }
 
-/// Inputs whose handling the issue-11 core fixes change (dangling and looping symlinks,
-/// a symlink out of the directory, FIFOs as document and config file, `pidsLimit: -5`,
-/// invalid UTF-8 located on its line) and an edit that must now be *accepted* (a
-/// trailing `---`). Today some of these hang the load or pass silently.
-#[test]
-#[ignore = "needs issue-11 core fixes"]
-fn hostile_edits_pending_core_fixes() {
-    let mut s = Stack::new("relpend");
+/// One input whose handling the issue-11 core fixes change (another branch), on a
+/// running daemon: rejected and located like the others, nothing touched, the daemon
+/// still answers `POST /v1/reconcile`, the next good edit converges. Today these hang
+/// the load, pass silently or are accepted; each is its own test so the lead sees
+/// which hold after the merge (`cargo test --test reliability pending -- --ignored`).
+fn pending(case: &str) {
+    let tag: String = case
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let mut s = Stack::new(&format!("relp-{tag}"));
     baseline(&mut s);
     s.write();
     let by = Bystanders::start(&s.project);
     let d = s.spawn_daemon();
     wait_converged(&s, &d, "0", "initial converge");
-    let base = s.render();
-    for h in hostile_edits_pending(&base) {
-        let before = snapshot(&s);
-        h.apply(&s.dir);
-        let loc = h.location();
-        poll(
-            DEADLINE,
-            &format!("{}: error at {loc} in status", h.name),
-            || {
-                let (_, st) = s.status_json();
-                st["desired_state_error"]
-                    .as_str()
-                    .filter(|e| e.contains(&loc))
-                    .map(str::to_string)
-            },
-        );
-        assert_eq!(
-            d.metric("obsd_desired_state_valid"),
-            Some(0.0),
-            "{}",
-            h.name
-        );
-        assert_located(&s, &h);
-        // The daemon still repairs while the directory is bad.
-        let _ = Command::new("curl")
-            .args(["-s", "--max-time", "5", "-X", "POST", "--unix-socket"])
-            .arg(s.socket())
-            .arg("http://obsd/v1/reconcile")
-            .output();
-        assert_untouched(&s, &before, &by, &h.name);
-        h.undo_extra(&s.dir);
-        s.write();
-        wait_converged(&s, &d, "0", &format!("{}: good edit", h.name));
-    }
+    let h = hostile_edits_pending(&s.render())
+        .into_iter()
+        .find(|h| h.name == case)
+        .unwrap_or_else(|| panic!("no pending case {case}"));
+    let before = snapshot(&s);
+    h.apply(&s.dir);
+    let loc = h.location();
+    poll(
+        DEADLINE,
+        &format!("{}: error at {loc} in status", h.name),
+        || {
+            let (_, st) = s.status_json();
+            st["desired_state_error"]
+                .as_str()
+                .filter(|e| e.contains(&loc))
+                .map(str::to_string)
+        },
+    );
+    assert_eq!(
+        d.metric("obsd_desired_state_valid"),
+        Some(0.0),
+        "{}",
+        h.name
+    );
+    assert_located(&s, &h);
+    // The daemon still runs passes while the directory is bad.
+    let r = Command::new("curl")
+        .args(["-sf", "--max-time", "10", "-X", "POST", "--unix-socket"])
+        .arg(s.socket())
+        .arg("http://obsd/v1/reconcile")
+        .output()
+        .expect("curl");
+    assert!(r.status.success(), "{}: POST /v1/reconcile failed", h.name);
+    assert_untouched(&s, &before, &by, &h.name);
+    h.undo_extra(&s.dir);
+    s.svc("canary")["env"]["GEN"] = json!("1");
+    s.write();
+    wait_converged(&s, &d, "1", &format!("{}: good edit", h.name));
+    by.check("after the good edit");
+}
 
-    // A valid document followed by a trailing `---` is a good edit.
+#[test]
+#[ignore = "needs issue-11 core fixes"]
+fn pending_pids_limit_negative() {
+    pending("web.resources={\"pidsLimit\":-5}");
+}
+
+#[test]
+#[ignore = "needs issue-11 core fixes"]
+fn pending_invalid_utf8_located() {
+    pending("invalid-utf8-line5");
+}
+
+#[test]
+#[ignore = "needs issue-11 core fixes"]
+fn pending_dangling_symlink() {
+    pending("dangling-symlink");
+}
+
+#[test]
+#[ignore = "needs issue-11 core fixes"]
+fn pending_symlink_loop() {
+    pending("symlink-loop");
+}
+
+#[test]
+#[ignore = "needs issue-11 core fixes"]
+fn pending_symlink_outside() {
+    pending("symlink-outside");
+}
+
+#[test]
+#[ignore = "needs issue-11 core fixes"]
+fn pending_fifo_config_file() {
+    pending("fifo-config-file");
+}
+
+#[test]
+#[ignore = "needs issue-11 core fixes"]
+fn pending_fifo_document() {
+    pending("fifo-document");
+}
+
+/// A valid document followed by a trailing `---` is a good edit, not an error.
+#[test]
+#[ignore = "needs issue-11 core fixes"]
+fn pending_trailing_separator_is_valid() {
+    let mut s = Stack::new("reltrail");
+    baseline(&mut s);
+    s.write();
+    let by = Bystanders::start(&s.project);
+    let d = s.spawn_daemon();
+    wait_converged(&s, &d, "0", "initial converge");
     s.svc("canary")["env"]["GEN"] = json!("trailing");
     s.write_raw(&format!("{}---\n", s.render()));
     validate(&s, Duration::from_secs(20)).expect(0, "trailing --- is valid");
@@ -382,6 +443,7 @@ fn kill9_loop() {
     let iterations = if long() { 30 } else { 4 };
     let mut recover = Vec::new();
     let mut kinds = (0, 0);
+    let mut at_kill = Vec::new();
     let mut d = s.spawn_daemon();
     poll(DEADLINE, "initial converge", || {
         converged_at(&s, "0").then_some(())
@@ -408,13 +470,23 @@ fn kill9_loop() {
             kinds.1 += 1;
         }
         d.kill9();
+        let mut next = 0;
         for (name, n, running) in per_service(&s) {
             assert!(
                 running <= 1,
                 "kill {i}: {name} has {running} running copies"
             );
             assert!(n <= 2, "kill {i}: {name} has {n} containers");
+            next += usize::from(n == 2);
         }
+        let done = s
+            .owned()
+            .iter()
+            .filter(|c| c.env.iter().any(|e| *e == format!("GEN={gen}")))
+            .count();
+        at_kill.push(format!(
+            "kill {i}: {done}/{KILL_SVCS} containers at the new generation, {next} with a --next beside"
+        ));
         by.check(&format!("kill {i}"));
         let t = Instant::now();
         d = s.spawn_daemon();
@@ -433,9 +505,10 @@ fn kill9_loop() {
         (code == 0 && st["desired_state_error"].is_null()).then_some(())
     });
     println!(
-        "{iterations} kill -9 ({} mid-replace, {} at a random moment)\n{}",
+        "{iterations} kill -9 ({} mid-replace, {} at a random moment)\n{}\n{}",
         kinds.0,
         kinds.1,
+        at_kill.join("\n"),
         figures("restart to converged", &mut recover)
     );
 }

@@ -658,15 +658,26 @@ pub fn hostile_edits_pending(base: &str) -> Vec<Hostile> {
         "loop.yaml",
         "",
     );
-    b.special(
-        "symlink-outside",
-        Special::Symlink {
+    // A valid Service document outside the directory, reached by a symlink: loading
+    // it would start a container nobody put in the desired state.
+    let outsider = render_docs(&[svc_doc("outsider", service(json!({})))]);
+    b.out.push(Hostile {
+        name: "symlink-outside".into(),
+        files: vec![
+            ("stack.yaml".into(), render_docs(&b.base).into_bytes()),
+            ("../outside-target.yaml".into(), outsider.into_bytes()),
+        ],
+        special: Some(Special::Symlink {
             name: "outside.yaml".into(),
-            target: "/etc/hostname".into(),
+            target: "../outside-target.yaml".into(),
+        }),
+        expect: Expect {
+            file: "outside.yaml".into(),
+            line: 0,
+            col: 0,
+            msg: String::new(),
         },
-        "outside.yaml",
-        "",
-    );
+    });
     let mut docs = b.base.clone();
     find(&mut docs, "Service", "web")["spec"]["configFiles"] =
         json!([{"source": "config/pipe.conf", "target": "/etc/pipe.conf"}]);
