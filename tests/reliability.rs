@@ -212,6 +212,9 @@ fn hostile_edits_on_running_daemon() {
 
     let mut detect = Vec::new();
     let mut recover = Vec::new();
+    let rss0 = peak_rss_mib(d.pid()).unwrap_or(f64::NAN);
+    // The edits that raised obsd's peak RSS, and by how much.
+    let mut rss_steps: Vec<(f64, String)> = Vec::new();
     let mut gen = 0;
     let mut n = 0;
     for round in 0..rounds {
@@ -233,6 +236,7 @@ fn hostile_edits_on_running_daemon() {
                 },
             );
             detect.push(t.elapsed().as_secs_f64());
+            let hwm_before = rss_steps.iter().map(|r| r.0).fold(rss0, f64::max);
             assert_eq!(
                 d.metric("obsd_desired_state_valid"),
                 Some(0.0),
@@ -241,6 +245,9 @@ fn hostile_edits_on_running_daemon() {
             );
             assert_located(&s, h);
             assert_untouched(&s, &before, &by, &h.name);
+            if let Some(hwm) = peak_rss_mib(d.pid()).filter(|m| *m > hwm_before + 0.5) {
+                rss_steps.push((hwm, h.name.clone()));
+            }
 
             // The next good edit converges.
             h.undo_extra(&s.dir);
@@ -269,10 +276,16 @@ fn hostile_edits_on_running_daemon() {
     }
     assert_eq!(s.owned().len(), 3, "{:?}", s.owned());
     println!(
-        "{n} hostile edits on a running daemon, {gen} canary recreations\n{}\n{}\nobsd peak RSS {:.1} MiB",
+        "{n} hostile edits on a running daemon, {gen} canary recreations\n{}\n{}\n\
+         obsd peak RSS {rss0:.1} MiB before the edits, {:.1} MiB after; it rose (by > 0.5 MiB) during: {}",
         figures("error reported after the save", &mut detect),
         figures("converged after the good edit", &mut recover),
-        peak_rss_mib(d.pid()).unwrap_or(f64::NAN)
+        peak_rss_mib(d.pid()).unwrap_or(f64::NAN),
+        rss_steps
+            .iter()
+            .map(|(m, name)| format!("{name} (to {m:.1} MiB)"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }
 
@@ -427,10 +440,11 @@ fn converged_at(s: &Stack, gen: &str) -> bool {
         })
 }
 
-/// obsd killed with SIGKILL again and again, mid-converge and mid-replace, and
-/// restarted each time: afterwards exactly one running container per service with the
+/// obsd killed with SIGKILL again and again — mid-replace (a `--next` exists), at a
+/// moment that moves through debounce, load and pass, and mid-converge from nothing —
+/// and restarted each time: afterwards exactly one running container per service with the
 /// latest generation, no `--next` leftover, never two running copies of a service even
-/// at the moment of the kill, bystanders untouched. CI: 4 kills; long: 30.
+/// at the moment of the kill, bystanders untouched. CI: 6 kills; long: 30.
 #[test]
 fn kill9_loop() {
     let mut s = Stack::new("relkill");
@@ -440,9 +454,9 @@ fn kill9_loop() {
     }
     s.write();
     let by = Bystanders::start(&s.project);
-    let iterations = if long() { 30 } else { 4 };
+    let iterations = if long() { 30 } else { 6 };
     let mut recover = Vec::new();
-    let mut kinds = (0, 0);
+    let mut kinds = (0, 0, 0);
     let mut at_kill = Vec::new();
     let mut d = s.spawn_daemon();
     poll(DEADLINE, "initial converge", || {
@@ -453,21 +467,39 @@ fn kill9_loop() {
         for k in 0..KILL_SVCS {
             s.svc(&format!("s{k}"))["env"]["GEN"] = json!(gen);
         }
-        s.write();
-        let prefix = format!("{}-", s.project);
-        if i % 2 == 1 {
-            // Mid-replace: the moment a `--next` container exists.
-            poll(DEADLINE, "a --next container", || {
-                container_names_with_prefix(&prefix)
-                    .iter()
-                    .any(|n| n.ends_with("--next"))
-                    .then_some(())
-            });
-            kinds.0 += 1;
-        } else {
-            // Anywhere: debounce, load, or some way into the pass.
-            std::thread::sleep(Duration::from_millis(150 + (i as u64 * 211) % 1500));
-            kinds.1 += 1;
+        let prefix = format!("{}-s", s.project);
+        match i % 3 {
+            1 => {
+                // Mid-replace: the moment a `--next` container exists.
+                s.write();
+                poll(DEADLINE, "a --next container", || {
+                    container_names_with_prefix(&prefix)
+                        .iter()
+                        .any(|n| n.ends_with("--next"))
+                        .then_some(())
+                });
+                kinds.0 += 1;
+            }
+            2 => {
+                // Anywhere: debounce, load, or some way into the pass.
+                s.write();
+                std::thread::sleep(Duration::from_millis(150 + (i as u64 * 211) % 1500));
+                kinds.1 += 1;
+            }
+            _ => {
+                // Mid-converge from nothing: a host whose containers are gone (obsd
+                // down meanwhile), obsd started and killed as the first one appears.
+                d.kill9();
+                for c in s.owned() {
+                    docker_ok(&["rm", "-f", &c.id]);
+                }
+                s.write();
+                d = s.spawn_daemon();
+                poll(DEADLINE, "the first container of the converge", || {
+                    (!container_names_with_prefix(&prefix).is_empty()).then_some(())
+                });
+                kinds.2 += 1;
+            }
         }
         d.kill9();
         let mut next = 0;
@@ -482,10 +514,12 @@ fn kill9_loop() {
         let done = s
             .owned()
             .iter()
-            .filter(|c| c.env.iter().any(|e| *e == format!("GEN={gen}")))
+            .filter(|c| {
+                !c.name.ends_with("--next") && c.env.iter().any(|e| *e == format!("GEN={gen}"))
+            })
             .count();
         at_kill.push(format!(
-            "kill {i}: {done}/{KILL_SVCS} containers at the new generation, {next} with a --next beside"
+            "kill {i}: {done}/{KILL_SVCS} services replaced, {next} with a --next beside"
         ));
         by.check(&format!("kill {i}"));
         let t = Instant::now();
@@ -505,9 +539,10 @@ fn kill9_loop() {
         (code == 0 && st["desired_state_error"].is_null()).then_some(())
     });
     println!(
-        "{iterations} kill -9 ({} mid-replace, {} at a random moment)\n{}\n{}",
+        "{iterations} kill -9 ({} mid-replace, {} at a random moment, {} mid-converge from nothing)\n{}\n{}",
         kinds.0,
         kinds.1,
+        kinds.2,
         at_kill.join("\n"),
         figures("restart to converged", &mut recover)
     );
