@@ -598,22 +598,28 @@ pub fn hostile_edits(base: &str) -> Vec<Hostile> {
     let (l, c) = locate(&text, "\"canary\"");
     let at = text.find("\"canary\"").expect("canary");
     nul[at + 1] = 0;
-    b.bytes("nul-byte", nul, (l, c + 1), "");
+    b.bytes("nul-byte", nul, (l, c + 1), "unexpected character");
     b.extra(
         "garbage-file",
         "zz-garbage.yaml",
         "just: [some, text\nthat: is not\n",
         ": is not",
-        "",
+        "':' indicator",
     );
     b.extra(
         "scalar-document",
         "zz-scalar.yaml",
         "hello world\n",
         "hello",
-        "",
+        "must be a mapping",
     );
-    b.extra("list-document", "zz-list.yml", "- a\n- b\n", "- a", "");
+    b.extra(
+        "list-document",
+        "zz-list.yml",
+        "- a\n- b\n",
+        "- a",
+        "must be a mapping",
+    );
     b.out
 }
 
