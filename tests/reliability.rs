@@ -81,6 +81,9 @@ fn located(s: &Stack, h: &Hostile) -> Result<(), String> {
             h.name, r.code
         ));
     }
+    if r.stdout.contains(SECRET_CANARY) || r.stderr.contains(SECRET_CANARY) {
+        return Err(format!("{}: validate printed an env-file value", h.name));
+    }
     let e = &h.expect;
     let found = diags.as_array().into_iter().flatten().any(|d| {
         d["severity"] == "error"
@@ -236,6 +239,11 @@ fn hostile_edits_on_running_daemon() {
                 },
             );
             detect.push(t.elapsed().as_secs_f64());
+            assert!(
+                !err.contains(SECRET_CANARY),
+                "{}: the daemon's status shows an env-file value: {err}",
+                h.name
+            );
             let hwm_before = rss_steps.iter().map(|r| r.0).fold(rss0, f64::max);
             assert_eq!(
                 d.metric("obsd_desired_state_valid"),

@@ -5,6 +5,9 @@ use crate::common::*;
 use serde_json::{json, Value};
 use std::path::Path;
 
+/// Part of every env-file value the hostile edits write: it must never be printed.
+pub const SECRET_CANARY: &str = "s3cr3t-canary";
+
 /// `OBSD_RELIABILITY_LONG=1` selects the long versions of the scenarios.
 pub fn long() -> bool {
     std::env::var("OBSD_RELIABILITY_LONG").is_ok_and(|v| v == "1")
@@ -150,6 +153,8 @@ pub struct Hostile {
     pub name: String,
     pub files: Vec<(String, Vec<u8>)>,
     pub special: Option<Special>,
+    /// Modes to set after writing (env files must be 0600).
+    pub modes: Vec<(String, u32)>,
     pub expect: Expect,
 }
 
@@ -177,6 +182,11 @@ impl Hostile {
                 }
                 std::fs::write(&p, bytes).expect("write");
             }
+        }
+        for (rel, mode) in &self.modes {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.join(rel), std::fs::Permissions::from_mode(*mode))
+                .expect("chmod");
         }
         match &self.special {
             Some(Special::Symlink { name, target }) => {
@@ -281,6 +291,7 @@ impl Builder {
             name: name.to_string(),
             files: vec![("stack.yaml".into(), text.into_bytes())],
             special: None,
+            modes: Vec::new(),
             expect: Expect {
                 file: "stack.yaml".into(),
                 line,
@@ -296,6 +307,7 @@ impl Builder {
             name: name.to_string(),
             files: vec![("stack.yaml".into(), bytes)],
             special: None,
+            modes: Vec::new(),
             expect: Expect {
                 file: "stack.yaml".into(),
                 line: at.0,
@@ -315,6 +327,7 @@ impl Builder {
                 (rel.into(), text.as_bytes().to_vec()),
             ],
             special: None,
+            modes: Vec::new(),
             expect: Expect {
                 file: rel.into(),
                 line,
@@ -329,6 +342,7 @@ impl Builder {
             name: name.to_string(),
             files: vec![("stack.yaml".into(), render_docs(&self.base).into_bytes())],
             special: Some(sp),
+            modes: Vec::new(),
             expect: Expect {
                 file: file.into(),
                 line: 0,
@@ -540,6 +554,47 @@ pub fn hostile_edits(base: &str) -> Vec<Hostile> {
             "spec": {"schedule": "@every 1m", "dockerNames": {"bogus": 1}}}),
         );
     });
+    // --- the env file
+    let mut with_env = b.base.clone();
+    with_env[0]["spec"]["envFile"] = json!("secrets.env");
+    let env_text = render_docs(&with_env);
+    let (l, c) = locate(&env_text, "\"envFile\"");
+    for (name, content, mode, msg) in [
+        (
+            "env-file-readable",
+            "A=s3cr3t-canary-a\n",
+            0o644,
+            "readable by group or others",
+        ),
+        (
+            "env-file-bad-line",
+            "A=s3cr3t-canary-a\nthis is not a variable s3cr3t-canary-b\n",
+            0o600,
+            "line 2: expected NAME=value",
+        ),
+        (
+            "env-file-bad-name",
+            "1BAD=s3cr3t-canary-c\n",
+            0o600,
+            "not a valid variable name",
+        ),
+    ] {
+        b.out.push(Hostile {
+            name: name.into(),
+            files: vec![
+                ("stack.yaml".into(), env_text.clone().into_bytes()),
+                ("secrets.env".into(), content.as_bytes().to_vec()),
+            ],
+            special: None,
+            modes: vec![("secrets.env".into(), mode)],
+            expect: Expect {
+                file: "stack.yaml".into(),
+                line: l,
+                col: c,
+                msg: msg.into(),
+            },
+        });
+    }
     // --- raw text
     let text = render_docs(&b.base);
     b.extra(
@@ -677,6 +732,7 @@ pub fn hostile_edits_pending(base: &str) -> Vec<Hostile> {
             name: "outside.yaml".into(),
             target: "../outside-target.yaml".into(),
         }),
+        modes: Vec::new(),
         expect: Expect {
             file: "outside.yaml".into(),
             line: 0,
@@ -693,6 +749,7 @@ pub fn hostile_edits_pending(base: &str) -> Vec<Hostile> {
         special: Some(Special::Fifo {
             name: "config/pipe.conf".into(),
         }),
+        modes: Vec::new(),
         expect: Expect {
             file: "stack.yaml".into(),
             line: 0,
