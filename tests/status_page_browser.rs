@@ -123,7 +123,13 @@ fn serve(s: TcpStream, page: &[u8], status_json: Option<&str>, requests: &Mutex<
 
 // ------------------------------------------------------------------------------ browser
 
-fn chromium() -> String {
+/// The browser binary, checked once per test binary.
+fn chromium() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(find_chromium)
+}
+
+fn find_chromium() -> String {
     let bin = std::env::var("OBSD_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let ok = Command::new(&bin)
         .arg("--version")
