@@ -689,16 +689,11 @@ pub fn hostile_edits_pending(base: &str) -> Vec<Hostile> {
     b.web("resources", json!({"pidsLimit": -5}), "pidsLimit");
     let text = render_docs(&b.base);
     let mut bad = text.clone().into_bytes();
-    // Invalid UTF-8 inside line 5 (the Stack's metadata.name value).
-    let (l5, _) = (5, 0);
+    // The first character of the value on line 5 (`"name": "test"`) becomes 0xFF.
+    let l5 = 5;
     let line_start: usize = text.lines().take(l5 - 1).map(|l| l.len() + 1).sum();
-    let col = text
-        .lines()
-        .nth(l5 - 1)
-        .expect("line 5")
-        .find('"')
-        .expect("quote")
-        + 2;
+    let line = text.lines().nth(l5 - 1).expect("line 5");
+    let col = line.rfind(": \"").expect("a string value on line 5") + 4;
     bad[line_start + col - 1] = 0xff;
     b.bytes("invalid-utf8-line5", bad, (l5, col), "UTF-8");
     b.special(
