@@ -342,6 +342,7 @@ impl Daemon {
                     self.start_load();
                 } else {
                     self.load = LoadSlot::Idle;
+                    self.shared.status.write().expect("status").loading = false;
                 }
                 self.loaded(*result);
             }
@@ -398,6 +399,7 @@ impl Daemon {
             LoadSlot::Running { again } => *again = true,
             LoadSlot::Idle => {
                 self.load = LoadSlot::Running { again: false };
+                self.shared.status.write().expect("status").loading = true;
                 let dir = self.desired_dir.clone();
                 let tx = self.tx.clone();
                 self.tracker.spawn(async move {
@@ -445,9 +447,27 @@ impl Daemon {
             self.resync_period = period;
             self.resync = resync_interval(period);
         }
-        if let PassSlot::Idle(p) = &mut self.pass {
-            note_generation(p, &d, &self.shared);
+        match &mut self.pass {
+            PassSlot::Idle(p) => {
+                note_generation(p, &d, &self.shared);
+            }
+            // The running pass applies the previous state: until the next pass starts
+            // (and bumps the generation), this one is not applied.
+            PassSlot::Running => {
+                if self
+                    .desired
+                    .as_ref()
+                    .is_none_or(|old| old.digest != d.digest)
+                {
+                    self.shared
+                        .status
+                        .write()
+                        .expect("status")
+                        .new_desired_pending = true;
+                }
+            }
         }
+        self.shared.metrics.seed_resources(&d);
         self.desired = Some(Arc::new(d));
         self.pending = true;
         self.pull_next = true;
@@ -523,11 +543,10 @@ impl Daemon {
                         result: "error".into(),
                     })
                     .inc();
-                self.shared
-                    .status
-                    .write()
-                    .expect("status")
-                    .last_reconcile_ms = Some(now);
+                let mut st = self.shared.status.write().expect("status");
+                st.last_reconcile_ms = Some(now);
+                st.passes_since_start += 1;
+                st.last_pass_error = Some(e.clone());
                 PassOutcome::errored()
             }
             Ok(pass) => {
@@ -555,6 +574,8 @@ impl Daemon {
                 m.set_resources(&pass.plan.resources);
                 let mut st = self.shared.status.write().expect("status");
                 st.last_reconcile_ms = Some(now);
+                st.passes_since_start += 1;
+                st.last_pass_error = None;
                 if !failed {
                     st.last_success_ms = Some(now);
                 }
@@ -622,14 +643,24 @@ async fn sleep_until(t: Option<tokio::time::Instant>) {
     }
 }
 
-/// Loads the desired state off the async threads.
+/// A load that takes longer is given up (reported as invalid, the last good state
+/// kept): the loader never blocks on what it reads, so only a pathologically slow disk
+/// gets here, and repair goes on meanwhile either way.
+const LOAD_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Loads the desired state off the async threads, within [`LOAD_DEADLINE`].
 async fn load(dir: &Path) -> Result<DesiredState, String> {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    let task = tokio::task::spawn_blocking(move || {
         load_dir(&dir, &LoadOptions::default()).map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("loader panicked: {e}")))
+    });
+    match tokio::time::timeout(LOAD_DEADLINE, task).await {
+        Ok(r) => r.unwrap_or_else(|e| Err(format!("loader panicked: {e}"))),
+        Err(_) => Err(format!(
+            "loading took longer than {}s; gave up (the last good desired state is kept)",
+            LOAD_DEADLINE.as_secs()
+        )),
+    }
 }
 
 /// Bumps the generation when the desired state's content changed; publishes it.
@@ -643,6 +674,7 @@ fn note_generation(p: &mut Persisted, d: &DesiredState, shared: &Shared) -> u64 
     let mut st = shared.status.write().expect("status");
     st.desired_generation = generation;
     st.applied_generation = p.applied_generation;
+    st.new_desired_pending = false;
     generation
 }
 

@@ -96,6 +96,7 @@ async fn status(State((s, _)): ApiState) -> Json<wire::Status> {
         .into_iter()
         .map(wire::JobSummary::of)
         .collect();
+    status.judge();
     Json(status)
 }
 

@@ -643,6 +643,11 @@ impl Stack {
 
     /// Starts `obsd` on this stack and waits until it serves `/healthz` and its socket.
     pub fn spawn_daemon(&self) -> Daemon {
+        self.spawn_daemon_env(&[])
+    }
+
+    /// [`Stack::spawn_daemon`] with extra environment variables (e.g. `DOCKER_HOST`).
+    pub fn spawn_daemon_env(&self, env: &[(&str, &str)]) -> Daemon {
         let n = self.daemons.get() + 1;
         self.daemons.set(n);
         let log = self.root.path().join(format!("obsd-{n}.log"));
@@ -662,6 +667,7 @@ impl Stack {
             .arg(addr.to_string())
             .env("OBSD_LOG", "info,obsd=debug")
             .env_remove("OBSD_STATE_DIR")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("dup"))
             .stderr(logf)

@@ -302,8 +302,11 @@ fn or_dash(v: Option<impl ToString>) -> String {
 
 pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCode> {
     let socket = socket_path(socket);
-    let v: wire::Status = call(&socket, "GET", wire::STATUS)?;
-    let drift = v.resources.iter().any(|r| !r.resource.in_sync) || v.jobs.iter().any(|j| j.failing);
+    let mut v: wire::Status = call(&socket, "GET", wire::STATUS)?;
+    // The daemon judges too; judging here as well keeps the exit code right against a
+    // daemon that predates the verdict.
+    v.judge();
+    let drift = v.verdict != wire::Verdict::InSync;
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -316,6 +319,14 @@ pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCod
         );
         if let Some(err) = &v.desired_state_error {
             println!("desired state INVALID (last good kept): {err}");
+        }
+        if v.verdict == wire::Verdict::InSync {
+            println!("verdict: in sync");
+        } else {
+            println!("verdict: NOT IN SYNC");
+            for r in &v.reasons {
+                println!("  - {} ({})", r.message, r.code);
+            }
         }
         println!(
             "{:<8} {:<22} {:<7} {:<34} {:<34} {:<10} {:<24} {:<18} {:<10}",

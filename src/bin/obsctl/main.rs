@@ -123,6 +123,13 @@ enum VolumeCmd {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends quietly, like other Unix tools: restore the default
+    // SIGPIPE action (Rust ignores it, which turns a closed stdout into a panic in
+    // `println!`).
+    // SAFETY: called first in main, before any thread exists; only resets a disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
