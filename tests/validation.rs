@@ -548,6 +548,8 @@ fn load_with(prep: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf, Vec<Diagn
     copy_dir(&corpus_root().join("valid/minimal"), &dir);
     apply_modes(&dir);
     prep(&dir);
+    // Not alongside the hostile loads: their time bound is per load.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (tx, rx) = std::sync::mpsc::channel();
     let d = dir.clone();
     std::thread::spawn(move || {
@@ -660,6 +662,7 @@ fn oversized_config_file_is_refused_with_the_limit() {
 #[test]
 fn config_file_at_the_limit_is_hashed() {
     let tmp = tempfile::tempdir().unwrap();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let f = std::fs::File::create(tmp.path().join("big.bin")).unwrap();
     f.set_len(obsd::desired::config_files::MAX_CONFIG_FILE_BYTES)
         .unwrap();

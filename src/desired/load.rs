@@ -94,6 +94,9 @@ struct Loader<'a> {
     limits: Limits,
     diags: Vec<Diagnostic>,
     hasher: Sha256,
+    /// Files and documents that could not be read far enough to know their kind: one
+    /// of them may be the Stack, so "no Stack" is not claimed.
+    unreadable: usize,
 }
 
 /// Loads and validates a desired-state directory.
@@ -107,20 +110,34 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
         limits: opts.limits.unwrap_or_default(),
         diags: Vec::new(),
         hasher: Sha256::new(),
+        unreadable: 0,
     };
     let (files, refused) = scan_files(dir)
         .map_err(|e| LoadErrors(vec![Diagnostic::error(dir, Pos { line: 0, col: 0 }, "", e)]))?;
     for (file, msg) in refused {
+        l.unreadable += 1;
         l.diags
             .push(Diagnostic::error(&file, Pos { line: 0, col: 0 }, "", msg));
     }
     let raw = l.read(&files);
     let env = l.env(&raw);
     let mut typed = l.type_documents(raw, &env);
-    let Some(stack) = typed.stack.take() else {
-        l.merge_interpolation_errors(typed.interp_diags, &typed.unchecked);
-        return Err(finish(l.diags));
-    };
+    // Without a Stack (an error already) the other documents are still checked against
+    // a placeholder, so one load reports every error.
+    let stackless = typed.stack.is_none();
+    let stack = typed.stack.take().unwrap_or_else(|| Resource {
+        name: String::new(),
+        labels: BTreeMap::new(),
+        spec: StackSpec::new(""),
+        source: Source {
+            file: dir.to_path_buf(),
+            root: Node {
+                pos: Pos { line: 0, col: 0 },
+                value: yaml::Value::Map(Vec::new()),
+            },
+            unresolved: Vec::new(),
+        },
+    });
     let mut state = DesiredState {
         dir: dir.to_path_buf(),
         stack,
@@ -135,10 +152,14 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
         digest: String::new(),
     };
     l.hash_config_files(&mut state);
-    validate::validate(&state, &typed.failed, &mut l.diags);
+    if stackless {
+        validate::validate_without_stack(&state, &typed.failed, &mut l.diags);
+    } else {
+        validate::validate(&state, &typed.failed, &mut l.diags);
+    }
     l.merge_interpolation_errors(typed.interp_diags, &typed.unchecked);
 
-    if l.diags.iter().any(Diagnostic::is_error) {
+    if stackless || l.diags.iter().any(Diagnostic::is_error) {
         return Err(finish(l.diags));
     }
     l.diags.sort();
@@ -156,6 +177,7 @@ impl Loader<'_> {
             let text = match read_bounded(file, self.limits.max_bytes) {
                 Ok(t) => t,
                 Err((pos, msg)) => {
+                    self.unreadable += 1;
                     self.diags.push(Diagnostic::error(file, pos, "", msg));
                     continue;
                 }
@@ -175,25 +197,36 @@ impl Loader<'_> {
             let docs = match yaml::parse(&text, self.limits) {
                 Ok(d) => d,
                 Err(e) => {
+                    self.unreadable += 1;
                     self.diags
                         .push(Diagnostic::error(file, e.pos, "", e.message));
                     continue;
                 }
             };
             for d in docs {
-                // An empty document (a trailing `---`, or one holding only comments)
-                // declares nothing, as with kubectl.
-                if matches!(&d.root.value, yaml::Value::Scalar { text, plain: true } if text.is_empty())
+                // An empty document (a trailing `---`, or one holding only comments;
+                // the parser gives it as a plain null) declares nothing, as with kubectl.
+                if matches!(&d.root.value, yaml::Value::Scalar { text, plain: true }
+                    if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
                 {
                     continue;
                 }
-                if let Some(kind) = check_envelope(file, &d.root, &mut self.diags) {
-                    raw.push(RawDoc {
+                match check_envelope(file, &d.root, &mut self.diags) {
+                    Some(kind) => raw.push(RawDoc {
                         file: file.clone(),
                         doc_pos: d.pos,
                         root: d.root,
                         kind,
-                    });
+                    }),
+                    // A document that says `kind: Stack` is a Stack, whatever else is
+                    // wrong with its envelope.
+                    None if d.root.get("kind").and_then(Node::as_str) == Some("Stack") => {
+                        self.unreadable += 1
+                    }
+                    None if d.root.get("kind").and_then(Node::as_str).is_none() => {
+                        self.unreadable += 1
+                    }
+                    None => {}
                 }
             }
         }
@@ -204,7 +237,7 @@ impl Loader<'_> {
     /// options), read before any document is interpolated.
     fn env(&mut self, raw: &[RawDoc]) -> EnvFile {
         let stacks: Vec<&RawDoc> = raw.iter().filter(|r| r.kind == Kind::Stack).collect();
-        if stacks.is_empty() && self.diags.iter().all(|d| !d.is_error()) {
+        if stacks.is_empty() && self.unreadable == 0 {
             self.diags.push(Diagnostic::error(
                 self.dir,
                 Pos { line: 0, col: 0 },
