@@ -137,8 +137,8 @@ struct Daemon {
     alerter: Alerter,
     /// The last good desired state; `None` until one loads.
     desired: Option<Arc<DesiredState>>,
-    /// The project the Docker watcher filters events by.
-    project: Arc<RwLock<String>>,
+    /// What the Docker watcher lets through (project, wanted names).
+    filter: Arc<RwLock<watch::EventFilter>>,
     /// The engine while it is reachable (shared with the docker-names job).
     engine: EngineSlot,
     /// The current engine outage was logged already.
@@ -263,7 +263,7 @@ impl Daemon {
                 .map_err(DaemonError::Io)?;
             tracker.spawn(t);
         }
-        let project = Arc::new(RwLock::new(String::new()));
+        let filter = Arc::new(RwLock::new(watch::EventFilter::default()));
         tracker.spawn(watch::watch_files(
             cfg.desired_dir.clone(),
             tx.clone(),
@@ -271,7 +271,7 @@ impl Daemon {
         ));
         tracker.spawn(watch::watch_docker(
             tx.clone(),
-            project.clone(),
+            filter.clone(),
             shutdown.clone(),
         ));
         tracker.spawn(watch::signals(tx.clone(), shutdown.clone()));
@@ -293,7 +293,7 @@ impl Daemon {
             runner,
             alerter: Alerter::new(AlertConfig::default()),
             desired: None,
-            project,
+            filter,
             engine,
             down_logged: false,
             pass: PassSlot::Idle(persisted),
@@ -441,7 +441,7 @@ impl Daemon {
             .desired_state_error = None;
         self.alerter.set_config(AlertConfig::from_desired(&d));
         self.feed.update(&self.runner, &d, &self.service_ips, true);
-        *self.project.write().expect("project") = d.project().to_string();
+        *self.filter.write().expect("event filter") = watch::EventFilter::of(&d);
         let period = d.stack.spec.resync_period.0.max(Duration::from_secs(5));
         if period != self.resync_period {
             self.resync_period = period;
