@@ -264,7 +264,7 @@ fn stripe_fake_ok(r: &Recorded) -> Reply {
 }
 
 async fn run(ctx: &obsd::jobs::JobContext, job: &CloudPollerJob) -> Result<(), JobError> {
-    cloud_poller::run(ctx, job, &CancellationToken::new()).await
+    cloud_poller::run(ctx, job, &CancellationToken::new(), None).await
 }
 
 #[tokio::test]
@@ -713,4 +713,144 @@ async fn no_textfile_dir_is_a_configuration_error() {
     ctx.textfile_dir = None;
     let err = run(&ctx, &job(None, None, None)).await.unwrap_err();
     assert!(matches!(err, JobError::Config(_)), "{err}");
+}
+
+// ------------------------------------------------------------------ the run's time budget
+
+fn plausible_source(base: &str) -> PlausibleSource {
+    PlausibleSource {
+        api_base: base.into(),
+        key_env: "PLAUSIBLE_API_KEY".into(),
+        site_ids: vec!["tlsstress.art".into(), "shop.example".into()],
+    }
+}
+
+fn plausible_ok() -> Reply {
+    Reply::json(
+        json!({"results": [{"metrics": [42, 99, 37.5], "dimensions": []}], "meta": {}, "query": {}}),
+    )
+}
+
+/// The values every written file must carry from the two healthy sources.
+fn assert_cf_and_stripe_fresh(t: &obsd::jobs::textfile::Parsed) {
+    assert_eq!(t.value("cf_scrape_up", &[]), Some(1.0));
+    assert_eq!(
+        t.value("cf_requests_total", &[("zone", "tlsstress.art")]),
+        Some(1000.0)
+    );
+    assert_eq!(t.value("stripe_scrape_up", &[]), Some(1.0));
+    assert_eq!(
+        t.value("stripe_balance_available_cents", &[("currency", "brl")]),
+        Some(12345.0)
+    );
+}
+
+/// Plausible answers 429 with `Retry-After: 300` (production retry policy: up to 30 s
+/// a wait, 4 attempts). The run has 10 s: no wait that ends past its budget is started,
+/// so the file is written in time, Plausible marked down, the others fresh — and the
+/// previous run's Plausible values are gone, not left looking current.
+#[tokio::test]
+async fn rate_limited_plausible_does_not_blank_the_others() {
+    let limited = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let l = limited.clone();
+    let p = serve(move |_| {
+        if l.load(Ordering::SeqCst) {
+            Reply::status(429, json!({"error": "too many requests"})).header("retry-after", "300")
+        } else {
+            plausible_ok()
+        }
+    })
+    .await;
+    let cf = serve(cf_fake_ok).await;
+    let stripe = serve(stripe_fake_ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctx = context(dir.path(), &creds(), FixedClock::at(noon()));
+    ctx.retry = obsd::jobs::RetryPolicy::default();
+    let job = job(
+        Some(cf_source(&cf.base, &[])),
+        Some(stripe_source(&stripe.base)),
+        Some(plausible_source(&p.base)),
+    );
+    let budget = Duration::from_secs(10);
+
+    // A good poll first.
+    let deadline = tokio::time::Instant::now() + budget;
+    cloud_poller::run(&ctx, &job, &CancellationToken::new(), Some(deadline))
+        .await
+        .unwrap();
+    let t = read_textfile(&ctx, "cloud.prom");
+    assert_eq!(
+        t.value("plausible_visitors", &[("site", "tlsstress.art")]),
+        Some(42.0)
+    );
+
+    // Now rate limited for five minutes.
+    limited.store(true, Ordering::SeqCst);
+    let before = p.requests().len();
+    let started = tokio::time::Instant::now();
+    let deadline = started + budget;
+    let err = cloud_poller::run(&ctx, &job, &CancellationToken::new(), Some(deadline))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    println!("rate-limited poll finished in {took:?} of a {budget:?} budget");
+    assert!(
+        tokio::time::Instant::now() < deadline,
+        "the run outlived its budget ({took:?})"
+    );
+    assert!(matches!(err, JobError::Partial(_)), "{err}");
+    assert!(err.to_string().contains("HTTP 429"), "{err}");
+    // One attempt per site: a 30 s wait does not fit in the budget.
+    assert_eq!(p.requests().len() - before, 2);
+    let t = read_textfile(&ctx, "cloud.prom");
+    assert_cf_and_stripe_fresh(&t);
+    for site in ["tlsstress.art", "shop.example"] {
+        assert_eq!(t.value("plausible_scrape_up", &[("site", site)]), Some(0.0));
+    }
+    assert!(
+        t.all("plausible_visitors").is_empty(),
+        "stale Plausible values left in the file"
+    );
+}
+
+/// A source that never answers (request timeout longer than the run) is abandoned when
+/// the file must be written: marked down, its partial values dropped, the others kept.
+#[tokio::test]
+async fn a_source_that_cannot_finish_is_abandoned_and_the_rest_written() {
+    let p = serve(|_| plausible_ok().delayed(Duration::from_secs(120))).await;
+    let cf = serve(cf_fake_ok).await;
+    let stripe = serve(stripe_fake_ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctx = context(dir.path(), &creds(), FixedClock::at(noon()));
+    ctx.request_timeout = Duration::from_secs(60);
+    let job = job(
+        Some(cf_source(&cf.base, &[])),
+        Some(stripe_source(&stripe.base)),
+        Some(plausible_source(&p.base)),
+    );
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(8);
+    let err = cloud_poller::run(&ctx, &job, &CancellationToken::new(), Some(deadline))
+        .await
+        .unwrap_err();
+    assert!(
+        tokio::time::Instant::now() < deadline,
+        "outlived the budget"
+    );
+    // Abandoned at the write-by time, by the HTTP call or around the source, whichever
+    // notices first.
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("plausible: ") && msg.contains("time budget"),
+        "{msg}"
+    );
+    let t = read_textfile(&ctx, "cloud.prom");
+    assert_cf_and_stripe_fresh(&t);
+    for site in ["tlsstress.art", "shop.example"] {
+        assert_eq!(t.value("plausible_scrape_up", &[("site", site)]), Some(0.0));
+    }
+    assert!(t.all("plausible_visitors").is_empty());
+    assert!(t
+        .value("cloud_poller_last_run_timestamp_seconds", &[])
+        .is_some());
 }

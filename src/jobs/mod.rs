@@ -209,7 +209,7 @@ impl Executor for BodyExecutor {
             // throttling) never sleep past it.
             let deadline = tokio::time::Instant::now() + spec.timeout.0;
             if let Some(b) = &spec.cloud_poller {
-                cloud_poller::run(&ctx, b, cancel).await
+                cloud_poller::run(&ctx, b, cancel, Some(deadline)).await
             } else if let Some(b) = &spec.docker_names {
                 docker_names::run(&ctx, b, cancel).await
             } else if let Some(b) = &spec.status_page {
