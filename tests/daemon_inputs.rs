@@ -64,3 +64,94 @@ fn noisy_unowned_container_with_the_prefix_triggers_no_pass() {
         (passes(&d) > before).then_some(())
     });
 }
+
+/// A network of this test's own, removed on drop.
+struct TestNetwork(String);
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        let _ = docker(&["network", "rm", &self.0]);
+    }
+}
+
+/// An HTTP GET from a container on `net`, with `host.docker.internal` mapped as the
+/// stack's Prometheus maps it (busybox `nc`: the static busybox's `wget` is unreliable);
+/// the body of a 200 answer, or `None` when nothing answers.
+fn fetch_from_container(net: &str, host: &str, port: u16, path: &str) -> Option<String> {
+    let script =
+        // stdin stays open a while: busybox nc may stop at its EOF before the answer.
+        format!("{{ printf 'GET {path} HTTP/1.0\\r\\nHost: obsd\\r\\n\\r\\n'; sleep 2; }} | nc -w 5 {host} {port}");
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        net,
+        "--add-host",
+        "host.docker.internal:host-gateway",
+        IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_string())
+}
+
+/// The shipped unit's binding: loopback plus the Docker bridge's gateway. The stack's
+/// Prometheus (a container on a user network, `host.docker.internal` → host-gateway)
+/// scrapes it; the same port on the user network's own gateway address, i.e. any other
+/// host address, is closed.
+#[test]
+fn metrics_on_loopback_and_the_bridge_gateway_only() {
+    let mut s = Stack::new("listen");
+    s.service("web", service(json!({})));
+    s.write();
+    // What host-gateway resolves to here (172.17.0.1 unless the engine says otherwise).
+    let hosts = docker_ok(&[
+        "run",
+        "--rm",
+        "--add-host",
+        "gw:host-gateway",
+        IMAGE,
+        "cat",
+        "/etc/hosts",
+    ]);
+    let gw = hosts
+        .lines()
+        .find_map(|l| l.strip_suffix("\tgw").or_else(|| l.strip_suffix(" gw")))
+        .map(|ip| ip.trim().to_string())
+        .unwrap_or_else(|| panic!("no host-gateway entry in {hosts}"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lo = format!("127.0.0.1:{port}");
+    let bridge = format!("{gw}:{port}");
+    let d = s.spawn_daemon_with(&[], &["--listen", &lo, "--listen", &bridge]);
+    assert!(d.metrics().contains("obsd_build_info"));
+    let by_loopback = std::net::TcpStream::connect(&lo);
+    assert!(by_loopback.is_ok(), "loopback: {by_loopback:?}");
+
+    let net = TestNetwork(format!("{}-probe", s.project));
+    docker_ok(&["network", "create", &net.0]);
+    let body = fetch_from_container(&net.0, "host.docker.internal", port, "/metrics")
+        .expect("Prometheus' way to obsd (host.docker.internal) works");
+    assert!(body.contains("obsd_build_info"), "{body}");
+    // The user network's gateway is the host too, on another address: closed there.
+    let other_gw = docker_ok(&[
+        "network",
+        "inspect",
+        &net.0,
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]);
+    let other_gw = other_gw.trim();
+    assert!(!other_gw.is_empty() && other_gw != gw, "{other_gw}");
+    assert_eq!(
+        fetch_from_container(&net.0, other_gw, port, "/metrics"),
+        None,
+        "obsd answers on {other_gw}, an address it was not told to bind"
+    );
+}

@@ -50,7 +50,8 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 pub struct Config {
     pub desired_dir: PathBuf,
     pub state_dir: Option<PathBuf>,
-    pub listen: Option<SocketAddr>,
+    /// Addresses for `/metrics` and `/healthz` (none: not served).
+    pub listen: Vec<SocketAddr>,
     pub socket: Option<PathBuf>,
     /// Run one converge pass and exit.
     pub once: bool,
@@ -257,7 +258,7 @@ impl Daemon {
             .await
             .map_err(DaemonError::Io)?;
         tracker.spawn(api);
-        if let Some(addr) = cfg.listen {
+        for &addr in &cfg.listen {
             let t = server::serve_metrics(addr, shared.clone(), shutdown.clone())
                 .await
                 .map_err(DaemonError::Io)?;
