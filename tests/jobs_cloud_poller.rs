@@ -152,6 +152,24 @@ fn cf_fake_ok(r: &Recorded) -> Reply {
                 json!({"data": {"viewer": {"zones": [{"httpRequests1dGroups": []}]}}, "errors": null}),
             ),
         },
+        // Zone details, for zones listed by ID.
+        p if p.starts_with("/client/v4/zones/") && r.method == "GET" => {
+            if let Err(e) = cf_check(r) {
+                return Reply::status(400, json!({"success": false, "errors": [{"message": e}]}));
+            }
+            let name = match &p["/client/v4/zones/".len()..] {
+                "z1" => "tlsstress.art",
+                "z2" => "quiet.example",
+                other => {
+                    return Reply::status(
+                        404,
+                        json!({"success": false, "errors": [{"code": 1001, "message": format!("no zone {other}")}]}),
+                    )
+                }
+            };
+            Reply::json(json!({"success": true, "errors": [], "messages": [],
+                "result": {"id": &p["/client/v4/zones/".len()..], "name": name, "status": "active"}}))
+        }
         other => Reply::status(
             404,
             json!({"success": false, "errors": [{"message": format!("no route {other}")}]}),
@@ -568,10 +586,42 @@ async fn rate_limit_honours_retry_after_then_succeeds() {
     );
     let t = read_textfile(&ctx, "cloud.prom");
     assert_eq!(t.value("cf_scrape_up", &[]), Some(1.0));
+    // Listed by ID, labelled by name.
     assert_eq!(
-        t.value("cf_requests_total", &[("zone", "z1")]),
+        t.value("cf_requests_total", &[("zone", "tlsstress.art")]),
         Some(1000.0)
     );
+}
+
+/// The `zone` label is the zone's name whether the zones are discovered or listed by ID;
+/// a zone whose name cannot be read keeps its ID.
+#[tokio::test]
+async fn listed_zones_are_labelled_by_name() {
+    let cf = serve(cf_fake_ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), &creds(), FixedClock::at(noon()));
+    run(
+        &ctx,
+        &job(Some(cf_source(&cf.base, &["z1", "z2", "z9"])), None, None),
+    )
+    .await
+    .unwrap();
+    assert!(
+        cf.requests_to("/client/v4/zones").is_empty(),
+        "no discovery"
+    );
+    assert_eq!(cf.requests_to("/client/v4/zones/z1").len(), 1);
+    let t = read_textfile(&ctx, "cloud.prom");
+    assert_eq!(
+        t.value("cf_requests_total", &[("zone", "tlsstress.art")]),
+        Some(1000.0)
+    );
+    assert_eq!(
+        t.value("cf_requests_total", &[("zone", "quiet.example")]),
+        Some(0.0)
+    );
+    assert_eq!(t.value("cf_requests_total", &[("zone", "z9")]), Some(0.0));
+    assert!(t.value("cf_requests_total", &[("zone", "z1")]).is_none());
 }
 
 #[tokio::test]

@@ -314,3 +314,130 @@ fn fifo_config_file_does_not_wedge_the_daemon() {
     let (code, _) = s.status_json();
     assert_eq!(code, 2, "still invalid on disk");
 }
+
+/// `obsctl` run the way a user types it: no OBSD_SOCKET, no OBSD_STATE_DIR unless given.
+fn obsctl_plain(args: &[&str], env: &[(&str, &std::path::Path)]) -> common::Run {
+    let mut cmd = Command::new(OBSCTL);
+    cmd.args(args)
+        .env_remove("OBSD_SOCKET")
+        .env_remove("OBSD_STATE_DIR")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().expect("run obsctl");
+    common::Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn cli_takes_the_directory_and_finds_the_daemon_the_same_way_everywhere() {
+    let mut s = Stack::new("st-cli");
+    let tf = s.state_dir.join("textfiles");
+    s.stack_spec()["textfileDir"] = json!(tf.to_string_lossy());
+    s.service("app", service(json!({})));
+    let jobs = [
+        json!({"apiVersion": common::API, "kind": "Job", "metadata": {"name": "names"},
+               "spec": {"schedule": "@every 1h", "dockerNames": {}}}),
+        json!({"apiVersion": common::API, "kind": "Job", "metadata": {"name": "paused"},
+               "spec": {"schedule": "@every 1h", "suspend": true,
+                        "dockerNames": {"textfile": "paused.prom"}}}),
+    ];
+    s.write_raw(&format!(
+        "{}---\n{}\n---\n{}\n",
+        s.render(),
+        jobs[0],
+        jobs[1]
+    ));
+    let dir = s.dir.to_string_lossy().into_owned();
+
+    // validate, diff and apply: DIR or --desired-state DIR, not both.
+    for args in [
+        vec!["validate", dir.as_str()],
+        vec!["validate", "--desired-state", dir.as_str()],
+    ] {
+        obsctl_plain(&args, &[]).expect(0, &format!("{args:?}"));
+    }
+    for args in [
+        vec!["diff", dir.as_str()],
+        vec!["diff", "--desired-state", dir.as_str()],
+    ] {
+        obsctl_plain(&args, &[]).expect(2, &format!("{args:?} (changes pending)"));
+    }
+    for args in [
+        vec!["apply", "--dry-run", dir.as_str()],
+        vec!["apply", "--dry-run", "--desired-state", dir.as_str()],
+    ] {
+        let r = obsctl_plain(&args, &[]).expect(0, &format!("{args:?}"));
+        assert!(r.stdout.contains("service app: create"), "{}", r.stdout);
+    }
+    let both = obsctl_plain(
+        &["diff", dir.as_str(), "--desired-state", dir.as_str()],
+        &[],
+    );
+    assert_eq!(both.code, 2, "clap usage error: {both:?}");
+    assert!(
+        both.stderr.contains("cannot be used with"),
+        "{}",
+        both.stderr
+    );
+
+    // A daemon with a custom state directory: found by --state-dir or OBSD_STATE_DIR.
+    let _d = s.spawn_daemon();
+    let state = s.state_dir.clone();
+    let st = state.to_string_lossy().into_owned();
+    poll(DEADLINE, "status via --state-dir", || {
+        let r = obsctl_plain(&["--state-dir", &st, "status", "-o", "json"], &[]);
+        (r.code == 0).then_some(())
+    });
+    obsctl_plain(&["status"], &[("OBSD_STATE_DIR", &state)]).expect(0, "OBSD_STATE_DIR");
+    let lost = obsctl_plain(&["--state-dir", &format!("{st}/nowhere"), "status"], &[]);
+    assert_eq!(lost.code, 1);
+    assert!(lost.stderr.contains("--state-dir"), "{}", lost.stderr);
+
+    // jobs run NAME --wait -o json: the run as JSON.
+    let r = obsctl_plain(
+        &[
+            "--state-dir",
+            &st,
+            "jobs",
+            "run",
+            "names",
+            "--wait",
+            "-o",
+            "json",
+        ],
+        &[],
+    )
+    .expect(0, "jobs run --wait -o json");
+    let v: Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(v["job"], "names");
+    assert_eq!(v["result"], "success");
+    let r = obsctl_plain(&["--state-dir", &st, "jobs", "run", "names", "--wait"], &[])
+        .expect(0, "jobs run --wait");
+    assert!(
+        r.stdout.starts_with("job names: success in "),
+        "{}",
+        r.stdout
+    );
+
+    // A suspended job is shown as such.
+    let table = obsctl_plain(&["--state-dir", &st, "jobs"], &[]).expect(0, "jobs");
+    let line = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("paused"))
+        .unwrap_or_else(|| panic!("{}", table.stdout));
+    assert!(line.contains("suspended"), "{line}");
+    let (_, v) = s.status_json();
+    let paused = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "paused")
+        .unwrap();
+    assert_eq!(paused["suspended"], true, "{v}");
+}

@@ -185,6 +185,9 @@ pub struct JobSummary {
     pub last_success: Option<DateTime<Utc>>,
     pub next_run: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// `suspend: true`: not scheduled (it still runs when triggered).
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 impl JobSummary {
@@ -196,6 +199,7 @@ impl JobSummary {
             .as_ref()
             .is_some_and(|r| !matches!(r.result, RunResult::Success | RunResult::Cancelled));
         JobSummary {
+            suspended: j.suspended,
             name: j.name,
             kind: j.kind,
             failing,

@@ -272,17 +272,47 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn socket_path(socket: Option<PathBuf>) -> PathBuf {
-    socket.unwrap_or_else(|| obsd::api::socket_in(&state::resolve_dir(None, None)))
+/// Where the daemon's API socket is: `--socket`/`OBSD_SOCKET`, else `obsd.sock` in
+/// `--state-dir`/`OBSD_STATE_DIR`, else in the default state directory.
+pub struct Socket {
+    path: PathBuf,
+    /// How it was found, for the error when nothing answers there.
+    from: &'static str,
+}
+
+impl Socket {
+    pub fn new(socket: Option<PathBuf>, state_dir: Option<PathBuf>) -> Socket {
+        match (socket, state_dir) {
+            (Some(path), _) => Socket {
+                path,
+                from: "--socket/OBSD_SOCKET",
+            },
+            (None, Some(dir)) => Socket {
+                path: obsd::api::socket_in(&dir),
+                from: "--state-dir/OBSD_STATE_DIR",
+            },
+            (None, None) => Socket {
+                path: obsd::api::socket_in(&state::resolve_dir(None, None)),
+                from: "the default state directory",
+            },
+        }
+    }
 }
 
 /// One API call, its answer typed.
 fn call<T: serde::de::DeserializeOwned>(
-    socket: &Path,
+    socket: &Socket,
     method: &str,
     path: &str,
 ) -> anyhow::Result<T> {
-    Ok(rt()?.block_on(obsd::api::call(socket, method, path))?)
+    let r = rt()?.block_on(obsd::api::call(&socket.path, method, path));
+    match r {
+        Err(e @ obsd::api::ClientError::Connect { .. }) => Err(anyhow::anyhow!(
+            "{e}\n(socket from {}; a daemon started with --state-dir DIR is reached with `obsctl --state-dir DIR` or OBSD_STATE_DIR=DIR)",
+            socket.from
+        )),
+        r => Ok(r?),
+    }
 }
 
 fn ago(ms: Option<i64>) -> String {
@@ -300,9 +330,8 @@ fn or_dash(v: Option<impl ToString>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "—".into())
 }
 
-pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCode> {
-    let socket = socket_path(socket);
-    let mut v: wire::Status = call(&socket, "GET", wire::STATUS)?;
+pub fn status(socket: &Socket, output: Output) -> anyhow::Result<ExitCode> {
+    let mut v: wire::Status = call(socket, "GET", wire::STATUS)?;
     // The daemon judges too; judging here as well keeps the exit code right against a
     // daemon that predates the verdict.
     v.judge();
@@ -373,10 +402,16 @@ pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCod
             }
         }
         if !v.jobs.is_empty() {
+            let suspended = v.jobs.iter().filter(|j| j.suspended).count();
             println!(
-                "\njobs: {} ({} failing) — `obsctl jobs` for details",
+                "\njobs: {} ({} failing{}) — `obsctl jobs` for details",
                 v.jobs.len(),
-                v.jobs.iter().filter(|j| j.failing).count()
+                v.jobs.iter().filter(|j| j.failing).count(),
+                if suspended > 0 {
+                    format!(", {suspended} suspended")
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -387,8 +422,8 @@ pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCod
     })
 }
 
-pub fn jobs_list(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCode> {
-    let v: wire::JobList = call(&socket_path(socket), "GET", wire::JOBS)?;
+pub fn jobs_list(socket: &Socket, output: Output) -> anyhow::Result<ExitCode> {
+    let v: wire::JobList = call(socket, "GET", wire::JOBS)?;
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -424,23 +459,50 @@ pub fn jobs_list(socket: Option<PathBuf>, output: Output) -> anyhow::Result<Exit
             },
             or_dash(last.map(|r| r.result.as_str())),
             or_dash(last.map(|r| format!("{:.2}s", r.duration_seconds))),
-            until(j.next_run),
+            if j.suspended {
+                "suspended".to_string()
+            } else {
+                until(j.next_run)
+            },
             j.last_error.as_deref().unwrap_or(""),
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn jobs_run(socket: Option<PathBuf>, name: &str, wait: bool) -> anyhow::Result<ExitCode> {
-    let socket = socket_path(socket);
+pub fn jobs_run(
+    socket: &Socket,
+    name: &str,
+    wait: bool,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let path = wire::job_run_path(name, wait);
     if !wait {
-        let v: wire::RunQueued = call(&socket, "POST", &path)?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let v: wire::RunQueued = call(socket, "POST", &path)?;
+        if output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else if v.queued {
+            println!("job {name}: queued behind the running one");
+        } else {
+            println!("job {name}: started");
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let v: wire::RunFinished = call(&socket, "POST", &path)?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    let v: wire::RunFinished = call(socket, "POST", &path)?;
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "job {}: {} in {:.2}s{}",
+            v.job,
+            v.result.as_str(),
+            v.duration_seconds,
+            v.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
     Ok(if v.result == obsd::jobs::RunResult::Success {
         ExitCode::SUCCESS
     } else {

@@ -24,9 +24,13 @@ pub enum Output {
     about = "Inspect and drive obsd, the reconciling operator for one Docker host"
 )]
 struct Cli {
-    /// The daemon's API socket (default: the socket in the default state directory).
+    /// The daemon's API socket (default: `obsd.sock` in the state directory).
     #[arg(long, env = "OBSD_SOCKET", global = true)]
     socket: Option<PathBuf>,
+    /// The daemon's state directory, where its socket is: give the `--state-dir` obsd
+    /// was started with (default: /var/lib/obsd).
+    #[arg(long, env = "OBSD_STATE_DIR", global = true)]
+    state_dir: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -35,9 +39,8 @@ struct Cli {
 enum Cmd {
     /// Strict load and validation of a desired-state directory (0 valid, 1 invalid).
     Validate {
-        /// Desired-state directory.
-        #[arg(default_value = "desired-state")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
         /// Print diagnostics as JSON.
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
@@ -59,15 +62,15 @@ enum Cmd {
     },
     /// The plan the reconciler would run, without changing anything (0 nothing to do, 2 changes, 1 error).
     Diff {
-        #[arg(long, default_value = "desired-state")]
-        desired_state: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
     /// One-shot converge without the daemon (0 converged, 1 error).
     Apply {
-        #[arg(long, default_value = "desired-state")]
-        desired_state: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
         /// Print the plan only.
         #[arg(long)]
         dry_run: bool,
@@ -76,7 +79,8 @@ enum Cmd {
     Jobs {
         #[command(subcommand)]
         cmd: Option<JobsCmd>,
-        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        /// Also after `run NAME` (`obsctl jobs run NAME --wait -o json`).
+        #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
         output: Output,
     },
     /// Named volumes: list owned ones, or delete one by name (the only way obsd deletes a volume).
@@ -91,6 +95,26 @@ enum Cmd {
     },
     /// Shell completion script.
     Completions { shell: clap_complete::Shell },
+}
+
+/// The desired-state directory, the same way on every command that reads one: as an
+/// argument or with `--desired-state` (default: `desired-state`).
+#[derive(clap::Args)]
+struct DirArg {
+    /// Desired-state directory.
+    #[arg(value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Desired-state directory (the same as DIR).
+    #[arg(long = "desired-state", value_name = "DIR", conflicts_with = "dir")]
+    desired_state: Option<PathBuf>,
+}
+
+impl DirArg {
+    fn path(self) -> PathBuf {
+        self.dir
+            .or(self.desired_state)
+            .unwrap_or_else(|| PathBuf::from("desired-state"))
+    }
 }
 
 #[derive(Subcommand)]
@@ -141,8 +165,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let socket = commands::Socket::new(cli.socket, cli.state_dir);
     match cli.cmd {
-        Cmd::Validate { dir, output } => commands::validate(&dir, output),
+        Cmd::Validate { dir, output } => commands::validate(&dir.path(), output),
         Cmd::Schema => {
             println!(
                 "{}",
@@ -165,18 +190,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::ImportCompose { file } => commands::import_compose(&file),
-        Cmd::Status { output } => commands::status(cli.socket, output),
-        Cmd::Diff {
-            desired_state,
-            output,
-        } => commands::diff(&desired_state, output),
-        Cmd::Apply {
-            desired_state,
-            dry_run,
-        } => commands::apply(&desired_state, dry_run),
+        Cmd::Status { output } => commands::status(&socket, output),
+        Cmd::Diff { dir, output } => commands::diff(&dir.path(), output),
+        Cmd::Apply { dir, dry_run } => commands::apply(&dir.path(), dry_run),
         Cmd::Jobs { cmd, output } => match cmd {
-            None => commands::jobs_list(cli.socket, output),
-            Some(JobsCmd::Run { name, wait }) => commands::jobs_run(cli.socket, &name, wait),
+            None => commands::jobs_list(&socket, output),
+            Some(JobsCmd::Run { name, wait }) => commands::jobs_run(&socket, &name, wait, output),
         },
         Cmd::Volume { cmd } => match cmd {
             VolumeCmd::Ls { desired_state } => commands::volume_ls(&desired_state),
