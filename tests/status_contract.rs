@@ -10,7 +10,6 @@ mod common;
 
 use common::{poll, service, Stack, OBSCTL};
 use serde_json::{json, Value};
-use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -234,36 +233,51 @@ fn closed_pipe_ends_quietly() {
     s.service("app", service(json!({})));
     s.write();
     let _d = s.spawn_daemon();
+    poll(DEADLINE, "in sync", || {
+        (s.obsctl(&["status"]).code == 0).then_some(())
+    });
     let dir = s.dir.to_string_lossy().into_owned();
-    for args in [
-        vec!["status"],
-        vec!["status", "-o", "json"],
-        vec!["jobs"],
-        vec!["schema"],
-        vec!["validate", dir.as_str()],
-        vec!["diff", "--desired-state", dir.as_str()],
+    // (args, the exit code it has with a reader)
+    for (args, want) in [
+        (vec!["status"], 0),
+        (vec!["status", "-o", "json"], 0),
+        (vec!["jobs"], 0),
+        (vec!["schema"], 0),
+        (vec!["completions", "bash"], 0),
+        (vec!["validate", dir.as_str()], 0),
+        (vec!["diff", dir.as_str()], 0),
+        (vec!["diff", "--desired-state", "/nonexistent"], 1),
     ] {
         let out = into_closed_pipe(Some(&s), &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            !stderr.contains("panicked") && out.status.code() != Some(101),
+            !stderr.contains("panicked"),
             "obsctl {args:?} on a closed pipe: {:?}\n{stderr}",
             out.status
         );
-        // Ended by SIGPIPE like any Unix filter (or finished before writing).
-        assert!(
-            out.status.signal() == Some(libc::SIGPIPE) || out.status.code().is_some(),
-            "{args:?}: {:?}",
+        // Its own exit code, as with a reader: `set -o pipefail; obsctl status | head`
+        // still tells in sync from not.
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "{args:?}: {:?}\n{stderr}",
             out.status
         );
     }
+    // Not in sync stays 2 into a closed pipe.
+    s.write_raw("kind: [\n");
+    poll(DEADLINE, "invalid desired state seen", || {
+        (s.obsctl(&["status"]).code == 2).then_some(())
+    });
+    let out = into_closed_pipe(Some(&s), &["status"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     // Through a shell, as a user types it.
-    let out = Command::new("sh")
+    let out = Command::new("bash")
         .arg("-c")
-        .arg(format!("'{OBSCTL}' schema | head -1"))
+        .arg(format!("set -o pipefail; '{OBSCTL}' schema | head -1"))
         .output()
         .unwrap();
-    assert!(out.status.success());
+    assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "{out:?}");
 }
 

@@ -26,12 +26,12 @@ pub fn validate(dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
     match load_dir(dir, &LoadOptions::default()) {
         Ok(s) => {
             if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&s.warnings)?);
+                out!("{}", serde_json::to_string_pretty(&s.warnings)?);
             } else {
                 for w in &s.warnings {
                     eprintln!("{w}");
                 }
-                println!(
+                out!(
                     "{}: valid ({} services, {} volumes, {} networks, {} jobs)",
                     dir.display(),
                     s.services.len(),
@@ -44,7 +44,7 @@ pub fn validate(dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&e.0)?);
+                out!("{}", serde_json::to_string_pretty(&e.0)?);
             } else {
                 eprintln!("{e}");
             }
@@ -96,16 +96,16 @@ pub fn diff(dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
 
 fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(plan)?);
+        out!("{}", serde_json::to_string_pretty(plan)?);
         return Ok(());
     }
     for a in &plan.infra {
         match a {
             InfraAction::CreateNetwork { name, docker_name } => {
-                println!("+ network {name} ({docker_name})")
+                out!("+ network {name} ({docker_name})")
             }
             InfraAction::CreateVolume { name, docker_name } => {
-                println!("+ volume {name} ({docker_name})")
+                out!("+ volume {name} ({docker_name})")
             }
             _ => {}
         }
@@ -135,7 +135,7 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
         } else {
             "~"
         };
-        println!(
+        out!(
             "{sym} service {}: {} ({reasons})",
             sp.service,
             if steps.is_empty() {
@@ -146,10 +146,10 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
         );
         if let Some(r) = r {
             for c in &r.changes {
-                println!("    {}: {} → {}", c.path, c.applied, c.desired);
+                out!("    {}: {} → {}", c.path, c.applied, c.desired);
             }
             if let Some(m) = &r.message {
-                println!("    {m}");
+                out!("    {m}");
             }
         }
     }
@@ -158,10 +158,10 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
             InfraAction::RemoveOrphanContainer {
                 service, container, ..
             } => {
-                println!("- service {service}: remove orphan container {container} (orphan)")
+                out!("- service {service}: remove orphan container {container} (orphan)")
             }
             InfraAction::RemoveNetwork { docker_name } => {
-                println!("- network {docker_name} (orphan)")
+                out!("- network {docker_name} (orphan)")
             }
             _ => {}
         }
@@ -187,7 +187,7 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(",");
             if !(r.kind == Kind::Service && r.drift == [Reason::Orphan]) {
-                println!(
+                out!(
                     "! {} {}: {reasons}{}",
                     r.kind.as_str().to_lowercase(),
                     r.name,
@@ -200,7 +200,7 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
         }
     }
     if plan.is_noop() {
-        println!("nothing to do");
+        out!("nothing to do");
     }
     Ok(())
 }
@@ -234,7 +234,7 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
             let report = pass.report.as_ref().expect("apply pass has a report");
             for (svc, r) in &report.services {
                 match r {
-                    obsd::reconcile::exec::ServiceResult::Done { actions } if !actions.is_empty() => println!("{svc}: {}", actions.join(" + ")),
+                    obsd::reconcile::exec::ServiceResult::Done { actions } if !actions.is_empty() => out!("{svc}: {}", actions.join(" + ")),
                     obsd::reconcile::exec::ServiceResult::Failed { action, error } => eprintln!("{svc}: {action} failed: {error}"),
                     _ => {}
                 }
@@ -259,7 +259,7 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
                 if !unresolved.is_empty() {
                     bail!("not converged:\n  {}", unresolved.join("\n  "));
                 }
-                println!("converged (generation {generation})");
+                out!("converged (generation {generation})");
                 return Ok(ExitCode::SUCCESS);
             }
             if std::time::Instant::now() > deadline {
@@ -337,9 +337,9 @@ pub fn status(socket: &Socket, output: Output) -> anyhow::Result<ExitCode> {
     v.judge();
     let drift = v.verdict != wire::Verdict::InSync;
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
+        out!(
             "generation {} desired, {} applied; docker {}; last reconcile {}",
             v.desired_generation,
             v.applied_generation,
@@ -347,17 +347,17 @@ pub fn status(socket: &Socket, output: Output) -> anyhow::Result<ExitCode> {
             ago(v.last_reconcile_ms)
         );
         if let Some(err) = &v.desired_state_error {
-            println!("desired state INVALID (last good kept): {err}");
+            out!("desired state INVALID (last good kept): {err}");
         }
         if v.verdict == wire::Verdict::InSync {
-            println!("verdict: in sync");
+            out!("verdict: in sync");
         } else {
-            println!("verdict: NOT IN SYNC");
+            out!("verdict: NOT IN SYNC");
             for r in &v.reasons {
-                println!("  - {} ({})", r.message, r.code);
+                out!("  - {} ({})", r.message, r.code);
             }
         }
-        println!(
+        out!(
             "{:<8} {:<22} {:<7} {:<34} {:<34} {:<10} {:<24} {:<18} {:<10}",
             "KIND",
             "NAME",
@@ -381,7 +381,7 @@ pub fn status(socket: &Socket, output: Output) -> anyhow::Result<ExitCode> {
                 .health
                 .map(|h| format!("{h:?}").to_lowercase())
                 .or_else(|| r.state.map(|s| format!("{s:?}").to_lowercase()));
-            println!(
+            out!(
                 "{:<8} {:<22} {:<7} {:<34} {:<34} {:<10} {:<24} {:<18} {:<10}",
                 r.kind.as_str(),
                 r.name,
@@ -398,12 +398,12 @@ pub fn status(socket: &Socket, output: Output) -> anyhow::Result<ExitCode> {
                 ago(row.since_ms),
             );
             if let Some(e) = row.last_error.as_ref().or(r.message.as_ref()) {
-                println!("{:<8} └ {e}", "");
+                out!("{:<8} └ {e}", "");
             }
         }
         if !v.jobs.is_empty() {
             let suspended = v.jobs.iter().filter(|j| j.suspended).count();
-            println!(
+            out!(
                 "\njobs: {} ({} failing{}) — `obsctl jobs` for details",
                 v.jobs.len(),
                 v.jobs.iter().filter(|j| j.failing).count(),
@@ -425,7 +425,7 @@ pub fn status(socket: &Socket, output: Output) -> anyhow::Result<ExitCode> {
 pub fn jobs_list(socket: &Socket, output: Output) -> anyhow::Result<ExitCode> {
     let v: wire::JobList = call(socket, "GET", wire::JOBS)?;
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     let until = |t: Option<chrono::DateTime<chrono::Utc>>| match t {
@@ -441,13 +441,19 @@ pub fn jobs_list(socket: &Socket, output: Output) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    println!(
+    out!(
         "{:<16} {:<12} {:<14} {:<10} {:<10} {:<9} {:<10} LAST ERROR",
-        "JOB", "KIND", "SCHEDULE", "LAST RUN", "RESULT", "DURATION", "NEXT RUN"
+        "JOB",
+        "KIND",
+        "SCHEDULE",
+        "LAST RUN",
+        "RESULT",
+        "DURATION",
+        "NEXT RUN"
     );
     for j in &v.jobs {
         let last = j.last_run.as_ref();
-        println!(
+        out!(
             "{:<16} {:<12} {:<14} {:<10} {:<10} {:<9} {:<10} {}",
             j.name,
             j.kind,
@@ -480,19 +486,19 @@ pub fn jobs_run(
     if !wait {
         let v: wire::RunQueued = call(socket, "POST", &path)?;
         if output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            out!("{}", serde_json::to_string_pretty(&v)?);
         } else if v.queued {
-            println!("job {name}: queued behind the running one");
+            out!("job {name}: queued behind the running one");
         } else {
-            println!("job {name}: started");
+            out!("job {name}: started");
         }
         return Ok(ExitCode::SUCCESS);
     }
     let v: wire::RunFinished = call(socket, "POST", &path)?;
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
+        out!(
             "job {}: {} in {:.2}s{}",
             v.job,
             v.result.as_str(),
@@ -515,7 +521,7 @@ pub fn volume_ls(dir: &Path) -> anyhow::Result<ExitCode> {
     rt()?.block_on(async {
         let docker = engine().await?;
         let vols = docker.list_volumes().await?;
-        println!("{:<40} {:<10} MOUNTPOINT", "VOLUME", "DESIRED");
+        out!("{:<40} {:<10} MOUNTPOINT", "VOLUME", "DESIRED");
         for v in vols
             .iter()
             .filter(|v| labels::owned(&v.labels, desired.project()))
@@ -524,7 +530,7 @@ pub fn volume_ls(dir: &Path) -> anyhow::Result<ExitCode> {
                 .volumes
                 .keys()
                 .any(|n| desired.volume_docker_name(n) == v.name);
-            println!(
+            out!(
                 "{:<40} {:<10} {}",
                 v.name,
                 if wanted { "yes" } else { "ORPHAN" },
@@ -564,13 +570,13 @@ pub fn volume_rm(dir: &Path, name: &str, confirmed: bool) -> anyhow::Result<Exit
             .remove_volume(name)
             .await
             .with_context(|| format!("removing volume {name}"))?;
-        println!("deleted volume {name}");
+        out!("deleted volume {name}");
         Ok(ExitCode::SUCCESS)
     })
 }
 
 pub fn import_compose(file: &Path) -> anyhow::Result<ExitCode> {
     let out = obsd::desired::compose::import_file(file)?;
-    print!("{out}");
+    out_raw!("{out}");
     Ok(ExitCode::SUCCESS)
 }

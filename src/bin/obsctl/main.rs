@@ -2,12 +2,24 @@
 //! Exit codes are contract (product.md): 0 ok / in sync, 2 drift or changes pending,
 //! 1 error.
 
+/// `println!` that never panics: once stdout is closed (`obsctl status | head -1`) the
+/// rest of the output is dropped and the command ends with its own exit code.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::write_out(format_args!($($t)*), true) };
+}
+
+/// `print!` counterpart of [`out!`].
+macro_rules! out_raw {
+    ($($t:tt)*) => { $crate::write_out(format_args!($($t)*), false) };
+}
+
 mod commands;
 mod export;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Output format.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -146,21 +158,57 @@ enum VolumeCmd {
     },
 }
 
-fn main() -> ExitCode {
-    // Output piped into `head` ends quietly, like other Unix tools: restore the default
-    // SIGPIPE action (Rust ignores it, which turns a closed stdout into a panic in
-    // `println!`).
-    // SAFETY: called first in main, before any thread exists; only resets a disposition.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+/// stdout was closed under us; nothing more is written to it.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stdout unless it is closed; a closed pipe is not an error (the reader has
+/// all it wanted), any other write error is reported once on stderr.
+fn write_out(args: std::fmt::Arguments, newline: bool) {
+    use std::io::Write;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
     }
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_fmt(args)
+        .and_then(|_| if newline { o.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = r {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("obsctl: writing stdout: {e}");
+        }
+    }
+}
+
+/// Whether a panic is a `print!` into a closed pipe.
+fn broken_pipe_panic(payload: &(dyn std::any::Any + Send)) -> bool {
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    msg.contains("failed printing to stdout") || msg.contains("Broken pipe")
+}
+
+fn main() -> ExitCode {
+    // A safety net for output not written with `out!` (a library printing, a command
+    // added later): a `print!` into a closed pipe ends the command quietly, like
+    // `export` does, instead of with a panic message.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !broken_pipe_panic(info.payload()) {
+            default_hook(info);
+        }
+    }));
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             eprintln!("obsctl: {e:#}");
             ExitCode::from(1)
         }
+        Err(p) if broken_pipe_panic(p.as_ref()) => ExitCode::SUCCESS,
+        Err(p) => std::panic::resume_unwind(p),
     }
 }
 
@@ -169,7 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Validate { dir, output } => commands::validate(&dir.path(), output),
         Cmd::Schema => {
-            println!(
+            out!(
                 "{}",
                 serde_json::to_string_pretty(&obsd::desired::schema::json_schema())?
             );
@@ -185,7 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .chain([k8s_page])
             {
                 std::fs::write(dir.join(&name), content)?;
-                println!("wrote {}", dir.join(name).display());
+                out!("wrote {}", dir.join(name).display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -208,7 +256,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Export { cmd } => export::run(cmd),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "obsctl", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "obsctl", &mut script);
+            out_raw!("{}", String::from_utf8_lossy(&script));
             Ok(ExitCode::SUCCESS)
         }
     }
