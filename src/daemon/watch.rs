@@ -50,8 +50,8 @@ impl EventFilter {
 /// one restarting bystander, they would keep the loop busy. Owned objects (by the
 /// ownership label) always count. An unowned object counts only when it takes or frees
 /// a name the desired state wants (a name conflict removed by hand, a network deleted by
-/// hand): its create, destroy or rename — not its starts, stops or restarts, and not
-/// when it merely shares the project's name prefix.
+/// hand): a container's create, destroy or rename — not its starts, stops or restarts,
+/// and not when it merely shares the project's name prefix.
 pub(super) fn relevant(ev: &EngineEvent, f: &EventFilter) -> bool {
     if ev.action.starts_with("exec_") {
         return false;
@@ -59,20 +59,21 @@ pub(super) fn relevant(ev: &EngineEvent, f: &EventFilter) -> bool {
     if labels::owned(&ev.labels, &f.project) {
         return true;
     }
-    if !matches!(ev.kind.as_str(), "container" | "network" | "volume") {
-        return false;
+    let wanted = |n: &str| f.names.contains(n.trim_start_matches('/'));
+    match ev.kind.as_str() {
+        // Network and volume events carry no labels (a volume's name is its ID): one
+        // with a wanted name is ours or in our way, whatever happened to it
+        // (destroyed, a container disconnected by hand); they are rare.
+        "network" => ev.labels.get("name").is_some_and(|n| wanted(n)),
+        "volume" => wanted(&ev.id) || ev.labels.get("name").is_some_and(|n| wanted(n)),
+        "container" => {
+            matches!(ev.action.as_str(), "create" | "destroy" | "rename")
+                && ["name", "oldName"]
+                    .iter()
+                    .any(|k| ev.labels.get(*k).is_some_and(|n| wanted(n)))
+        }
+        _ => false,
     }
-    if !matches!(
-        ev.action.as_str(),
-        "create" | "destroy" | "rename" | "remove"
-    ) {
-        return false;
-    }
-    ["name", "oldName"].iter().any(|k| {
-        ev.labels
-            .get(*k)
-            .is_some_and(|n| f.names.contains(n.trim_start_matches('/')))
-    })
 }
 
 /// Connects to the engine, follows its event stream, and reconnects with capped
@@ -294,6 +295,15 @@ mod tests {
             &ev("network", "destroy", &[("name", "obs_other")]),
             &f
         ));
+        assert!(relevant(
+            &ev("network", "disconnect", &[("name", "obs_default")]),
+            &f
+        ));
+        let mut vol = ev("volume", "destroy", &[("driver", "local")]);
+        vol.id = "obs_data".into();
+        assert!(relevant(&vol, &f));
+        vol.id = "obs_other".into();
+        assert!(!relevant(&vol, &f));
         // Another project's owned objects.
         assert!(!relevant(
             &ev(
