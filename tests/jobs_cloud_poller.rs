@@ -904,3 +904,52 @@ async fn a_source_that_cannot_finish_is_abandoned_and_the_rest_written() {
         .value("cloud_poller_last_run_timestamp_seconds", &[])
         .is_some());
 }
+
+/// The same through the job executor, as the daemon runs it: the budget comes from the
+/// Job's `timeout` (4 s here), with the production retry policy (waits up to 30 s).
+/// Plausible rate limited for 5 minutes → the file is written within the timeout,
+/// Plausible down, Cloudflare and Stripe fresh.
+#[tokio::test]
+async fn executor_bounds_the_run_by_the_jobs_timeout() {
+    use obsd::jobs::{BodyExecutor, Executor, JobRun};
+    let p = serve(|_| {
+        Reply::status(429, json!({"error": "too many requests"})).header("retry-after", "300")
+    })
+    .await;
+    let cf = serve(cf_fake_ok).await;
+    let stripe = serve(stripe_fake_ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctx = context(dir.path(), &creds(), FixedClock::at(noon()));
+    ctx.retry = obsd::jobs::RetryPolicy::default();
+    let tf = ctx.textfile_dir.clone().unwrap();
+    let spec: obsd::desired::model::JobSpec = serde_json::from_value(json!({
+        "schedule": "@every 5m",
+        "timeout": "4s",
+        "cloudPoller": {
+            "cloudflare": {"apiBase": format!("{}/client/v4", cf.base), "tokenEnv": "CF_API_TOKEN"},
+            "stripe": {"apiBase": stripe.base, "keyEnv": "STRIPE_API_KEY", "currency": "brl"},
+            "plausible": {"apiBase": p.base, "keyEnv": "PLAUSIBLE_API_KEY",
+                          "siteIds": ["tlsstress.art"]}
+        }
+    }))
+    .unwrap();
+    let exec = BodyExecutor::new(ctx);
+    let started = tokio::time::Instant::now();
+    let r = exec
+        .run(JobRun {
+            name: "cloud-poller".into(),
+            spec: Arc::new(spec),
+            cancel: CancellationToken::new(),
+        })
+        .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(matches!(r, Err(JobError::Partial(_))), "{r:?}");
+    let text = std::fs::read_to_string(tf.join("cloud.prom")).unwrap();
+    let t = obsd::jobs::textfile::parse(&text).unwrap();
+    assert_cf_and_stripe_fresh(&t);
+    assert_eq!(
+        t.value("plausible_scrape_up", &[("site", "tlsstress.art")]),
+        Some(0.0)
+    );
+}
