@@ -1,7 +1,9 @@
 //! What wakes the daemon: Docker events are filtered by ownership before they reach the
 //! loop, so a bystander that merely shares the project's name prefix, however noisy,
-//! never triggers a pass. (The debounce's maximum wait is tested with a paused clock in
-//! `src/daemon/watch.rs`.) Runs against the real Docker engine.
+//! never triggers a pass; file saves faster than the debounce still reload (its maximum
+//! wait, also tested with a paused clock in `src/daemon/watch.rs`); `/metrics` is bound
+//! where the stack's Prometheus needs it and nowhere else. Runs against the real Docker
+//! engine.
 
 mod common;
 
@@ -154,4 +156,42 @@ fn metrics_on_loopback_and_the_bridge_gateway_only() {
         None,
         "obsd answers on {other_gw}, an address it was not told to bind"
     );
+}
+
+/// Saves more often than the debounce's quiet period (every 100 ms, the quiet period is
+/// 300 ms) still reload: the debounce has a maximum wait. The saves go on until the
+/// daemon's desired generation moves (or a minute passes), so the test does not depend
+/// on how fast this machine is — without the maximum wait it never moves while saving.
+#[test]
+fn saves_more_often_than_the_debounce_still_reload() {
+    let mut s = Stack::new("saves");
+    s.service("web", service(json!({})));
+    s.write();
+    let _d = s.spawn_daemon();
+    let generation = |s: &Stack| s.status_json().1["desired_generation"].as_u64().unwrap();
+    poll(DEADLINE, "in sync", || {
+        (s.obsctl(&["status"]).code == 0).then_some(())
+    });
+    let before = generation(&s);
+    let rendered = s.render();
+    let started = std::time::Instant::now();
+    let mut saves = 0u32;
+    loop {
+        // A comment changes the bytes (so the generation), not the containers.
+        saves += 1;
+        s.write_raw(&format!("# save {saves}\n{rendered}"));
+        std::thread::sleep(Duration::from_millis(100));
+        if saves % 5 == 0 && generation(&s) > before {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no reload in a minute of saves every 100 ms ({saves} saves)"
+        );
+    }
+    println!(
+        "reloaded after {saves} saves ({:?}) while saving every 100 ms",
+        started.elapsed()
+    );
+    assert!(s.must("web").running);
 }
