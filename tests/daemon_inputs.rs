@@ -181,7 +181,7 @@ fn saves_more_often_than_the_debounce_still_reload() {
         saves += 1;
         s.write_raw(&format!("# save {saves}\n{rendered}"));
         std::thread::sleep(Duration::from_millis(100));
-        if saves % 5 == 0 && generation(&s) > before {
+        if saves.is_multiple_of(5) && generation(&s) > before {
             break;
         }
         assert!(
