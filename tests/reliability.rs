@@ -297,12 +297,11 @@ fn hostile_edits_on_running_daemon() {
     );
 }
 
-/// One input whose handling the issue-11 core fixes change (another branch), on a
-/// running daemon: rejected and located like the others, nothing touched, the daemon
-/// still answers `POST /v1/reconcile`, the next good edit converges. Today these hang
-/// the load, pass silently or are accepted; each is its own test so the lead sees
-/// which hold after the merge (`cargo test --test reliability pending -- --ignored`).
-fn pending(case: &str) {
+/// One input that used to hang the load, pass silently or be accepted (issue 11: FIFOs,
+/// symlinks, encoding, coerced numbers), on a running daemon: rejected and located like
+/// the others, nothing touched, the daemon still answers `POST /v1/reconcile`, the next
+/// good edit converges. Each is its own test, so a regression names its input.
+fn hostile_input(case: &str) {
     let tag: String = case
         .chars()
         .filter(char::is_ascii_alphanumeric)
@@ -314,10 +313,10 @@ fn pending(case: &str) {
     let by = Bystanders::start(&s.project);
     let d = s.spawn_daemon();
     wait_converged(&s, &d, "0", "initial converge");
-    let h = hostile_edits_pending(&s.render())
+    let h = hostile_inputs(&s.render())
         .into_iter()
         .find(|h| h.name == case)
-        .unwrap_or_else(|| panic!("no pending case {case}"));
+        .unwrap_or_else(|| panic!("no hostile input {case}"));
     let before = snapshot(&s);
     h.apply(&s.dir);
     let loc = h.location();
@@ -356,51 +355,43 @@ fn pending(case: &str) {
 }
 
 #[test]
-#[ignore = "needs issue-11 core fixes"]
-fn pending_pids_limit_negative() {
-    pending("web.resources={\"pidsLimit\":-5}");
+fn input_pids_limit_negative() {
+    hostile_input("web.resources={\"pidsLimit\":-5}");
 }
 
 #[test]
-#[ignore = "needs issue-11 core fixes"]
-fn pending_invalid_utf8_located() {
-    pending("invalid-utf8-line5");
+fn input_invalid_utf8_located() {
+    hostile_input("invalid-utf8-line5");
 }
 
 #[test]
-#[ignore = "needs issue-11 core fixes"]
-fn pending_dangling_symlink() {
-    pending("dangling-symlink");
+fn input_dangling_symlink() {
+    hostile_input("dangling-symlink");
 }
 
 #[test]
-#[ignore = "needs issue-11 core fixes"]
-fn pending_symlink_loop() {
-    pending("symlink-loop");
+fn input_symlink_loop() {
+    hostile_input("symlink-loop");
 }
 
 #[test]
-#[ignore = "needs issue-11 core fixes"]
-fn pending_symlink_outside() {
-    pending("symlink-outside");
+fn input_symlink_outside() {
+    hostile_input("symlink-outside");
 }
 
 #[test]
-#[ignore = "needs issue-11 core fixes"]
-fn pending_fifo_config_file() {
-    pending("fifo-config-file");
+fn input_fifo_config_file() {
+    hostile_input("fifo-config-file");
 }
 
 #[test]
-#[ignore = "needs issue-11 core fixes"]
-fn pending_fifo_document() {
-    pending("fifo-document");
+fn input_fifo_document() {
+    hostile_input("fifo-document");
 }
 
 /// A valid document followed by a trailing `---` is a good edit, not an error.
 #[test]
-#[ignore = "needs issue-11 core fixes"]
-fn pending_trailing_separator_is_valid() {
+fn input_trailing_separator_is_valid() {
     let mut s = Stack::new("reltrail");
     baseline(&mut s);
     s.write();
@@ -419,8 +410,7 @@ fn pending_trailing_separator_is_valid() {
 /// bystander is restarted 10 times; with the periodic resync pushed out to an hour, the
 /// pass count may grow by at most 2.
 #[test]
-#[ignore = "needs issue-11 core fixes"]
-fn pending_unowned_events_do_not_wake_the_loop() {
+fn input_unowned_events_do_not_wake_the_loop() {
     let mut s = Stack::new("relnoisy");
     s.stack_spec()["resyncPeriod"] = json!("1h");
     baseline(&mut s);
@@ -452,8 +442,7 @@ fn pending_unowned_events_do_not_wake_the_loop() {
 /// (issue 11: no maximum wait). Saves every 100 ms for 10 s, each a new `canary` GEN:
 /// the daemon must load a new generation before the saves stop, and end at the last.
 #[test]
-#[ignore = "needs issue-11 core fixes"]
-fn pending_debounce_has_a_maximum_wait() {
+fn input_debounce_has_a_maximum_wait() {
     let mut s = Stack::new("reldebounce");
     baseline(&mut s);
     s.write();

@@ -681,12 +681,17 @@ pub fn hostile_edits(base: &str) -> Vec<Hostile> {
 /// Hostile inputs whose handling issue 11's core fixes change (another branch): today
 /// they hang, are skipped, or are wrongly accepted or rejected. Run with `--ignored`
 /// once those fixes are merged.
-pub fn hostile_edits_pending(base: &str) -> Vec<Hostile> {
+pub fn hostile_inputs(base: &str) -> Vec<Hostile> {
     let mut b = Builder {
         base: parse_docs(base),
         out: Vec::new(),
     };
-    b.web("resources", json!({"pidsLimit": -5}), "pidsLimit");
+    b.web_at(
+        "resources",
+        json!({"pidsLimit": -5}),
+        "\"pidsLimit\"",
+        "pidsLimit",
+    );
     let text = render_docs(&b.base);
     let mut bad = text.clone().into_bytes();
     // The first character of the value on line 5 (`"name": "test"`) becomes 0xFF.
