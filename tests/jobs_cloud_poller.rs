@@ -152,6 +152,24 @@ fn cf_fake_ok(r: &Recorded) -> Reply {
                 json!({"data": {"viewer": {"zones": [{"httpRequests1dGroups": []}]}}, "errors": null}),
             ),
         },
+        // Zone details, for zones listed by ID.
+        p if p.starts_with("/client/v4/zones/") && r.method == "GET" => {
+            if let Err(e) = cf_check(r) {
+                return Reply::status(400, json!({"success": false, "errors": [{"message": e}]}));
+            }
+            let name = match &p["/client/v4/zones/".len()..] {
+                "z1" => "tlsstress.art",
+                "z2" => "quiet.example",
+                other => {
+                    return Reply::status(
+                        404,
+                        json!({"success": false, "errors": [{"code": 1001, "message": format!("no zone {other}")}]}),
+                    )
+                }
+            };
+            Reply::json(json!({"success": true, "errors": [], "messages": [],
+                "result": {"id": &p["/client/v4/zones/".len()..], "name": name, "status": "active"}}))
+        }
         other => Reply::status(
             404,
             json!({"success": false, "errors": [{"message": format!("no route {other}")}]}),
@@ -264,7 +282,7 @@ fn stripe_fake_ok(r: &Recorded) -> Reply {
 }
 
 async fn run(ctx: &obsd::jobs::JobContext, job: &CloudPollerJob) -> Result<(), JobError> {
-    cloud_poller::run(ctx, job, &CancellationToken::new()).await
+    cloud_poller::run(ctx, job, &CancellationToken::new(), None).await
 }
 
 #[tokio::test]
@@ -568,10 +586,42 @@ async fn rate_limit_honours_retry_after_then_succeeds() {
     );
     let t = read_textfile(&ctx, "cloud.prom");
     assert_eq!(t.value("cf_scrape_up", &[]), Some(1.0));
+    // Listed by ID, labelled by name.
     assert_eq!(
-        t.value("cf_requests_total", &[("zone", "z1")]),
+        t.value("cf_requests_total", &[("zone", "tlsstress.art")]),
         Some(1000.0)
     );
+}
+
+/// The `zone` label is the zone's name whether the zones are discovered or listed by ID;
+/// a zone whose name cannot be read keeps its ID.
+#[tokio::test]
+async fn listed_zones_are_labelled_by_name() {
+    let cf = serve(cf_fake_ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), &creds(), FixedClock::at(noon()));
+    run(
+        &ctx,
+        &job(Some(cf_source(&cf.base, &["z1", "z2", "z9"])), None, None),
+    )
+    .await
+    .unwrap();
+    assert!(
+        cf.requests_to("/client/v4/zones").is_empty(),
+        "no discovery"
+    );
+    assert_eq!(cf.requests_to("/client/v4/zones/z1").len(), 1);
+    let t = read_textfile(&ctx, "cloud.prom");
+    assert_eq!(
+        t.value("cf_requests_total", &[("zone", "tlsstress.art")]),
+        Some(1000.0)
+    );
+    assert_eq!(
+        t.value("cf_requests_total", &[("zone", "quiet.example")]),
+        Some(0.0)
+    );
+    assert_eq!(t.value("cf_requests_total", &[("zone", "z9")]), Some(0.0));
+    assert!(t.value("cf_requests_total", &[("zone", "z1")]).is_none());
 }
 
 #[tokio::test]
@@ -713,4 +763,193 @@ async fn no_textfile_dir_is_a_configuration_error() {
     ctx.textfile_dir = None;
     let err = run(&ctx, &job(None, None, None)).await.unwrap_err();
     assert!(matches!(err, JobError::Config(_)), "{err}");
+}
+
+// ------------------------------------------------------------------ the run's time budget
+
+fn plausible_source(base: &str) -> PlausibleSource {
+    PlausibleSource {
+        api_base: base.into(),
+        key_env: "PLAUSIBLE_API_KEY".into(),
+        site_ids: vec!["tlsstress.art".into(), "shop.example".into()],
+    }
+}
+
+fn plausible_ok() -> Reply {
+    Reply::json(
+        json!({"results": [{"metrics": [42, 99, 37.5], "dimensions": []}], "meta": {}, "query": {}}),
+    )
+}
+
+/// The values every written file must carry from the two healthy sources.
+fn assert_cf_and_stripe_fresh(t: &obsd::jobs::textfile::Parsed) {
+    assert_eq!(t.value("cf_scrape_up", &[]), Some(1.0));
+    assert_eq!(
+        t.value("cf_requests_total", &[("zone", "tlsstress.art")]),
+        Some(1000.0)
+    );
+    assert_eq!(t.value("stripe_scrape_up", &[]), Some(1.0));
+    assert_eq!(
+        t.value("stripe_balance_available_cents", &[("currency", "brl")]),
+        Some(12345.0)
+    );
+}
+
+/// Plausible answers 429 with `Retry-After: 300` (production retry policy: up to 30 s
+/// a wait, 4 attempts). The run has 10 s: no wait that ends past its budget is started,
+/// so the file is written in time, Plausible marked down, the others fresh — and the
+/// previous run's Plausible values are gone, not left looking current.
+#[tokio::test]
+async fn rate_limited_plausible_does_not_blank_the_others() {
+    let limited = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let l = limited.clone();
+    let p = serve(move |_| {
+        if l.load(Ordering::SeqCst) {
+            Reply::status(429, json!({"error": "too many requests"})).header("retry-after", "300")
+        } else {
+            plausible_ok()
+        }
+    })
+    .await;
+    let cf = serve(cf_fake_ok).await;
+    let stripe = serve(stripe_fake_ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctx = context(dir.path(), &creds(), FixedClock::at(noon()));
+    ctx.retry = obsd::jobs::RetryPolicy::default();
+    let job = job(
+        Some(cf_source(&cf.base, &[])),
+        Some(stripe_source(&stripe.base)),
+        Some(plausible_source(&p.base)),
+    );
+    let budget = Duration::from_secs(10);
+
+    // A good poll first.
+    let deadline = tokio::time::Instant::now() + budget;
+    cloud_poller::run(&ctx, &job, &CancellationToken::new(), Some(deadline))
+        .await
+        .unwrap();
+    let t = read_textfile(&ctx, "cloud.prom");
+    assert_eq!(
+        t.value("plausible_visitors", &[("site", "tlsstress.art")]),
+        Some(42.0)
+    );
+
+    // Now rate limited for five minutes.
+    limited.store(true, Ordering::SeqCst);
+    let before = p.requests().len();
+    let started = tokio::time::Instant::now();
+    let deadline = started + budget;
+    let err = cloud_poller::run(&ctx, &job, &CancellationToken::new(), Some(deadline))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    println!("rate-limited poll finished in {took:?} of a {budget:?} budget");
+    assert!(
+        tokio::time::Instant::now() < deadline,
+        "the run outlived its budget ({took:?})"
+    );
+    assert!(matches!(err, JobError::Partial(_)), "{err}");
+    assert!(err.to_string().contains("HTTP 429"), "{err}");
+    // One attempt per site: a 30 s wait does not fit in the budget.
+    assert_eq!(p.requests().len() - before, 2);
+    let t = read_textfile(&ctx, "cloud.prom");
+    assert_cf_and_stripe_fresh(&t);
+    for site in ["tlsstress.art", "shop.example"] {
+        assert_eq!(t.value("plausible_scrape_up", &[("site", site)]), Some(0.0));
+    }
+    assert!(
+        t.all("plausible_visitors").is_empty(),
+        "stale Plausible values left in the file"
+    );
+}
+
+/// A source that never answers (request timeout longer than the run) is abandoned when
+/// the file must be written: marked down, its partial values dropped, the others kept.
+#[tokio::test]
+async fn a_source_that_cannot_finish_is_abandoned_and_the_rest_written() {
+    let p = serve(|_| plausible_ok().delayed(Duration::from_secs(120))).await;
+    let cf = serve(cf_fake_ok).await;
+    let stripe = serve(stripe_fake_ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctx = context(dir.path(), &creds(), FixedClock::at(noon()));
+    ctx.request_timeout = Duration::from_secs(60);
+    let job = job(
+        Some(cf_source(&cf.base, &[])),
+        Some(stripe_source(&stripe.base)),
+        Some(plausible_source(&p.base)),
+    );
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(8);
+    let err = cloud_poller::run(&ctx, &job, &CancellationToken::new(), Some(deadline))
+        .await
+        .unwrap_err();
+    assert!(
+        tokio::time::Instant::now() < deadline,
+        "outlived the budget"
+    );
+    // Abandoned at the write-by time, by the HTTP call or around the source, whichever
+    // notices first.
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("plausible: ") && msg.contains("time budget"),
+        "{msg}"
+    );
+    let t = read_textfile(&ctx, "cloud.prom");
+    assert_cf_and_stripe_fresh(&t);
+    for site in ["tlsstress.art", "shop.example"] {
+        assert_eq!(t.value("plausible_scrape_up", &[("site", site)]), Some(0.0));
+    }
+    assert!(t.all("plausible_visitors").is_empty());
+    assert!(t
+        .value("cloud_poller_last_run_timestamp_seconds", &[])
+        .is_some());
+}
+
+/// The same through the job executor, as the daemon runs it: the budget comes from the
+/// Job's `timeout` (4 s here), with the production retry policy (waits up to 30 s).
+/// Plausible rate limited for 5 minutes → the file is written within the timeout,
+/// Plausible down, Cloudflare and Stripe fresh.
+#[tokio::test]
+async fn executor_bounds_the_run_by_the_jobs_timeout() {
+    use obsd::jobs::{BodyExecutor, Executor, JobRun};
+    let p = serve(|_| {
+        Reply::status(429, json!({"error": "too many requests"})).header("retry-after", "300")
+    })
+    .await;
+    let cf = serve(cf_fake_ok).await;
+    let stripe = serve(stripe_fake_ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctx = context(dir.path(), &creds(), FixedClock::at(noon()));
+    ctx.retry = obsd::jobs::RetryPolicy::default();
+    let tf = ctx.textfile_dir.clone().unwrap();
+    let spec: obsd::desired::model::JobSpec = serde_json::from_value(json!({
+        "schedule": "@every 5m",
+        "timeout": "4s",
+        "cloudPoller": {
+            "cloudflare": {"apiBase": format!("{}/client/v4", cf.base), "tokenEnv": "CF_API_TOKEN"},
+            "stripe": {"apiBase": stripe.base, "keyEnv": "STRIPE_API_KEY", "currency": "brl"},
+            "plausible": {"apiBase": p.base, "keyEnv": "PLAUSIBLE_API_KEY",
+                          "siteIds": ["tlsstress.art"]}
+        }
+    }))
+    .unwrap();
+    let exec = BodyExecutor::new(ctx);
+    let started = tokio::time::Instant::now();
+    let r = exec
+        .run(JobRun {
+            name: "cloud-poller".into(),
+            spec: Arc::new(spec),
+            cancel: CancellationToken::new(),
+        })
+        .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(matches!(r, Err(JobError::Partial(_))), "{r:?}");
+    let text = std::fs::read_to_string(tf.join("cloud.prom")).unwrap();
+    let t = obsd::jobs::textfile::parse(&text).unwrap();
+    assert_cf_and_stripe_fresh(&t);
+    assert_eq!(
+        t.value("plausible_scrape_up", &[("site", "tlsstress.art")]),
+        Some(0.0)
+    );
 }

@@ -18,6 +18,8 @@ need_apt 'command -v prometheus-alertmanager' prometheus-alertmanager
 need_apt 'command -v prometheus-node-exporter' prometheus-node-exporter
 need_apt '[ -x /usr/bin/docker-registry ]' docker-registry
 need_apt 'command -v caddy' caddy
+# Headless browser for tests/status_page_browser.rs (the public status page).
+need_apt 'command -v chromium' chromium
 
 if [ ${#apt_need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

@@ -290,7 +290,10 @@ fn valid_full_contents() {
 
 // ------------------------------------------------------------------ hostile input
 
-const BOUND: Duration = Duration::from_secs(5);
+/// A guard against super-linear blow-ups (which take minutes to hours on these inputs),
+/// not a performance figure: loose enough for a 2-core CI box running Docker tests
+/// beside it (a load of ~1 s alone was seen at 5 s under that contention).
+const BOUND: Duration = Duration::from_secs(20);
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -532,4 +535,229 @@ fn hostile_binary_and_invalid_utf8() {
     src.extend_from_slice(&[0xff, 0xfe, 0x00, 0x80]);
     let (diags, t) = load_hostile("bin.yaml", &src, None);
     assert_located_error("invalid UTF-8", &diags, t, "UTF-8");
+}
+
+// ------------------------------------------------------------------ files that are not files
+//
+// Git cannot hold FIFOs, sockets or symlink loops, so these cases are built here. A load
+// that blocked would hang the test: each load runs in a thread the test waits on with a
+// generous deadline (a hang guard, not a timing assertion).
+
+/// The valid baseline in a temp dir; `prep` adds the hostile entries; loads it in a
+/// thread and returns every diagnostic.
+fn load_with(prep: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf, Vec<Diagnostic>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().canonicalize().unwrap().join("ds");
+    copy_dir(&corpus_root().join("valid/minimal"), &dir);
+    apply_modes(&dir);
+    prep(&dir);
+    // Not alongside the hostile loads: their time bound is per load.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = dir.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(match load_dir(&d, &opts()) {
+            Ok(s) => s.warnings,
+            Err(LoadErrors(e)) => e,
+        });
+    });
+    let diags = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the load blocked (no answer within 60 s)");
+    (tmp, dir, diags)
+}
+
+fn mkfifo(p: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// The one error on `file` whose message contains `needle`.
+fn error_on<'a>(diags: &'a [Diagnostic], file: &Path, needle: &str) -> &'a Diagnostic {
+    diags
+        .iter()
+        .find(|d| d.is_error() && d.file == file && d.message.contains(needle))
+        .unwrap_or_else(|| {
+            panic!(
+                "no error on {} containing `{needle}`: {diags:#?}",
+                file.display()
+            )
+        })
+}
+
+fn with_service_config(dir: &Path, source: &str) {
+    std::fs::write(
+        dir.join("svc.yaml"),
+        format!("apiVersion: obs.tlsstress.art/v1alpha1\nkind: Service\nmetadata: {{name: app}}\nspec:\n  image: example/app:1\n  configFiles: [{{source: {source}, target: /etc/app.conf}}]\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn fifo_document_is_refused_without_blocking() {
+    let (_t, dir, diags) = load_with(|d| mkfifo(&d.join("pipe.yaml")));
+    error_on(&diags, &dir.join("pipe.yaml"), "is a FIFO");
+}
+
+#[test]
+fn socket_document_is_refused() {
+    let mut keep = None;
+    let (_t, dir, diags) = load_with(|d| {
+        keep = Some(std::os::unix::net::UnixListener::bind(d.join("sock.yaml")).unwrap());
+    });
+    error_on(&diags, &dir.join("sock.yaml"), "is a socket");
+}
+
+#[test]
+fn fifo_config_file_is_refused_without_blocking() {
+    let (_t, dir, diags) = load_with(|d| {
+        std::fs::create_dir_all(d.join("config")).unwrap();
+        mkfifo(&d.join("config/app.conf"));
+        with_service_config(d, "config/app.conf");
+    });
+    let e = error_on(&diags, &dir.join("svc.yaml"), "is a FIFO");
+    assert_eq!(e.path, "spec.configFiles[0].source", "{e}");
+    assert!(e.message.contains("config/app.conf"), "{e}");
+}
+
+#[test]
+fn fifo_inside_a_config_directory_is_refused() {
+    let (_t, dir, diags) = load_with(|d| {
+        std::fs::create_dir_all(d.join("config/app")).unwrap();
+        std::fs::write(d.join("config/app/a.conf"), "a\n").unwrap();
+        mkfifo(&d.join("config/app/b.conf"));
+        with_service_config(d, "config/app");
+    });
+    error_on(&diags, &dir.join("svc.yaml"), "is a FIFO");
+}
+
+#[test]
+fn fifo_env_file_is_refused_without_blocking() {
+    let (_t, dir, diags) = load_with(|d| {
+        let stack = std::fs::read_to_string(d.join("stack.yaml")).unwrap();
+        std::fs::write(
+            d.join("stack.yaml"),
+            stack.replace("  project: obs\n", "  project: obs\n  envFile: .env\n"),
+        )
+        .unwrap();
+        mkfifo(&d.join(".env"));
+    });
+    let e = error_on(&diags, &dir.join("stack.yaml"), "is a FIFO");
+    assert_eq!(e.path, "spec.envFile", "{e}");
+}
+
+#[test]
+fn oversized_config_file_is_refused_with_the_limit() {
+    let (_t, dir, diags) = load_with(|d| {
+        std::fs::create_dir_all(d.join("config")).unwrap();
+        // Sparse: 65 MiB on paper, nothing on disk.
+        let f = std::fs::File::create(d.join("config/big.bin")).unwrap();
+        f.set_len(obsd::desired::config_files::MAX_CONFIG_FILE_BYTES + 1024 * 1024)
+            .unwrap();
+        with_service_config(d, "config/big.bin");
+    });
+    let e = error_on(&diags, &dir.join("svc.yaml"), "the limit is 64 MiB");
+    assert!(e.message.contains("config/big.bin"), "{e}");
+}
+
+#[test]
+fn config_file_at_the_limit_is_hashed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let f = std::fs::File::create(tmp.path().join("big.bin")).unwrap();
+    f.set_len(obsd::desired::config_files::MAX_CONFIG_FILE_BYTES)
+        .unwrap();
+    let h = obsd::desired::config_files::hash_config_source(tmp.path(), "big.bin").unwrap();
+    assert_eq!(h.len(), 64);
+}
+
+#[test]
+fn unreadable_links_are_errors_naming_the_file() {
+    let (_t, dir, diags) = load_with(|d| {
+        use std::os::unix::fs::symlink;
+        symlink("nowhere.yaml", d.join("dangling.yaml")).unwrap();
+        symlink("loop-b.yaml", d.join("loop-a.yaml")).unwrap();
+        symlink("loop-a.yaml", d.join("loop-b.yaml")).unwrap();
+        let outside = d.parent().unwrap().join("outside.yaml");
+        std::fs::write(
+            &outside,
+            "apiVersion: obs.tlsstress.art/v1alpha1\nkind: Volume\nmetadata: {name: sneaky}\nspec: {}\n",
+        )
+        .unwrap();
+        symlink(&outside, d.join("escape.yaml")).unwrap();
+        std::fs::create_dir(d.join("dir.yaml")).unwrap();
+        // A link inside the directory is fine.
+        std::fs::write(
+            d.join("real.yml.txt"),
+            "apiVersion: obs.tlsstress.art/v1alpha1\nkind: Volume\nmetadata: {name: data}\nspec: {}\n",
+        )
+        .unwrap();
+        symlink("real.yml.txt", d.join("linked.yaml")).unwrap();
+    });
+    error_on(&diags, &dir.join("dangling.yaml"), "dangling symlink");
+    error_on(&diags, &dir.join("loop-a.yaml"), "symlink loop");
+    error_on(&diags, &dir.join("loop-b.yaml"), "symlink loop");
+    error_on(
+        &diags,
+        &dir.join("escape.yaml"),
+        "outside the desired-state directory",
+    );
+    error_on(&diags, &dir.join("dir.yaml"), "is a directory");
+    assert!(
+        !diags.iter().any(|d| d.file == dir.join("linked.yaml")),
+        "{diags:#?}"
+    );
+    // Exactly those five.
+    assert_eq!(
+        diags.iter().filter(|d| d.is_error()).count(),
+        5,
+        "{diags:#?}"
+    );
+}
+
+#[test]
+fn editor_and_hidden_files_are_ignored() {
+    let (_t, dir, diags) = load_with(|d| {
+        for name in [
+            ".stack.yaml.swp",
+            "stack.yaml~",
+            ".#stack.yaml",
+            "#stack.yaml#",
+            "stack.yaml.bak",
+            ".stack.yaml.tmp",
+            "notes.txt",
+        ] {
+            std::fs::write(d.join(name), b"\x00\xff garbage: [").unwrap();
+        }
+    });
+    assert!(!diags.iter().any(|d| d.is_error()), "{dir:?}: {diags:#?}");
+}
+
+#[test]
+fn obsctl_validate_on_a_fifo_does_not_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ds");
+    copy_dir(&corpus_root().join("valid/minimal"), &dir);
+    mkfifo(&dir.join("pipe.yaml"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_obsctl"))
+        .arg("validate")
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("obsctl validate hangs on a FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pipe.yaml") && err.contains("FIFO"), "{err}");
 }

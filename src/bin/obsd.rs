@@ -19,9 +19,11 @@ struct Args {
     /// State directory (default: the Stack's stateDir; env OBSD_STATE_DIR).
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// Address for /metrics and /healthz, e.g. 127.0.0.1:9850.
+    /// Address for /metrics and /healthz, e.g. 127.0.0.1:9850; repeat it for several
+    /// (the shipped unit adds the Docker bridge address the stack's Prometheus scrapes).
+    /// Without it nothing is served.
     #[arg(long)]
-    listen: Option<SocketAddr>,
+    listen: Vec<SocketAddr>,
     /// Unix socket for the obsctl API (default: <state-dir>/obsd.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -66,10 +68,14 @@ fn main() -> ExitCode {
         }
     };
     if args.jobs_only {
+        if args.listen.len() > 1 {
+            eprintln!("obsd: --jobs-only serves one --listen address");
+            return ExitCode::from(2);
+        }
         let cfg = obsd::daemon::jobs_only::Config {
             desired_dir: args.desired_state,
             state_dir: args.state_dir,
-            listen: args.listen,
+            listen: args.listen.first().copied(),
         };
         return exit(rt.block_on(obsd::daemon::jobs_only::run(cfg, CancellationToken::new())));
     }

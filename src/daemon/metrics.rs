@@ -4,6 +4,8 @@
 //! goes, so dashboards and `ObsdDriftPersisting` see explicit zeros, and label sets
 //! stay bounded by the desired state.
 
+use crate::desired::model::Kind;
+use crate::desired::DesiredState;
 use crate::reconcile::plan::{Reason, ResourceStatus};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -48,6 +50,23 @@ pub struct ActionLabels {
     pub action: String,
     pub result: String,
 }
+
+/// Every `action` label value of `obsd_actions_total`: the service steps
+/// (`Step::action_name`) and the infrastructure actions of `reconcile::exec`. Each
+/// series exists at 0 from start-up.
+pub const ACTIONS: [&str; 11] = [
+    "adopt",
+    "cleanup",
+    "create",
+    "create_network",
+    "create_volume",
+    "pull",
+    "recreate",
+    "remove",
+    "restart",
+    "signal",
+    "start",
+];
 
 /// Every metric the daemon updates.
 pub struct Metrics {
@@ -160,8 +179,45 @@ impl Metrics {
             let _ = m
                 .reconcile_total
                 .get_or_create(&ResultLabel { result: r.into() });
+            for action in ACTIONS {
+                let _ = m.actions_total.get_or_create(&ActionLabels {
+                    action: action.into(),
+                    result: r.into(),
+                });
+            }
         }
         m
+    }
+
+    /// A desired state loaded: every resource it declares gets its series now, at 0
+    /// (not known to be in sync, no drift seen), unless a pass already set them. So
+    /// `obsd_resource_in_sync` exists from start-up, before the first pass.
+    pub fn seed_resources(&self, d: &DesiredState) {
+        let mut known = self.known.lock().expect("metrics lock");
+        let declared = d
+            .services
+            .keys()
+            .map(|n| (Kind::Service, n))
+            .chain(d.volumes.keys().map(|n| (Kind::Volume, n)))
+            .chain(d.networks.keys().map(|n| (Kind::Network, n)));
+        for (kind, name) in declared {
+            let key = (kind.to_string(), name.clone());
+            if known.contains(&key) {
+                continue;
+            }
+            let _ = self.resource_in_sync.get_or_create(&ResourceLabels {
+                kind: key.0.clone(),
+                name: name.clone(),
+            });
+            for reason in Reason::ALL {
+                let _ = self.resource_drift.get_or_create(&DriftLabels {
+                    kind: key.0.clone(),
+                    name: name.clone(),
+                    reason: reason.as_str().into(),
+                });
+            }
+            known.insert(key);
+        }
     }
 
     /// Sets per-resource series from a plan's statuses; removes vanished resources.
@@ -329,4 +385,50 @@ pub fn encode(registry: &Registry) -> String {
     let mut s = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut s, registry);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::plan::Step;
+
+    #[test]
+    fn every_step_action_is_pre_registered() {
+        let id = || "x".to_string();
+        let steps = [
+            Step::CleanupTemp { id: id() },
+            Step::Adopt { id: id() },
+            Step::RemoveDuplicate { id: id() },
+            Step::Pull { image: id() },
+            Step::Create,
+            Step::Replace { old_id: id() },
+            Step::Start { id: id() },
+            Step::Restart { id: id() },
+            Step::Signal {
+                id: id(),
+                signal: id(),
+            },
+        ];
+        for s in steps {
+            assert!(
+                ACTIONS.contains(&s.action_name()),
+                "{} is not in metrics::ACTIONS",
+                s.action_name()
+            );
+        }
+    }
+
+    #[test]
+    fn contract_series_exist_before_any_pass() {
+        let mut r = Registry::default();
+        let _m = Metrics::register(&mut r);
+        let text = encode(&r);
+        for series in [
+            "obsd_actions_total{action=\"create\",result=\"success\"} 0",
+            "obsd_actions_total{action=\"recreate\",result=\"error\"} 0",
+            "obsd_reconcile_total{result=\"success\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing in:\n{text}");
+        }
+    }
 }

@@ -50,7 +50,8 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 pub struct Config {
     pub desired_dir: PathBuf,
     pub state_dir: Option<PathBuf>,
-    pub listen: Option<SocketAddr>,
+    /// Addresses for `/metrics` and `/healthz` (none: not served).
+    pub listen: Vec<SocketAddr>,
     pub socket: Option<PathBuf>,
     /// Run one converge pass and exit.
     pub once: bool,
@@ -140,8 +141,8 @@ struct Daemon {
     alerter: Alerter,
     /// The last good desired state; `None` until one loads.
     desired: Option<Arc<DesiredState>>,
-    /// The project the Docker watcher filters events by.
-    project: Arc<RwLock<String>>,
+    /// What the Docker watcher lets through (project, wanted names).
+    filter: Arc<RwLock<watch::EventFilter>>,
     /// The engine while it is reachable (shared with the docker-names job).
     engine: EngineSlot,
     /// The current engine outage was logged already.
@@ -261,13 +262,13 @@ impl Daemon {
             .await
             .map_err(DaemonError::Io)?;
         tracker.spawn(api);
-        if let Some(addr) = cfg.listen {
+        for &addr in &cfg.listen {
             let t = server::serve_metrics(addr, shared.clone(), shutdown.clone())
                 .await
                 .map_err(DaemonError::Io)?;
             tracker.spawn(t);
         }
-        let project = Arc::new(RwLock::new(String::new()));
+        let filter = Arc::new(RwLock::new(watch::EventFilter::default()));
         tracker.spawn(watch::watch_files(
             cfg.desired_dir.clone(),
             tx.clone(),
@@ -275,7 +276,7 @@ impl Daemon {
         ));
         tracker.spawn(watch::watch_docker(
             tx.clone(),
-            project.clone(),
+            filter.clone(),
             shutdown.clone(),
         ));
         tracker.spawn(watch::signals(tx.clone(), shutdown.clone()));
@@ -297,7 +298,7 @@ impl Daemon {
             runner,
             alerter: Alerter::new(AlertConfig::default()),
             desired: None,
-            project,
+            filter,
             engine,
             down_logged: false,
             pass: PassSlot::Idle(persisted),
@@ -346,6 +347,7 @@ impl Daemon {
                     self.start_load();
                 } else {
                     self.load = LoadSlot::Idle;
+                    self.shared.status.write().expect("status").loading = false;
                 }
                 self.loaded(*result);
             }
@@ -402,6 +404,7 @@ impl Daemon {
             LoadSlot::Running { again } => *again = true,
             LoadSlot::Idle => {
                 self.load = LoadSlot::Running { again: false };
+                self.shared.status.write().expect("status").loading = true;
                 let dir = self.desired_dir.clone();
                 let tx = self.tx.clone();
                 self.tracker.spawn(async move {
@@ -443,15 +446,33 @@ impl Daemon {
             .desired_state_error = None;
         self.alerter.set_config(AlertConfig::from_desired(&d));
         self.feed.update(&self.runner, &d, &self.service_ips, true);
-        *self.project.write().expect("project") = d.project().to_string();
+        *self.filter.write().expect("event filter") = watch::EventFilter::of(&d);
         let period = d.stack.spec.resync_period.0.max(Duration::from_secs(5));
         if period != self.resync_period {
             self.resync_period = period;
             self.resync = resync_interval(period);
         }
-        if let PassSlot::Idle(p) = &mut self.pass {
-            note_generation(p, &d, &self.shared);
+        match &mut self.pass {
+            PassSlot::Idle(p) => {
+                note_generation(p, &d, &self.shared);
+            }
+            // The running pass applies the previous state: until the next pass starts
+            // (and bumps the generation), this one is not applied.
+            PassSlot::Running => {
+                if self
+                    .desired
+                    .as_ref()
+                    .is_none_or(|old| old.digest != d.digest)
+                {
+                    self.shared
+                        .status
+                        .write()
+                        .expect("status")
+                        .new_desired_pending = true;
+                }
+            }
         }
+        self.shared.metrics.seed_resources(&d);
         self.desired = Some(Arc::new(d));
         self.pending = true;
         self.pull_next = true;
@@ -532,11 +553,10 @@ impl Daemon {
                         result: "error".into(),
                     })
                     .inc();
-                self.shared
-                    .status
-                    .write()
-                    .expect("status")
-                    .last_reconcile_ms = Some(now);
+                let mut st = self.shared.status.write().expect("status");
+                st.last_reconcile_ms = Some(now);
+                st.passes_since_start += 1;
+                st.last_pass_error = Some(e.clone());
                 PassOutcome::errored()
             }
             Ok(pass) => {
@@ -570,6 +590,8 @@ impl Daemon {
                 m.set_resources(&pass.plan.resources);
                 let mut st = self.shared.status.write().expect("status");
                 st.last_reconcile_ms = Some(now);
+                st.passes_since_start += 1;
+                st.last_pass_error = None;
                 if !failed {
                     st.last_success_ms = Some(now);
                 }
@@ -637,14 +659,24 @@ async fn sleep_until(t: Option<tokio::time::Instant>) {
     }
 }
 
-/// Loads the desired state off the async threads.
+/// A load that takes longer is given up (reported as invalid, the last good state
+/// kept): the loader never blocks on what it reads, so only a pathologically slow disk
+/// gets here, and repair goes on meanwhile either way.
+const LOAD_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Loads the desired state off the async threads, within [`LOAD_DEADLINE`].
 async fn load(dir: &Path) -> Result<DesiredState, String> {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    let task = tokio::task::spawn_blocking(move || {
         load_dir(&dir, &LoadOptions::default()).map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("loader panicked: {e}")))
+    });
+    match tokio::time::timeout(LOAD_DEADLINE, task).await {
+        Ok(r) => r.unwrap_or_else(|e| Err(format!("loader panicked: {e}"))),
+        Err(_) => Err(format!(
+            "loading took longer than {}s; gave up (the last good desired state is kept)",
+            LOAD_DEADLINE.as_secs()
+        )),
+    }
 }
 
 /// Bumps the generation when the desired state's content changed; publishes it.
@@ -658,6 +690,7 @@ fn note_generation(p: &mut Persisted, d: &DesiredState, shared: &Shared) -> u64 
     let mut st = shared.status.write().expect("status");
     st.desired_generation = generation;
     st.applied_generation = p.applied_generation;
+    st.new_desired_pending = false;
     generation
 }
 

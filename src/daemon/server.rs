@@ -25,6 +25,9 @@ pub(super) async fn serve_metrics(
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     info!(%addr, "serving /metrics and /healthz");
+    if addr.ip().is_unspecified() {
+        tracing::warn!(%addr, "/metrics is served on every interface; bind loopback and the Docker bridge address instead (see the README)");
+    }
     let app = axum::Router::new()
         .route(
             "/metrics",
@@ -98,6 +101,7 @@ async fn status(State((s, _)): ApiState) -> Json<wire::Status> {
         .into_iter()
         .map(wire::JobSummary::of)
         .collect();
+    status.judge();
     Json(status)
 }
 

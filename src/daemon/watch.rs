@@ -2,9 +2,11 @@
 //! signals, each a task that turns what it sees into an [`Event`] and never acts itself.
 
 use super::Event;
+use crate::desired::DesiredState;
 use crate::docker::engine::Engine;
 use crate::docker::{labels, Docker, EngineEvent};
 use futures_util::StreamExt;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -18,32 +20,67 @@ pub(super) async fn connect_engine() -> Result<Engine, String> {
     Engine::open().await.map_err(|e| e.detail())
 }
 
-/// Whether an engine event concerns this stack. Healthcheck probes (`exec_*`) and other
-/// projects' objects are noise: at 100 services they would keep the loop busy.
-pub(super) fn relevant(ev: &EngineEvent, project: &str) -> bool {
+/// What the Docker watcher lets through: the project (ownership label) and the Docker
+/// names the desired state wants, set by the loop whenever a desired state loads.
+#[derive(Debug, Clone, Default)]
+pub(super) struct EventFilter {
+    pub project: String,
+    /// Container, network and volume names of the desired state.
+    pub names: BTreeSet<String>,
+}
+
+impl EventFilter {
+    pub fn of(d: &DesiredState) -> EventFilter {
+        let names = d
+            .services
+            .keys()
+            .map(|s| d.container_name(s))
+            .chain(d.networks.keys().map(|n| d.network_docker_name(n)))
+            .chain(d.volumes.keys().map(|v| d.volume_docker_name(v)))
+            .collect();
+        EventFilter {
+            project: d.project().to_string(),
+            names,
+        }
+    }
+}
+
+/// Whether an engine event concerns this stack, decided before it wakes the loop.
+/// Healthcheck probes (`exec_*`) and other objects are noise: at 100 services, or with
+/// one restarting bystander, they would keep the loop busy. Owned objects (by the
+/// ownership label) always count. An unowned object counts only when it takes or frees
+/// a name the desired state wants (a name conflict removed by hand, a network deleted by
+/// hand): a container's create, destroy or rename — not its starts, stops or restarts,
+/// and not when it merely shares the project's name prefix.
+pub(super) fn relevant(ev: &EngineEvent, f: &EventFilter) -> bool {
     if ev.action.starts_with("exec_") {
         return false;
     }
-    if labels::owned(&ev.labels, project) {
+    if labels::owned(&ev.labels, &f.project) {
         return true;
     }
-    // Unowned objects matter when they hold (or free) one of our names: a name
-    // conflict removed by hand, a network deleted by hand.
-    let prefix = match ev.kind.as_str() {
-        "container" => format!("{project}-"),
-        "network" | "volume" => format!("{project}_"),
-        _ => return false,
-    };
-    ev.labels
-        .get("name")
-        .is_some_and(|n| n.starts_with(&prefix))
+    let wanted = |n: &str| f.names.contains(n.trim_start_matches('/'));
+    match ev.kind.as_str() {
+        // Network and volume events carry no labels (a volume's name is its ID): one
+        // with a wanted name is ours or in our way, whatever happened to it
+        // (destroyed, a container disconnected by hand); they are rare.
+        "network" => ev.labels.get("name").is_some_and(|n| wanted(n)),
+        "volume" => wanted(&ev.id) || ev.labels.get("name").is_some_and(|n| wanted(n)),
+        "container" => {
+            matches!(ev.action.as_str(), "create" | "destroy" | "rename")
+                && ["name", "oldName"]
+                    .iter()
+                    .any(|k| ev.labels.get(*k).is_some_and(|n| wanted(n)))
+        }
+        _ => false,
+    }
 }
 
 /// Connects to the engine, follows its event stream, and reconnects with capped
 /// exponential backoff whenever the engine goes away.
 pub(super) async fn watch_docker(
     tx: mpsc::Sender<Event>,
-    project: Arc<RwLock<String>>,
+    filter: Arc<RwLock<EventFilter>>,
     shutdown: CancellationToken,
 ) {
     use backon::{BackoffBuilder, ExponentialBuilder};
@@ -73,7 +110,7 @@ pub(super) async fn watch_docker(
                     };
                     match next {
                         Some(Ok(ev)) => {
-                            let ours = relevant(&ev, &project.read().expect("project"));
+                            let ours = relevant(&ev, &filter.read().expect("event filter"));
                             if ours && tx.send(Event::Docker(ev)).await.is_err() {
                                 return;
                             }
@@ -138,19 +175,37 @@ pub(super) async fn watch_files(
             _ = shutdown.cancelled() => return,
             got = nrx.recv() => if got.is_none() { return },
         }
-        // Debounce: wait until the burst of writes is over.
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                more = tokio::time::timeout(Duration::from_millis(300), nrx.recv()) => match more {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                },
-            }
-        }
-        if tx.send(Event::FilesChanged).await.is_err() {
+        let settled = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = settle(&mut nrx, DEBOUNCE_QUIET, DEBOUNCE_MAX_WAIT) => s,
+        };
+        if !settled || tx.send(Event::FilesChanged).await.is_err() {
             return;
+        }
+    }
+}
+
+/// A burst of file changes is over after this long without another one...
+pub(super) const DEBOUNCE_QUIET: Duration = Duration::from_millis(300);
+/// ...or at the latest this long after its first change, so saves more often than
+/// every `DEBOUNCE_QUIET` cannot hold reloads off.
+pub(super) const DEBOUNCE_MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// After a first change: waits until `quiet` passes without another, or `max` after
+/// the first, whichever comes first. `false` when the sender is gone.
+pub(super) async fn settle(
+    rx: &mut mpsc::UnboundedReceiver<()>,
+    quiet: Duration,
+    max: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + max;
+    loop {
+        let until = (tokio::time::Instant::now() + quiet).min(deadline);
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
+            Ok(Some(())) => return true,
+            Ok(None) => return false,
+            Err(_) => return true,
         }
     }
 }
@@ -173,5 +228,121 @@ pub(super) async fn signals(tx: mpsc::Sender<Event>, shutdown: CancellationToken
             _ = term.recv() => { shutdown.cancel(); return; }
             _ = int.recv() => { shutdown.cancel(); return; }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: &str, action: &str, labels: &[(&str, &str)]) -> EngineEvent {
+        EngineEvent {
+            kind: kind.into(),
+            action: action.into(),
+            id: String::new(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn filter() -> EventFilter {
+        EventFilter {
+            project: "obs".into(),
+            names: ["obs-web", "obs_default", "obs_data"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn owned_events_count_unowned_only_when_they_take_or_free_a_wanted_name() {
+        let f = filter();
+        let owned = [(labels::STACK, "obs"), ("name", "obs-web")];
+        assert!(relevant(&ev("container", "die", &owned), &f));
+        assert!(!relevant(&ev("container", "exec_start: true", &owned), &f));
+        // A bystander sharing the prefix: never, whatever it does.
+        for action in [
+            "start", "die", "kill", "pause", "unpause", "create", "destroy",
+        ] {
+            assert!(
+                !relevant(&ev("container", action, &[("name", "obs-noisy")]), &f),
+                "{action}"
+            );
+        }
+        // A bystander holding a wanted name: when it takes or frees it.
+        let squatter = [("name", "obs-web")];
+        assert!(relevant(&ev("container", "destroy", &squatter), &f));
+        assert!(relevant(&ev("container", "create", &squatter), &f));
+        assert!(!relevant(&ev("container", "start", &squatter), &f));
+        assert!(!relevant(&ev("container", "die", &squatter), &f));
+        // Renamed away from a wanted name.
+        assert!(relevant(
+            &ev(
+                "container",
+                "rename",
+                &[("name", "elsewhere"), ("oldName", "/obs-web")]
+            ),
+            &f
+        ));
+        assert!(relevant(
+            &ev("network", "destroy", &[("name", "obs_default")]),
+            &f
+        ));
+        assert!(!relevant(
+            &ev("network", "destroy", &[("name", "obs_other")]),
+            &f
+        ));
+        assert!(relevant(
+            &ev("network", "disconnect", &[("name", "obs_default")]),
+            &f
+        ));
+        let mut vol = ev("volume", "destroy", &[("driver", "local")]);
+        vol.id = "obs_data".into();
+        assert!(relevant(&vol, &f));
+        vol.id = "obs_other".into();
+        assert!(!relevant(&vol, &f));
+        // Another project's owned objects.
+        assert!(!relevant(
+            &ev(
+                "container",
+                "die",
+                &[(labels::STACK, "other"), ("name", "obs-web2")]
+            ),
+            &f
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn debounce_settles_after_quiet() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let start = tokio::time::Instant::now();
+        tx.send(()).unwrap();
+        rx.recv().await;
+        assert!(settle(&mut rx, DEBOUNCE_QUIET, DEBOUNCE_MAX_WAIT).await);
+        assert_eq!(start.elapsed(), DEBOUNCE_QUIET);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn debounce_has_a_maximum_wait() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // A save every 100 ms, for 10 s: more often than the quiet period.
+        let saver = tokio::spawn(async move {
+            for _ in 0..100 {
+                let _ = tx.send(());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        rx.recv().await;
+        let start = tokio::time::Instant::now();
+        assert!(settle(&mut rx, DEBOUNCE_QUIET, DEBOUNCE_MAX_WAIT).await);
+        let waited = start.elapsed();
+        assert!(
+            waited >= DEBOUNCE_MAX_WAIT && waited < DEBOUNCE_MAX_WAIT + DEBOUNCE_QUIET,
+            "settled after {waited:?}"
+        );
+        saver.abort();
     }
 }

@@ -20,6 +20,11 @@ pub(crate) fn read_env_file(path: &Path) -> Result<Option<BTreeMap<String, Secre
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read env file {}: {e}", path.display())),
     };
+    if !meta.is_file() {
+        // The same refusal `read_regular` gives, before the mode check.
+        crate::desired::config_files::open_regular(path)
+            .map_err(|e| format!("env file {}: {e}", path.display()))?;
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(format!(
@@ -31,8 +36,10 @@ pub(crate) fn read_env_file(path: &Path) -> Result<Option<BTreeMap<String, Secre
     if meta.len() > 1024 * 1024 {
         return Err(format!("env file {} is larger than 1 MiB", path.display()));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read env file {}: {e}", path.display()))?;
+    let bytes = crate::desired::config_files::read_regular(path, 1024 * 1024)
+        .map_err(|e| format!("env file {}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("env file {} is not valid UTF-8", path.display()))?;
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();

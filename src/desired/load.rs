@@ -94,6 +94,9 @@ struct Loader<'a> {
     limits: Limits,
     diags: Vec<Diagnostic>,
     hasher: Sha256,
+    /// Files and documents that could not be read far enough to know their kind: one
+    /// of them may be the Stack, so "no Stack" is not claimed.
+    unreadable: usize,
 }
 
 /// Loads and validates a desired-state directory.
@@ -107,16 +110,34 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
         limits: opts.limits.unwrap_or_default(),
         diags: Vec::new(),
         hasher: Sha256::new(),
+        unreadable: 0,
     };
-    let files = list_files(dir)
+    let (files, refused) = scan_files(dir)
         .map_err(|e| LoadErrors(vec![Diagnostic::error(dir, Pos { line: 0, col: 0 }, "", e)]))?;
+    for (file, msg) in refused {
+        l.unreadable += 1;
+        l.diags
+            .push(Diagnostic::error(&file, Pos { line: 0, col: 0 }, "", msg));
+    }
     let raw = l.read(&files);
     let env = l.env(&raw);
     let mut typed = l.type_documents(raw, &env);
-    let Some(stack) = typed.stack.take() else {
-        l.merge_interpolation_errors(typed.interp_diags, &typed.unchecked);
-        return Err(finish(l.diags));
-    };
+    // Without a Stack (an error already) the other documents are still checked against
+    // a placeholder, so one load reports every error.
+    let stackless = typed.stack.is_none();
+    let stack = typed.stack.take().unwrap_or_else(|| Resource {
+        name: String::new(),
+        labels: BTreeMap::new(),
+        spec: StackSpec::new(""),
+        source: Source {
+            file: dir.to_path_buf(),
+            root: Node {
+                pos: Pos { line: 0, col: 0 },
+                value: yaml::Value::Map(Vec::new()),
+            },
+            unresolved: Vec::new(),
+        },
+    });
     let mut state = DesiredState {
         dir: dir.to_path_buf(),
         stack,
@@ -131,10 +152,14 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<DesiredState, LoadErro
         digest: String::new(),
     };
     l.hash_config_files(&mut state);
-    validate::validate(&state, &typed.failed, &mut l.diags);
+    if stackless {
+        validate::validate_without_stack(&state, &typed.failed, &mut l.diags);
+    } else {
+        validate::validate(&state, &typed.failed, &mut l.diags);
+    }
     l.merge_interpolation_errors(typed.interp_diags, &typed.unchecked);
 
-    if l.diags.iter().any(Diagnostic::is_error) {
+    if stackless || l.diags.iter().any(Diagnostic::is_error) {
         return Err(finish(l.diags));
     }
     l.diags.sort();
@@ -151,9 +176,9 @@ impl Loader<'_> {
         for file in files {
             let text = match read_bounded(file, self.limits.max_bytes) {
                 Ok(t) => t,
-                Err(msg) => {
-                    self.diags
-                        .push(Diagnostic::error(file, Pos { line: 1, col: 1 }, "", msg));
+                Err((pos, msg)) => {
+                    self.unreadable += 1;
+                    self.diags.push(Diagnostic::error(file, pos, "", msg));
                     continue;
                 }
             };
@@ -172,19 +197,36 @@ impl Loader<'_> {
             let docs = match yaml::parse(&text, self.limits) {
                 Ok(d) => d,
                 Err(e) => {
+                    self.unreadable += 1;
                     self.diags
                         .push(Diagnostic::error(file, e.pos, "", e.message));
                     continue;
                 }
             };
             for d in docs {
-                if let Some(kind) = check_envelope(file, &d.root, &mut self.diags) {
-                    raw.push(RawDoc {
+                // An empty document (a trailing `---`, or one holding only comments;
+                // the parser gives it as a plain null) declares nothing, as with kubectl.
+                if matches!(&d.root.value, yaml::Value::Scalar { text, plain: true }
+                    if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+                {
+                    continue;
+                }
+                match check_envelope(file, &d.root, &mut self.diags) {
+                    Some(kind) => raw.push(RawDoc {
                         file: file.clone(),
                         doc_pos: d.pos,
                         root: d.root,
                         kind,
-                    });
+                    }),
+                    // A document that says `kind: Stack` is a Stack, whatever else is
+                    // wrong with its envelope.
+                    None if d.root.get("kind").and_then(Node::as_str) == Some("Stack") => {
+                        self.unreadable += 1
+                    }
+                    None if d.root.get("kind").and_then(Node::as_str).is_none() => {
+                        self.unreadable += 1
+                    }
+                    None => {}
                 }
             }
         }
@@ -195,7 +237,7 @@ impl Loader<'_> {
     /// options), read before any document is interpolated.
     fn env(&mut self, raw: &[RawDoc]) -> EnvFile {
         let stacks: Vec<&RawDoc> = raw.iter().filter(|r| r.kind == Kind::Stack).collect();
-        if stacks.is_empty() && self.diags.iter().all(|d| !d.is_error()) {
+        if stacks.is_empty() && self.unreadable == 0 {
             self.diags.push(Diagnostic::error(
                 self.dir,
                 Pos { line: 0, col: 0 },
@@ -403,47 +445,117 @@ fn finish(mut diags: Vec<Diagnostic>) -> LoadErrors {
 
 /// The desired-state documents of `dir`, sorted (also what `obsctl export k8s` copies).
 pub(crate) fn list_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read desired-state directory {}: {e}", dir.display()))?;
-    let mut files: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_file()
-                && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                && !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'))
-        })
-        .collect();
-    if files.len() > MAX_FILES {
-        return Err(format!(
-            "{} YAML files in {}; the limit is {MAX_FILES}",
-            files.len(),
-            dir.display()
-        ));
-    }
-    files.sort();
-    Ok(files)
+    scan_files(dir).map(|(files, _)| files)
 }
 
-fn read_bounded(path: &Path, max: usize) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
-    if meta.len() as usize > max {
-        return Err(format!(
-            "file is {} bytes; the limit is {max} bytes",
-            meta.len()
-        ));
+/// Entries named like documents that cannot be read as one, with the reason.
+pub(crate) type Refused = Vec<(PathBuf, String)>;
+
+/// Whether a directory entry is a desired-state document by its name: `*.yaml` or
+/// `*.yml`, not hidden. So editors' swap, backup and lock files are ignored
+/// (`.stack.yaml.swp`, `stack.yaml~`, `.#stack.yaml`, `#stack.yaml#`, `stack.yaml.bak`,
+/// `.stack.yaml.tmp`), as is anything else not ending in `.yaml`/`.yml`.
+pub(crate) fn is_document_name(name: &str) -> bool {
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+/// The documents of `dir` (sorted), and the entries named like documents that cannot
+/// be read as one, each with the reason: a dangling symlink, a symlink loop, a link
+/// leading out of the directory, a directory, a FIFO, socket or device.
+pub(crate) fn scan_files(dir: &Path) -> Result<(Vec<PathBuf>, Refused), String> {
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read desired-state directory {}: {e}", dir.display()))?;
+    let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut files = Vec::new();
+    let mut refused = Vec::new();
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path();
+        if !is_document_name(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        if files.len() + refused.len() >= MAX_FILES {
+            return Err(format!(
+                "more than {MAX_FILES} YAML files in {}; the limit is {MAX_FILES}",
+                dir.display()
+            ));
+        }
+        match document_entry(&p, &root) {
+            Ok(()) => files.push(p),
+            Err(msg) => refused.push((p, msg)),
+        }
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() > max {
-        return Err(format!(
-            "file grew past the limit of {max} bytes while reading"
-        ));
+    files.sort();
+    refused.sort();
+    Ok((files, refused))
+}
+
+/// Why the entry at `p` cannot be read as a document, if it cannot.
+fn document_entry(p: &Path, root: &Path) -> Result<(), String> {
+    let lmeta = std::fs::symlink_metadata(p).map_err(|e| format!("cannot read: {e}"))?;
+    if lmeta.file_type().is_symlink() {
+        let target = std::fs::read_link(p)
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        match std::fs::metadata(p) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(format!("is a symlink loop (-> {target})"));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "is a dangling symlink: its target {target} does not exist"
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "is a symlink (-> {target}) that cannot be followed: {e}"
+                ))
+            }
+        }
+        let real = p
+            .canonicalize()
+            .map_err(|e| format!("is a symlink (-> {target}) that cannot be resolved: {e}"))?;
+        if !real.starts_with(root) {
+            return Err(format!(
+                "is a symlink to {}, outside the desired-state directory; documents must stay inside it",
+                real.display()
+            ));
+        }
     }
-    String::from_utf8(bytes)
-        .map_err(|e| format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))
+    let meta = std::fs::metadata(p).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.is_dir() {
+        return Err("is a directory named like a document; documents must be files".into());
+    }
+    if !meta.is_file() {
+        // The same words the reader uses.
+        crate::desired::config_files::open_regular(p)?;
+    }
+    Ok(())
+}
+
+/// Reads a document file: regular, at most `max` bytes, UTF-8 (an encoding error is
+/// located at its line and column).
+fn read_bounded(path: &Path, max: usize) -> Result<String, (Pos, String)> {
+    let at_start = |m: String| (Pos { line: 1, col: 1 }, m);
+    let bytes = crate::desired::config_files::read_regular(path, max as u64).map_err(at_start)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let upto = e.utf8_error().valid_up_to();
+        let valid = &bytes[..upto];
+        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let col = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
+        (
+            Pos { line, col },
+            format!(
+                "not valid UTF-8 (byte 0x{:02x} at offset {upto})",
+                bytes[upto]
+            ),
+        )
+    })
 }
 
 fn resolve_path(dir: &Path, p: &str) -> PathBuf {

@@ -6,7 +6,7 @@
 //! reads them, the reconciler and the jobs consume them); the stages are the modules.
 
 pub mod compose;
-mod config_files;
+pub mod config_files;
 pub mod diag;
 mod documents;
 pub(crate) mod env;

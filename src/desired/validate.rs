@@ -18,6 +18,9 @@ use std::path::PathBuf;
 /// is not also an "undeclared" error.
 pub type FailedDocs = BTreeSet<(Kind, String)>;
 
+/// Docker's smallest memory limit.
+const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
 /// Most per-key errors reported for one Service's `env` and `secretEnv`.
 const MAX_KEY_ERRORS: usize = 20;
 
@@ -32,8 +35,27 @@ const SIGNALS: &[&str] = &[
 /// `failed` lists the documents that did not load: references to them are not reported
 /// again.
 pub fn validate(s: &DesiredState, failed: &FailedDocs, d: &mut Vec<Diagnostic>) {
-    let mut v = Validator { s, failed, d };
-    v.stack();
+    run(s, failed, false, d);
+}
+
+/// [`validate`] for a directory without a Stack document (already an error): `s.stack`
+/// is a placeholder, so the Stack's own checks and every check that depends on a Stack
+/// field (default network, textfile directory) are skipped; everything else is still
+/// reported, so one load shows every error.
+pub fn validate_without_stack(s: &DesiredState, failed: &FailedDocs, d: &mut Vec<Diagnostic>) {
+    run(s, failed, true, d);
+}
+
+fn run(s: &DesiredState, failed: &FailedDocs, stackless: bool, d: &mut Vec<Diagnostic>) {
+    let mut v = Validator {
+        s,
+        failed,
+        stackless,
+        d,
+    };
+    if !stackless {
+        v.stack();
+    }
     v.names();
     let mut ports = HostPorts::new();
     for (name, r) in &s.services {
@@ -50,6 +72,8 @@ type HostPorts = HashMap<(u16, &'static str, String), (String, PathBuf, Pos)>;
 struct Validator<'a> {
     s: &'a DesiredState,
     failed: &'a FailedDocs,
+    /// `s.stack` is a placeholder (no Stack document): skip what depends on it.
+    stackless: bool,
     d: &'a mut Vec<Diagnostic>,
 }
 
@@ -248,7 +272,7 @@ impl Validator<'_> {
     /// service that has a healthcheck.
     fn service_references(&mut self, name: &str, src: &Source, spec: &ServiceSpec) {
         let s = self.s;
-        if s.service_networks(spec).is_empty() {
+        if !self.stackless && s.service_networks(spec).is_empty() {
             self.err(
                 src,
                 &keys(&["spec", "networks"]),
@@ -383,18 +407,63 @@ impl Validator<'_> {
     /// Resources, pid mode, stop signal, extra hosts, healthcheck.
     fn service_runtime(&mut self, src: &Source, spec: &ServiceSpec) {
         if let Some(res) = &spec.resources {
-            if let Some(m) = res.memory.as_ref().filter(|m| parse_memory(m).is_none()) {
-                self.err(
+            match res.memory.as_ref().map(|m| (m, parse_memory(m))) {
+                Some((m, None)) => self.err(
                     src,
                     &keys(&["spec", "resources", "memory"]),
                     format!("invalid memory `{m}`; write e.g. `512m` or `2g`"),
-                );
+                ),
+                // Docker reads 0 as "no limit" and refuses less than 6 MiB.
+                Some((m, Some(bytes))) if bytes < MIN_MEMORY => self.err(
+                    src,
+                    &keys(&["spec", "resources", "memory"]),
+                    if bytes == 0 {
+                        format!("memory `{m}` would mean no limit at all to Docker; omit the field for that, or give at least 6m")
+                    } else {
+                        format!("memory `{m}` is below Docker's minimum of 6m")
+                    },
+                ),
+                _ => {}
             }
-            if res.cpus.is_some_and(|c| !(c > 0.0 && c <= 1024.0)) {
+            // Docker's range is 0.01 cores up; less becomes 0 nano-CPUs, i.e. no limit.
+            if res
+                .cpus
+                .is_some_and(|c| !(c.is_finite() && (0.01..=1024.0).contains(&c)))
+            {
                 self.err(
                     src,
                     &keys(&["spec", "resources", "cpus"]),
-                    "cpus must be a positive number of cores",
+                    "cpus must be a number of cores between 0.01 and 1024",
+                );
+            }
+            // Docker stores 0 and negative limits as "no limit".
+            if let Some(n) = res.pids_limit.filter(|n| *n < 1) {
+                self.err(
+                    src,
+                    &keys(&["spec", "resources", "pidsLimit"]),
+                    format!("pidsLimit must be at least 1 (Docker would store {n} as no limit at all; omit the field for that)"),
+                );
+            }
+        }
+        for (i, port) in spec.expose.iter().enumerate() {
+            if *port == 0 {
+                self.err(
+                    src,
+                    &[k("spec"), k("expose"), PathSeg::Index(i)],
+                    "ports must be between 1 and 65535",
+                );
+            }
+        }
+        if let Some(g) = spec.stop_grace_period {
+            if g.0.subsec_nanos() != 0 {
+                self.err(
+                    src,
+                    &keys(&["spec", "stopGracePeriod"]),
+                    format!(
+                        "Docker counts the stop timeout in whole seconds; `{}` would be cut to {}s",
+                        humantime::format_duration(g.0),
+                        g.0.as_secs()
+                    ),
                 );
             }
         }
@@ -439,6 +508,34 @@ impl Validator<'_> {
                     src,
                     &keys(&["spec", "healthcheck", "test"]),
                     "test must start with CMD, CMD-SHELL or NONE",
+                );
+            }
+            // Docker reads 0 as "use the default" (30s, 30s, 3 retries) and refuses
+            // durations under 1ms.
+            for (field, d) in [("interval", hc.interval), ("timeout", hc.timeout)] {
+                if d.is_some_and(|d| d.0 < std::time::Duration::from_millis(1)) {
+                    self.err(
+                        src,
+                        &keys(&["spec", "healthcheck", field]),
+                        format!("{field} must be at least 1ms (Docker would read 0 as its default of 30s)"),
+                    );
+                }
+            }
+            if hc
+                .start_period
+                .is_some_and(|d| !d.0.is_zero() && d.0 < std::time::Duration::from_millis(1))
+            {
+                self.err(
+                    src,
+                    &keys(&["spec", "healthcheck", "startPeriod"]),
+                    "startPeriod must be 0 or at least 1ms",
+                );
+            }
+            if hc.retries == Some(0) {
+                self.err(
+                    src,
+                    &keys(&["spec", "healthcheck", "retries"]),
+                    "retries must be at least 1 (Docker would read 0 as its default of 3)",
                 );
             }
         }
@@ -526,7 +623,7 @@ impl Validator<'_> {
                         &at,
                         format!("`{tf}` must be a plain file name ending in `.prom`"),
                     );
-                } else if s.stack.spec.textfile_dir.is_none() {
+                } else if !self.stackless && s.stack.spec.textfile_dir.is_none() {
                     self.err(src, &at, "the Stack sets no textfileDir to write it to");
                 }
             }

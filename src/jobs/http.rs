@@ -1,6 +1,10 @@
 //! HTTP plumbing shared by the job bodies: bounded retries with backoff for 429 and 5xx
-//! (honouring `retry-after`, capped so a run stays within its timeout), and errors that
-//! say which call failed without ever carrying a credential.
+//! (honouring `retry-after`, capped at [`RetryPolicy::max_delay`]), and errors that say
+//! which call failed without ever carrying a credential.
+//!
+//! Retries keep within the run's time: with [`RetryPolicy::deadline`] set, a wait that
+//! would end at or past it is not taken (the last answer is the error), and an attempt
+//! still in flight at the deadline is abandoned ([`HttpError::OutOfTime`]).
 
 use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
@@ -19,6 +23,9 @@ pub struct RetryPolicy {
     /// Cap of any single wait, including a server's `retry-after` (Cloudflare asks for
     /// ~5 minutes after a 429; waiting that long would outlive the run's timeout).
     pub max_delay: Duration,
+    /// The end of the run's time budget: no wait is started that would end past it,
+    /// and no attempt runs past it. `None`: attempts and `max_delay` are the only bound.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl Default for RetryPolicy {
@@ -27,7 +34,28 @@ impl Default for RetryPolicy {
             attempts: 4,
             min_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(30),
+            deadline: None,
         }
+    }
+}
+
+impl RetryPolicy {
+    /// This policy, bounded by `deadline` too (the earlier of the two if one is set).
+    pub fn within(&self, deadline: Option<tokio::time::Instant>) -> RetryPolicy {
+        let deadline = match (self.deadline, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        RetryPolicy {
+            deadline,
+            ..self.clone()
+        }
+    }
+
+    /// Whether a wait of `d` starting now would end before the deadline.
+    pub fn can_wait(&self, d: Duration) -> bool {
+        self.deadline
+            .is_none_or(|dl| tokio::time::Instant::now() + d < dl)
     }
 }
 
@@ -52,6 +80,9 @@ pub enum HttpError {
     Decode { what: String, detail: String },
     #[error("{what}: cancelled")]
     Cancelled { what: String },
+    /// The run's time budget ended before the call finished.
+    #[error("{what}: abandoned, the run's time budget ran out")]
+    OutOfTime { what: String },
 }
 
 impl HttpError {
@@ -175,14 +206,25 @@ pub async fn send(
         .retry(backoff)
         .sleep(tokio::time::sleep)
         .when(HttpError::retryable)
-        // Keep the attempt budget (None = exhausted), but wait what the server asked for.
-        .adjust(move |e, next| next.map(|d| e.retry_after().map_or(d, |ra| ra.min(max))))
+        // Keep the attempt budget (None = exhausted), but wait what the server asked for
+        // — and never past the run's deadline (None: give up now with this answer).
+        .adjust(move |e, next| {
+            next.map(|d| e.retry_after().map_or(d, |ra| ra.min(max)))
+                .filter(|d| policy.can_wait(*d))
+        })
         .notify(
             |e, wait| tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "retrying"),
         );
+    let out_of_time = async {
+        match policy.deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = retrying => r,
         _ = cancel.cancelled() => Err(HttpError::Cancelled { what: what.to_string() }),
+        _ = out_of_time => Err(HttpError::OutOfTime { what: what.to_string() }),
     }
 }
 
@@ -320,6 +362,7 @@ mod tests {
             attempts: 4,
             min_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
+            deadline: None,
         };
         for attempt in 1..20 {
             let d = backoff_delay(&p, attempt, None);
@@ -358,5 +401,18 @@ mod tests {
         let prom =
             serde_json::json!({"status": "error", "errorType": "bad_data", "error": "parse error"});
         assert_eq!(json_message(&prom).unwrap(), "parse error");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_never_end_past_the_deadline() {
+        let p = RetryPolicy::default()
+            .within(Some(tokio::time::Instant::now() + Duration::from_secs(10)));
+        assert!(p.can_wait(Duration::from_secs(9)));
+        assert!(!p.can_wait(Duration::from_secs(10)));
+        assert!(!p.can_wait(Duration::from_secs(30)));
+        // The earlier deadline wins.
+        let q = p.within(Some(tokio::time::Instant::now() + Duration::from_secs(1)));
+        assert!(!q.can_wait(Duration::from_secs(2)));
+        assert!(RetryPolicy::default().can_wait(Duration::from_secs(3600)));
     }
 }

@@ -206,10 +206,14 @@ impl Executor for BodyExecutor {
             let spec = &run.spec;
             let cancel = &run.cancel;
             // The runner cancels the run at its timeout; bodies that back off (AWS
-            // throttling) never sleep past it.
+            // throttling, HTTP 429/5xx through `http::send`) never sleep past it.
             let deadline = tokio::time::Instant::now() + spec.timeout.0;
+            let ctx = JobContext {
+                retry: ctx.retry.within(Some(deadline)),
+                ..(*ctx).clone()
+            };
             if let Some(b) = &spec.cloud_poller {
-                cloud_poller::run(&ctx, b, cancel).await
+                cloud_poller::run(&ctx, b, cancel, Some(deadline)).await
             } else if let Some(b) = &spec.docker_names {
                 docker_names::run(&ctx, b, cancel).await
             } else if let Some(b) = &spec.status_page {

@@ -103,6 +103,17 @@ impl Textfile {
         self.families.last_mut().expect("just pushed")
     }
 
+    /// Moves every family of `other` into this one (samples of a family both hold are
+    /// appended), keeping the order families were first declared in.
+    pub fn append(&mut self, other: Textfile) {
+        self.conflicts.extend(other.conflicts);
+        for f in other.families {
+            self.family(&f.name, &f.help, f.kind)
+                .samples
+                .extend(f.samples);
+        }
+    }
+
     /// The exposition text, validated by [`parse`]. Families without samples are left
     /// out (a HELP/TYPE pair with no sample is legal but useless).
     pub fn render(&self) -> Result<String, TextfileError> {

@@ -643,6 +643,16 @@ impl Stack {
 
     /// Starts `obsd` on this stack and waits until it serves `/healthz` and its socket.
     pub fn spawn_daemon(&self) -> Daemon {
+        self.spawn_daemon_env(&[])
+    }
+
+    /// [`Stack::spawn_daemon`] with extra environment variables (e.g. `DOCKER_HOST`).
+    pub fn spawn_daemon_env(&self, env: &[(&str, &str)]) -> Daemon {
+        self.spawn_daemon_with(env, &[])
+    }
+
+    /// [`Stack::spawn_daemon`] with extra environment variables and arguments.
+    pub fn spawn_daemon_with(&self, env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let n = self.daemons.get() + 1;
         self.daemons.set(n);
         let log = self.root.path().join(format!("obsd-{n}.log"));
@@ -660,8 +670,10 @@ impl Stack {
             .arg(&self.state_dir)
             .arg("--listen")
             .arg(addr.to_string())
+            .args(args)
             .env("OBSD_LOG", "info,obsd=debug")
             .env_remove("OBSD_STATE_DIR")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("dup"))
             .stderr(logf)

@@ -250,6 +250,7 @@ pub fn context(dir: &Path, env_values: &[(&str, &str)], clock: Arc<dyn Clock>) -
         attempts: 3,
         min_delay: Duration::from_millis(20),
         max_delay: Duration::from_secs(2),
+        ..Default::default()
     };
     ctx
 }

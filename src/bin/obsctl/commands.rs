@@ -26,12 +26,12 @@ pub fn validate(dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
     match load_dir(dir, &LoadOptions::default()) {
         Ok(s) => {
             if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&s.warnings)?);
+                out!("{}", serde_json::to_string_pretty(&s.warnings)?);
             } else {
                 for w in &s.warnings {
                     eprintln!("{w}");
                 }
-                println!(
+                out!(
                     "{}: valid ({} services, {} volumes, {} networks, {} jobs)",
                     dir.display(),
                     s.services.len(),
@@ -44,7 +44,7 @@ pub fn validate(dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&e.0)?);
+                out!("{}", serde_json::to_string_pretty(&e.0)?);
             } else {
                 eprintln!("{e}");
             }
@@ -96,16 +96,16 @@ pub fn diff(dir: &Path, output: Output) -> anyhow::Result<ExitCode> {
 
 fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(plan)?);
+        out!("{}", serde_json::to_string_pretty(plan)?);
         return Ok(());
     }
     for a in &plan.infra {
         match a {
             InfraAction::CreateNetwork { name, docker_name } => {
-                println!("+ network {name} ({docker_name})")
+                out!("+ network {name} ({docker_name})")
             }
             InfraAction::CreateVolume { name, docker_name } => {
-                println!("+ volume {name} ({docker_name})")
+                out!("+ volume {name} ({docker_name})")
             }
             _ => {}
         }
@@ -135,7 +135,7 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
         } else {
             "~"
         };
-        println!(
+        out!(
             "{sym} service {}: {} ({reasons})",
             sp.service,
             if steps.is_empty() {
@@ -146,10 +146,10 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
         );
         if let Some(r) = r {
             for c in &r.changes {
-                println!("    {}: {} → {}", c.path, c.applied, c.desired);
+                out!("    {}: {} → {}", c.path, c.applied, c.desired);
             }
             if let Some(m) = &r.message {
-                println!("    {m}");
+                out!("    {m}");
             }
         }
     }
@@ -158,10 +158,10 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
             InfraAction::RemoveOrphanContainer {
                 service, container, ..
             } => {
-                println!("- service {service}: remove orphan container {container} (orphan)")
+                out!("- service {service}: remove orphan container {container} (orphan)")
             }
             InfraAction::RemoveNetwork { docker_name } => {
-                println!("- network {docker_name} (orphan)")
+                out!("- network {docker_name} (orphan)")
             }
             _ => {}
         }
@@ -187,7 +187,7 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(",");
             if !(r.kind == Kind::Service && r.drift == [Reason::Orphan]) {
-                println!(
+                out!(
                     "! {} {}: {reasons}{}",
                     r.kind.as_str().to_lowercase(),
                     r.name,
@@ -200,7 +200,7 @@ fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
         }
     }
     if plan.is_noop() {
-        println!("nothing to do");
+        out!("nothing to do");
     }
     Ok(())
 }
@@ -234,7 +234,7 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
             let report = pass.report.as_ref().expect("apply pass has a report");
             for (svc, r) in &report.services {
                 match r {
-                    obsd::reconcile::exec::ServiceResult::Done { actions } if !actions.is_empty() => println!("{svc}: {}", actions.join(" + ")),
+                    obsd::reconcile::exec::ServiceResult::Done { actions } if !actions.is_empty() => out!("{svc}: {}", actions.join(" + ")),
                     obsd::reconcile::exec::ServiceResult::Failed { action, error } => eprintln!("{svc}: {action} failed: {error}"),
                     obsd::reconcile::exec::ServiceResult::RolledBack { rollback: h } => eprintln!("{svc}: rolled back: {}", h.reason),
                     obsd::reconcile::exec::ServiceResult::PreflightFailed { check: h } => eprintln!("{svc}: preflight failed: {}", h.reason),
@@ -262,7 +262,7 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
                 if !unresolved.is_empty() {
                     bail!("not converged:\n  {}", unresolved.join("\n  "));
                 }
-                println!("converged (generation {generation})");
+                out!("converged (generation {generation})");
                 return Ok(ExitCode::SUCCESS);
             }
             if std::time::Instant::now() > deadline {
@@ -275,17 +275,47 @@ pub fn apply(dir: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn socket_path(socket: Option<PathBuf>) -> PathBuf {
-    socket.unwrap_or_else(|| obsd::api::socket_in(&state::resolve_dir(None, None)))
+/// Where the daemon's API socket is: `--socket`/`OBSD_SOCKET`, else `obsd.sock` in
+/// `--state-dir`/`OBSD_STATE_DIR`, else in the default state directory.
+pub struct Socket {
+    path: PathBuf,
+    /// How it was found, for the error when nothing answers there.
+    from: &'static str,
+}
+
+impl Socket {
+    pub fn new(socket: Option<PathBuf>, state_dir: Option<PathBuf>) -> Socket {
+        match (socket, state_dir) {
+            (Some(path), _) => Socket {
+                path,
+                from: "--socket/OBSD_SOCKET",
+            },
+            (None, Some(dir)) => Socket {
+                path: obsd::api::socket_in(&dir),
+                from: "--state-dir/OBSD_STATE_DIR",
+            },
+            (None, None) => Socket {
+                path: obsd::api::socket_in(&state::resolve_dir(None, None)),
+                from: "the default state directory",
+            },
+        }
+    }
 }
 
 /// One API call, its answer typed.
-fn call<T: serde::de::DeserializeOwned>(
-    socket: &Path,
+pub(crate) fn call<T: serde::de::DeserializeOwned>(
+    socket: &Socket,
     method: &str,
     path: &str,
 ) -> anyhow::Result<T> {
-    Ok(rt()?.block_on(obsd::api::call(socket, method, path))?)
+    let r = rt()?.block_on(obsd::api::call(&socket.path, method, path));
+    match r {
+        Err(e @ obsd::api::ClientError::Connect { .. }) => Err(anyhow::anyhow!(
+            "{e}\n(socket from {}; a daemon started with --state-dir DIR is reached with `obsctl --state-dir DIR` or OBSD_STATE_DIR=DIR)",
+            socket.from
+        )),
+        r => Ok(r?),
+    }
 }
 
 fn ago(ms: Option<i64>) -> String {
@@ -303,14 +333,16 @@ fn or_dash(v: Option<impl ToString>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "—".into())
 }
 
-pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCode> {
-    let socket = socket_path(socket);
-    let v: wire::Status = call(&socket, "GET", wire::STATUS)?;
-    let drift = v.resources.iter().any(|r| !r.resource.in_sync) || v.jobs.iter().any(|j| j.failing);
+pub fn status(socket: &Socket, output: Output) -> anyhow::Result<ExitCode> {
+    let mut v: wire::Status = call(socket, "GET", wire::STATUS)?;
+    // The daemon judges too; judging here as well keeps the exit code right against a
+    // daemon that predates the verdict.
+    v.judge();
+    let drift = v.verdict != wire::Verdict::InSync;
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
+        out!(
             "generation {} desired, {} applied; docker {}; last reconcile {}",
             v.desired_generation,
             v.applied_generation,
@@ -318,9 +350,17 @@ pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCod
             ago(v.last_reconcile_ms)
         );
         if let Some(err) = &v.desired_state_error {
-            println!("desired state INVALID (last good kept): {err}");
+            out!("desired state INVALID (last good kept): {err}");
         }
-        println!(
+        if v.verdict == wire::Verdict::InSync {
+            out!("verdict: in sync");
+        } else {
+            out!("verdict: NOT IN SYNC");
+            for r in &v.reasons {
+                out!("  - {} ({})", r.message, r.code);
+            }
+        }
+        out!(
             "{:<8} {:<22} {:<7} {:<34} {:<34} {:<10} {:<24} {:<18} {:<10}",
             "KIND",
             "NAME",
@@ -344,7 +384,7 @@ pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCod
                 .health
                 .map(|h| format!("{h:?}").to_lowercase())
                 .or_else(|| r.state.map(|s| format!("{s:?}").to_lowercase()));
-            println!(
+            out!(
                 "{:<8} {:<22} {:<7} {:<34} {:<34} {:<10} {:<24} {:<18} {:<10}",
                 r.kind.as_str(),
                 r.name,
@@ -361,14 +401,20 @@ pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCod
                 ago(row.since_ms),
             );
             if let Some(e) = row.last_error.as_ref().or(r.message.as_ref()) {
-                println!("{:<8} └ {e}", "");
+                out!("{:<8} └ {e}", "");
             }
         }
         if !v.jobs.is_empty() {
-            println!(
-                "\njobs: {} ({} failing) — `obsctl jobs` for details",
+            let suspended = v.jobs.iter().filter(|j| j.suspended).count();
+            out!(
+                "\njobs: {} ({} failing{}) — `obsctl jobs` for details",
                 v.jobs.len(),
-                v.jobs.iter().filter(|j| j.failing).count()
+                v.jobs.iter().filter(|j| j.failing).count(),
+                if suspended > 0 {
+                    format!(", {suspended} suspended")
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -379,10 +425,10 @@ pub fn status(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCod
     })
 }
 
-pub fn jobs_list(socket: Option<PathBuf>, output: Output) -> anyhow::Result<ExitCode> {
-    let v: wire::JobList = call(&socket_path(socket), "GET", wire::JOBS)?;
+pub fn jobs_list(socket: &Socket, output: Output) -> anyhow::Result<ExitCode> {
+    let v: wire::JobList = call(socket, "GET", wire::JOBS)?;
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     let until = |t: Option<chrono::DateTime<chrono::Utc>>| match t {
@@ -398,13 +444,19 @@ pub fn jobs_list(socket: Option<PathBuf>, output: Output) -> anyhow::Result<Exit
             }
         }
     };
-    println!(
+    out!(
         "{:<16} {:<12} {:<14} {:<10} {:<10} {:<9} {:<10} LAST ERROR",
-        "JOB", "KIND", "SCHEDULE", "LAST RUN", "RESULT", "DURATION", "NEXT RUN"
+        "JOB",
+        "KIND",
+        "SCHEDULE",
+        "LAST RUN",
+        "RESULT",
+        "DURATION",
+        "NEXT RUN"
     );
     for j in &v.jobs {
         let last = j.last_run.as_ref();
-        println!(
+        out!(
             "{:<16} {:<12} {:<14} {:<10} {:<10} {:<9} {:<10} {}",
             j.name,
             j.kind,
@@ -416,23 +468,50 @@ pub fn jobs_list(socket: Option<PathBuf>, output: Output) -> anyhow::Result<Exit
             },
             or_dash(last.map(|r| r.result.as_str())),
             or_dash(last.map(|r| format!("{:.2}s", r.duration_seconds))),
-            until(j.next_run),
+            if j.suspended {
+                "suspended".to_string()
+            } else {
+                until(j.next_run)
+            },
             j.last_error.as_deref().unwrap_or(""),
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn jobs_run(socket: Option<PathBuf>, name: &str, wait: bool) -> anyhow::Result<ExitCode> {
-    let socket = socket_path(socket);
+pub fn jobs_run(
+    socket: &Socket,
+    name: &str,
+    wait: bool,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let path = wire::job_run_path(name, wait);
     if !wait {
-        let v: wire::RunQueued = call(&socket, "POST", &path)?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let v: wire::RunQueued = call(socket, "POST", &path)?;
+        if output == Output::Json {
+            out!("{}", serde_json::to_string_pretty(&v)?);
+        } else if v.queued {
+            out!("job {name}: queued behind the running one");
+        } else {
+            out!("job {name}: started");
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let v: wire::RunFinished = call(&socket, "POST", &path)?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    let v: wire::RunFinished = call(socket, "POST", &path)?;
+    if output == Output::Json {
+        out!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        out!(
+            "job {}: {} in {:.2}s{}",
+            v.job,
+            v.result.as_str(),
+            v.duration_seconds,
+            v.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
     Ok(if v.result == obsd::jobs::RunResult::Success {
         ExitCode::SUCCESS
     } else {
@@ -445,7 +524,7 @@ pub fn volume_ls(dir: &Path) -> anyhow::Result<ExitCode> {
     rt()?.block_on(async {
         let docker = engine().await?;
         let vols = docker.list_volumes().await?;
-        println!("{:<40} {:<10} MOUNTPOINT", "VOLUME", "DESIRED");
+        out!("{:<40} {:<10} MOUNTPOINT", "VOLUME", "DESIRED");
         for v in vols
             .iter()
             .filter(|v| labels::owned(&v.labels, desired.project()))
@@ -454,7 +533,7 @@ pub fn volume_ls(dir: &Path) -> anyhow::Result<ExitCode> {
                 .volumes
                 .keys()
                 .any(|n| desired.volume_docker_name(n) == v.name);
-            println!(
+            out!(
                 "{:<40} {:<10} {}",
                 v.name,
                 if wanted { "yes" } else { "ORPHAN" },
@@ -494,13 +573,13 @@ pub fn volume_rm(dir: &Path, name: &str, confirmed: bool) -> anyhow::Result<Exit
             .remove_volume(name)
             .await
             .with_context(|| format!("removing volume {name}"))?;
-        println!("deleted volume {name}");
+        out!("deleted volume {name}");
         Ok(ExitCode::SUCCESS)
     })
 }
 
 pub fn import_compose(file: &Path) -> anyhow::Result<ExitCode> {
     let out = obsd::desired::compose::import_file(file)?;
-    print!("{out}");
+    out_raw!("{out}");
     Ok(ExitCode::SUCCESS)
 }

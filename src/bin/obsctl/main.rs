@@ -2,6 +2,17 @@
 //! Exit codes are contract (product.md): 0 ok / in sync, 2 drift or changes pending,
 //! 1 error.
 
+/// `println!` that never panics: once stdout is closed (`obsctl status | head -1`) the
+/// rest of the output is dropped and the command ends with its own exit code.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::write_out(format_args!($($t)*), true) };
+}
+
+/// `print!` counterpart of [`out!`].
+macro_rules! out_raw {
+    ($($t:tt)*) => { $crate::write_out(format_args!($($t)*), false) };
+}
+
 mod commands;
 mod export;
 mod rollout;
@@ -9,6 +20,7 @@ mod rollout;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Output format.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,9 +37,13 @@ pub enum Output {
     about = "Inspect and drive obsd, the reconciling operator for one Docker host"
 )]
 struct Cli {
-    /// The daemon's API socket (default: the socket in the default state directory).
+    /// The daemon's API socket (default: `obsd.sock` in the state directory).
     #[arg(long, env = "OBSD_SOCKET", global = true)]
     socket: Option<PathBuf>,
+    /// The daemon's state directory, where its socket is: give the `--state-dir` obsd
+    /// was started with (default: /var/lib/obsd).
+    #[arg(long, env = "OBSD_STATE_DIR", global = true)]
+    state_dir: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -36,9 +52,8 @@ struct Cli {
 enum Cmd {
     /// Strict load and validation of a desired-state directory (0 valid, 1 invalid).
     Validate {
-        /// Desired-state directory.
-        #[arg(default_value = "desired-state")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
         /// Print diagnostics as JSON.
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
@@ -60,15 +75,15 @@ enum Cmd {
     },
     /// The plan the reconciler would run, without changing anything (0 nothing to do, 2 changes, 1 error).
     Diff {
-        #[arg(long, default_value = "desired-state")]
-        desired_state: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
     /// One-shot converge without the daemon (0 converged, 1 error).
     Apply {
-        #[arg(long, default_value = "desired-state")]
-        desired_state: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
         /// Print the plan only.
         #[arg(long)]
         dry_run: bool,
@@ -77,7 +92,8 @@ enum Cmd {
     Jobs {
         #[command(subcommand)]
         cmd: Option<JobsCmd>,
-        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        /// Also after `run NAME` (`obsctl jobs run NAME --wait -o json`).
+        #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
         output: Output,
     },
     /// Named volumes: list owned ones, or delete one by name (the only way obsd deletes a volume).
@@ -97,6 +113,26 @@ enum Cmd {
     },
     /// Shell completion script.
     Completions { shell: clap_complete::Shell },
+}
+
+/// The desired-state directory, the same way on every command that reads one: as an
+/// argument or with `--desired-state` (default: `desired-state`).
+#[derive(clap::Args)]
+struct DirArg {
+    /// Desired-state directory.
+    #[arg(value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Desired-state directory (the same as DIR).
+    #[arg(long = "desired-state", value_name = "DIR", conflicts_with = "dir")]
+    desired_state: Option<PathBuf>,
+}
+
+impl DirArg {
+    fn path(self) -> PathBuf {
+        self.dir
+            .or(self.desired_state)
+            .unwrap_or_else(|| PathBuf::from("desired-state"))
+    }
 }
 
 #[derive(Subcommand)]
@@ -128,22 +164,66 @@ enum VolumeCmd {
     },
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("obsctl: {e:#}");
-            ExitCode::from(1)
+/// stdout was closed under us; nothing more is written to it.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stdout unless it is closed; a closed pipe is not an error (the reader has
+/// all it wanted), any other write error is reported once on stderr.
+fn write_out(args: std::fmt::Arguments, newline: bool) {
+    use std::io::Write;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_fmt(args)
+        .and_then(|_| if newline { o.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = r {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("obsctl: writing stdout: {e}");
         }
     }
 }
 
+/// Whether a panic is a `print!` into a closed pipe.
+fn broken_pipe_panic(payload: &(dyn std::any::Any + Send)) -> bool {
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    msg.contains("failed printing to stdout") || msg.contains("Broken pipe")
+}
+
+fn main() -> ExitCode {
+    // A safety net for output not written with `out!` (a library printing, a command
+    // added later): a `print!` into a closed pipe ends the command quietly, like
+    // `export` does, instead of with a panic message.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !broken_pipe_panic(info.payload()) {
+            default_hook(info);
+        }
+    }));
+    let cli = Cli::parse();
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
+            eprintln!("obsctl: {e:#}");
+            ExitCode::from(1)
+        }
+        Err(p) if broken_pipe_panic(p.as_ref()) => ExitCode::SUCCESS,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let socket = commands::Socket::new(cli.socket, cli.state_dir);
     match cli.cmd {
-        Cmd::Validate { dir, output } => commands::validate(&dir, output),
+        Cmd::Validate { dir, output } => commands::validate(&dir.path(), output),
         Cmd::Schema => {
-            println!(
+            out!(
                 "{}",
                 serde_json::to_string_pretty(&obsd::desired::schema::json_schema())?
             );
@@ -159,23 +239,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .chain([k8s_page])
             {
                 std::fs::write(dir.join(&name), content)?;
-                println!("wrote {}", dir.join(name).display());
+                out!("wrote {}", dir.join(name).display());
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::ImportCompose { file } => commands::import_compose(&file),
-        Cmd::Status { output } => commands::status(cli.socket, output),
-        Cmd::Diff {
-            desired_state,
-            output,
-        } => commands::diff(&desired_state, output),
-        Cmd::Apply {
-            desired_state,
-            dry_run,
-        } => commands::apply(&desired_state, dry_run),
+        Cmd::Status { output } => commands::status(&socket, output),
+        Cmd::Diff { dir, output } => commands::diff(&dir.path(), output),
+        Cmd::Apply { dir, dry_run } => commands::apply(&dir.path(), dry_run),
         Cmd::Jobs { cmd, output } => match cmd {
-            None => commands::jobs_list(cli.socket, output),
-            Some(JobsCmd::Run { name, wait }) => commands::jobs_run(cli.socket, &name, wait),
+            None => commands::jobs_list(&socket, output),
+            Some(JobsCmd::Run { name, wait }) => commands::jobs_run(&socket, &name, wait, output),
         },
         Cmd::Volume { cmd } => match cmd {
             VolumeCmd::Ls { desired_state } => commands::volume_ls(&desired_state),
@@ -186,10 +260,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } => commands::volume_rm(&desired_state, &name, yes_delete_data),
         },
         Cmd::Export { cmd } => export::run(cmd),
-        Cmd::Rollout { cmd } => rollout::run(cli.socket, cmd),
+        Cmd::Rollout { cmd } => rollout::run(&socket, cmd),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "obsctl", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "obsctl", &mut script);
+            out_raw!("{}", String::from_utf8_lossy(&script));
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -3,9 +3,9 @@
 //! `held`/`rolled_back` in `-o json`), `retry` 0 queued; 1 error (no daemon, no such
 //! Service).
 
+use crate::commands::{call, Socket};
 use crate::Output;
 use obsd::api::wire;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Subcommand)]
@@ -27,56 +27,51 @@ pub enum RolloutCmd {
     Retry { name: String },
 }
 
-pub fn run(socket: Option<PathBuf>, cmd: RolloutCmd) -> anyhow::Result<ExitCode> {
-    let socket =
-        socket.unwrap_or_else(|| obsd::api::socket_in(&obsd::state::resolve_dir(None, None)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+pub fn run(socket: &Socket, cmd: RolloutCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         RolloutCmd::Status { name, output } => {
-            let v: wire::RolloutStatus =
-                rt.block_on(obsd::api::call(&socket, "GET", &wire::rollout_path(&name)))?;
+            let v: wire::RolloutStatus = call(socket, "GET", &wire::rollout_path(&name))?;
             if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                out!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_status(&v);
             }
             Ok(ExitCode::SUCCESS)
         }
         RolloutCmd::History { name, output } => {
-            let v: wire::RolloutStatus =
-                rt.block_on(obsd::api::call(&socket, "GET", &wire::rollout_path(&name)))?;
+            let v: wire::RolloutStatus = call(socket, "GET", &wire::rollout_path(&name))?;
             let h = &v.status.rollouts;
             if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(h)?);
+                out!("{}", serde_json::to_string_pretty(h)?);
             } else {
-                println!(
+                out!(
                     "{:<25} {:<13} {:<18} {:<40} DETAIL",
-                    "WHEN", "SPEC", "OUTCOME", "IMAGE"
+                    "WHEN",
+                    "SPEC",
+                    "OUTCOME",
+                    "IMAGE"
                 );
                 for e in h {
                     let when = chrono::DateTime::from_timestamp_millis(e.at_ms)
                         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                         .unwrap_or_default();
-                    println!(
+                    out!(
                         "{when:<25} {:<13} {:<18} {:<40} {}",
-                        e.spec_hash, e.outcome, e.image, e.detail
+                        e.spec_hash,
+                        e.outcome,
+                        e.image,
+                        e.detail
                     );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         RolloutCmd::Retry { name } => {
-            let v: wire::RolloutRetry = rt.block_on(obsd::api::call(
-                &socket,
-                "POST",
-                &wire::rollout_retry_path(&name),
-            ))?;
+            let v: wire::RolloutRetry = call(socket, "POST", &wire::rollout_retry_path(&name))?;
             if v.held {
-                println!("{name}: the held spec is tried again in the next pass (queued)");
+                out!("{name}: the held spec is tried again in the next pass (queued)");
             } else {
-                println!("{name}: nothing was held; a pass is queued");
+                out!("{name}: nothing was held; a pass is queued");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -86,8 +81,8 @@ pub fn run(socket: Option<PathBuf>, cmd: RolloutCmd) -> anyhow::Result<ExitCode>
 fn print_status(v: &wire::RolloutStatus) {
     let r = &v.status.resource;
     let drift: Vec<&str> = r.drift.iter().map(|d| d.as_str()).collect();
-    println!("service:   {}", v.service);
-    println!(
+    out!("service:   {}", v.service);
+    out!(
         "state:     {}",
         if r.in_sync {
             "in sync".to_string()
@@ -96,22 +91,22 @@ fn print_status(v: &wire::RolloutStatus) {
         }
     );
     if let Some(c) = &r.container {
-        println!("container: {c}");
+        out!("container: {c}");
     }
     if let Some(a) = &v.status.last_action {
-        println!("last:      {a}");
+        out!("last:      {a}");
     }
     if let Some(m) = &r.message {
-        println!("message:   {m}");
+        out!("message:   {m}");
     }
     if let Some(t) = r.log_tail.as_deref().filter(|t| !t.trim().is_empty()) {
-        println!("log tail of the failed container:");
+        out!("log tail of the failed container:");
         for l in t.lines() {
-            println!("  {l}");
+            out!("  {l}");
         }
     }
     if v.held {
-        println!(
+        out!(
             "held until the spec changes; `obsctl rollout retry {}` tries it again",
             v.service
         );

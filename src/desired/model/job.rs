@@ -213,8 +213,8 @@ pub struct CloudflareSource {
     #[serde(default = "cf_token_env")]
     pub token_env: String,
     /// Explicit zone IDs; when empty, every zone the token can read is discovered
-    /// (`GET /zones`, paginated). The `zone` label is the zone name when discovered and
-    /// the zone ID when listed here.
+    /// (`GET /zones`, paginated). The `zone` label is the zone name either way (a listed
+    /// zone's name is read with `GET /zones/{id}`; its ID if that fails).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zone_tags: Vec<String>,
 }

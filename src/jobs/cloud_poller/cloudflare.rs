@@ -94,22 +94,29 @@ pub(super) async fn cloudflare(
 ) -> Result<(), String> {
     let token = ctx.secret(&cf.token_env).map_err(|e| e.to_string())?;
     let base = cf.api_base.trim_end_matches('/');
-    let zones = if cf.zone_tags.is_empty() {
-        discover_zones(ctx, base, token, cancel)
-            .await
-            .map_err(|e| e.to_string())?
-    } else {
+    let listed = !cf.zone_tags.is_empty();
+    let zones = if listed {
         cf.zone_tags
             .iter()
             .map(|t| (t.clone(), t.clone()))
             .collect()
+    } else {
+        discover_zones(ctx, base, token, cancel)
+            .await
+            .map_err(|e| e.to_string())?
     };
     let day = now.format("%Y-%m-%d").to_string();
     let mut errors = Vec::new();
     for (i, (tag, label)) in zones.iter().enumerate() {
         match zone_day(ctx, base, token, tag, &day, cancel).await {
             Ok(g) => {
-                let l: &[(&str, &str)] = &[("zone", label)];
+                // Listed by ID: the label is still the zone's name, as when discovered.
+                let name = if listed {
+                    zone_name(ctx, base, token, tag, cancel).await
+                } else {
+                    label.clone()
+                };
+                let l: &[(&str, &str)] = &[("zone", &name)];
                 tf.gauge("cf_requests_total", "").sample(l, g.sum.requests);
                 tf.gauge("cf_bytes_total", "").sample(l, g.sum.bytes);
                 tf.gauge("cf_cached_requests_total", "")
@@ -181,6 +188,42 @@ async fn discover_zones(
         page += 1;
     }
     Ok(zones)
+}
+
+/// The name of zone `tag` (`GET /zones/{id}`, one attempt), so a listed zone is labelled
+/// like a discovered one; the ID when the name cannot be read (logged).
+async fn zone_name(
+    ctx: &JobContext,
+    base: &str,
+    token: &Secret,
+    tag: &str,
+    cancel: &CancellationToken,
+) -> String {
+    let what = "GET /zones/{id}";
+    let url = format!("{base}/zones/{tag}");
+    let once = http::RetryPolicy {
+        attempts: 1,
+        ..ctx.retry.clone()
+    };
+    let r = async {
+        let resp = http::send(&once, cancel, what, || {
+            ctx.http
+                .get(&url)
+                .bearer_auth(token.expose())
+                .timeout(ctx.request_timeout)
+        })
+        .await?;
+        let env: CfEnvelope<CfZone> = http::json(what, resp).await?;
+        env.result
+            .filter(|z| env.success && !z.name.is_empty())
+            .map(|z| z.name)
+            .ok_or_else(|| HttpError::decode(what, "no zone name in the answer"))
+    }
+    .await;
+    r.unwrap_or_else(|e| {
+        tracing::warn!(zone = tag, error = %e, "cannot read the zone's name; labelling it by ID");
+        tag.to_string()
+    })
 }
 
 /// The zone's daily group for `day`; an empty day (`[]`) is all zeros, not an error.

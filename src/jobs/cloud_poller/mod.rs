@@ -5,6 +5,12 @@
 //! the other sources and the heartbeat are still written, and the run ends as an error
 //! naming the failed sources (so `obsctl jobs` and `ObsdJobFailing` show it).
 //!
+//! The run keeps within its budget: the sources are polled side by side, every retry
+//! and wait is bounded by the time left ([`http::RetryPolicy::deadline`]), and a source
+//! still busy when the file must be written (a little before the run's timeout) is
+//! abandoned: its partial values are dropped and its `*_scrape_up` is 0, so the others
+//! are written on time and nothing stale is left looking fresh.
+//!
 //! Days are UTC: Cloudflare's daily group for today (it grows during the day, restarts
 //! at 00:00 UTC) and Stripe's "today" lists (`created[gte]` = today 00:00 UTC) cover the
 //! same day.
@@ -22,7 +28,9 @@ use crate::desired::model::job::CloudPollerJob;
 use chrono::{DateTime, Utc};
 use cloudflare::cloudflare;
 use plausible::plausible;
+use std::time::Duration;
 use stripe::stripe;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Runaway guard for Stripe cursor pagination (contract: flag truncation beyond it).
@@ -39,40 +47,125 @@ pub const CF_DAILY_QUERY: &str =
 httpRequests1dGroups(limit: 1, filter: {date: $since}) { dimensions { date } \
 sum { requests bytes cachedRequests threats encryptedRequests } uniq { uniques } } } } }";
 
+/// Time kept back from the run's deadline to write the textfile.
+const WRITE_MARGIN: Duration = Duration::from_secs(2);
+
+/// When the sources must be done: `WRITE_MARGIN` before the deadline, or a quarter of
+/// the time left when that is shorter.
+fn write_by(deadline: Option<Instant>) -> Option<Instant> {
+    deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        d - WRITE_MARGIN.min(left / 4)
+    })
+}
+
+/// `source` within `by`: `Err` naming the budget when it was abandoned.
+async fn bounded(
+    by: Option<Instant>,
+    source: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), Abandoned> {
+    match by {
+        Some(by) => match tokio::time::timeout_at(by, source).await {
+            Ok(r) => r.map_err(Abandoned::Failed),
+            Err(_) => Err(Abandoned::OutOfTime),
+        },
+        None => source.await.map_err(Abandoned::Failed),
+    }
+}
+
+/// Why a source has no values in this run.
+enum Abandoned {
+    Failed(String),
+    OutOfTime,
+}
+
+impl std::fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Abandoned::Failed(e) => f.write_str(e),
+            Abandoned::OutOfTime => f.write_str(
+                "abandoned: not finished within the run's time budget (values left out)",
+            ),
+        }
+    }
+}
+
+/// One poll. `deadline` is the end of the run's budget (the runner cancels the run
+/// then); the textfile is written before it.
 pub async fn run(
     ctx: &JobContext,
     job: &CloudPollerJob,
     cancel: &CancellationToken,
+    deadline: Option<Instant>,
 ) -> Result<(), JobError> {
     let dir = ctx.textfile_dir()?.to_path_buf();
     let now = ctx.clock.now();
+    let by = write_by(deadline);
+    let ctx = &JobContext {
+        retry: ctx.retry.within(by),
+        ..ctx.clone()
+    };
     let mut tf = Textfile::new();
     declare_families(&mut tf);
     let mut failed = Vec::new();
 
-    if let Some(cf) = &job.cloudflare {
-        let up = match cloudflare(ctx, cf, now, cancel, &mut tf).await {
+    // Side by side, each into its own file part: one slow source cannot starve the
+    // others of the budget.
+    let (mut cf_tf, mut st_tf, mut pl_tf) = (Textfile::new(), Textfile::new(), Textfile::new());
+    let (cf_r, st_r, pl_r) = tokio::join!(
+        async {
+            match &job.cloudflare {
+                Some(cf) => Some(bounded(by, cloudflare(ctx, cf, now, cancel, &mut cf_tf)).await),
+                None => None,
+            }
+        },
+        async {
+            match &job.stripe {
+                Some(s) => Some(bounded(by, stripe(ctx, s, now, cancel, &mut st_tf)).await),
+                None => None,
+            }
+        },
+        async {
+            match &job.plausible {
+                Some(p) => Some(bounded(by, plausible(ctx, p, cancel, &mut pl_tf)).await),
+                None => None,
+            }
+        },
+    );
+    for (name, result, mut part, up) in [
+        ("cloudflare", cf_r, cf_tf, "cf_scrape_up"),
+        ("stripe", st_r, st_tf, "stripe_scrape_up"),
+    ] {
+        let Some(result) = result else { continue };
+        let value = match result {
             Ok(()) => 1.0,
             Err(e) => {
-                failed.push(format!("cloudflare: {e}"));
+                if matches!(e, Abandoned::OutOfTime) {
+                    part = Textfile::new();
+                }
+                failed.push(format!("{name}: {e}"));
                 0.0
             }
         };
-        tf.gauge("cf_scrape_up", "").set(up);
+        tf.append(part);
+        tf.gauge(up, "").set(value);
     }
-    if let Some(s) = &job.stripe {
-        let up = match stripe(ctx, s, now, cancel, &mut tf).await {
-            Ok(()) => 1.0,
-            Err(e) => {
-                failed.push(format!("stripe: {e}"));
-                0.0
+    if let (Some(result), Some(p)) = (pl_r, &job.plausible) {
+        match result {
+            Ok(()) => tf.append(pl_tf),
+            // Per site: its values and `plausible_scrape_up` were written as it went.
+            Err(e @ Abandoned::Failed(_)) => {
+                tf.append(pl_tf);
+                failed.push(format!("plausible: {e}"));
             }
-        };
-        tf.gauge("stripe_scrape_up", "").set(up);
-    }
-    if let Some(p) = &job.plausible {
-        if let Err(e) = plausible(ctx, p, cancel, &mut tf).await {
-            failed.push(format!("plausible: {e}"));
+            // Unfinished: every site down, nothing half-written.
+            Err(e @ Abandoned::OutOfTime) => {
+                for site in &p.site_ids {
+                    tf.gauge("plausible_scrape_up", "")
+                        .sample(&[("site", site)], 0.0);
+                }
+                failed.push(format!("plausible: {e}"));
+            }
         }
     }
     tf.gauge("cloud_poller_last_run_timestamp_seconds", "")
