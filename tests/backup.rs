@@ -1,0 +1,299 @@
+//! The backup job and restore against real peers: moto's S3 server on 127.0.0.1 (the
+//! bucket) and the real Docker engine (volumes, pause, the archive endpoints).
+//!
+//! Every Docker object is named `obsdt-<pid>-bk…` (swept by `common` if a run dies) and
+//! removed by the test's guard.
+
+mod common;
+mod jobs_support;
+
+use chrono::{TimeZone, Utc};
+use common::*;
+use jobs_support::{context, read_textfile, FixedClock};
+use obsd::desired::model::job::BackupJob;
+use obsd::docker::engine::Engine;
+use obsd::jobs::backup::{self, manifest::Manifest, s3::S3, RestoreTarget};
+use obsd::jobs::{JobContext, JobError};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const AKID: &str = "AKIDBACKUPTEST";
+const SECRET: &str = "backupSecretKeyCANARY0123456789";
+
+struct Moto {
+    url: String,
+    child: Child,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn moto(bucket: &str) -> Moto {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs (tests/setup.sh installs moto[server])");
+    let m = Moto {
+        url: format!("http://127.0.0.1:{port}"),
+        child,
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("{}/moto-api/", m.url)).send().await {
+            if r.status().is_success() {
+                let r = http
+                    .put(format!("{}/{bucket}", m.url))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "create bucket: {}", r.status());
+                return m;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("moto's server did not start");
+}
+
+/// Removes the test's containers and volumes, whatever happens.
+struct Cleanup {
+    containers: Vec<String>,
+    volumes: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        for v in &self.volumes {
+            let _ = docker(&["volume", "rm", "-f", v]);
+        }
+    }
+}
+
+fn prefix(tag: &str) -> String {
+    format!("obsdt-{}-bk{tag}", std::process::id())
+}
+
+/// A volume filled by a shell script, and a running container mounting it.
+fn volume_with(name: &str, user: &str, script: &str) {
+    docker_ok(&["volume", "create", name]);
+    docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{name}:/data"),
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        user,
+        "-v",
+        &format!("{name}:/data"),
+        IMAGE,
+        "sh",
+        "-c",
+        LOOP,
+    ]);
+}
+
+/// Every entry's name, mode, owner, size, type and link target, and every file's
+/// SHA-256, sorted: two volumes with the same listing hold the same bytes.
+fn listing(volume: &str) -> String {
+    docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{volume}:/d:ro"),
+        IMAGE,
+        "sh",
+        "-c",
+        "cd /d && find . -exec stat -c '%n %a %u %g %s %F %N' {} \\; | sort && find . -type f -exec sha256sum {} \\; | sort",
+    ])
+}
+
+fn job(moto: &Moto, bucket: &str, volumes: &[&str], extra: serde_json::Value) -> BackupJob {
+    let mut v = json!({
+        "bucket": bucket,
+        "endpoint": moto.url,
+        "region": "us-east-1",
+        "volumes": volumes,
+        "textfile": "backup.prom",
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn ctx_at(dir: &std::path::Path, day: u32, env: &[(&str, &str)]) -> JobContext {
+    let mut values = vec![("R2_ACCESS_KEY_ID", AKID), ("R2_SECRET_ACCESS_KEY", SECRET)];
+    values.extend_from_slice(env);
+    let mut ctx = context(
+        dir,
+        &values,
+        FixedClock::at(Utc.with_ymd_and_hms(2026, 12, day, 3, 30, 0).unwrap()),
+    );
+    ctx.request_timeout = Duration::from_secs(30);
+    ctx
+}
+
+fn bucket(moto: &Moto, b: &str) -> S3 {
+    S3::new(
+        reqwest::Client::new(),
+        &moto.url,
+        b,
+        "us-east-1",
+        AKID,
+        SECRET,
+    )
+    .unwrap()
+}
+
+async fn keys(s3: &S3) -> Vec<String> {
+    let mut k: Vec<String> = s3
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    k.sort();
+    k
+}
+
+async fn run(ctx: &JobContext, job: &BackupJob) -> Result<(), JobError> {
+    let engine = Engine::connect().unwrap();
+    backup::run_with(ctx, "backup", job, &engine, &CancellationToken::new()).await
+}
+
+fn state(name: &str) -> String {
+    docker_ok(&["inspect", "-f", "{{.State.Status}}", name])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_backup_restores_byte_identical_and_a_rerun_uploads_nothing() {
+    ensure_image();
+    let p = prefix("full");
+    let (vol, user, restored) = (
+        format!("{p}-data"),
+        format!("{p}-user"),
+        format!("{p}-restored"),
+    );
+    let _c = Cleanup {
+        containers: vec![user.clone()],
+        volumes: vec![vol.clone(), restored.clone()],
+    };
+    // Modes, owners, a symlink, a hardlink, an empty dir, a long path, an empty file,
+    // small files and one file of ~200 MB (several chunks, not compressible).
+    volume_with(
+        &vol,
+        &user,
+        "set -e; cd /data; mkdir -p empty deep/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/aaaaaaaaaaaaaaaaaaaa/bbbbbbbbbbbbbbbbbbbbbbbbbbbbb;\
+         echo hello > deep/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/aaaaaaaaaaaaaaaaaaaa/bbbbbbbbbbbbbbbbbbbbbbbbbbbbb/long-named-file-in-a-long-path.txt;\
+         for i in $(seq 1 200); do echo \"row $i $(date)\" > small-$i.txt; done;\
+         chmod 600 small-1.txt; chmod 4755 small-2.txt; chown 1234:5678 small-3.txt; chown -R 472:0 deep;\
+         chmod 0750 empty; chown 99:99 empty; : > zero; ln -s small-1.txt link; ln -s /nowhere dangling;\
+         ln small-4.txt hard; head -c 6000000 /dev/urandom > medium.bin;\
+         head -c 200000000 /dev/urandom > big.bin; chmod 640 big.bin; chown 1000:1000 big.bin",
+    );
+    let before = listing(&vol);
+    let moto = moto("bk-full").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx_at(dir.path(), 6, &[]);
+    let j = job(
+        &moto,
+        "bk-full",
+        &[&vol],
+        json!({"quiesce": {&vol: "pause"}}),
+    );
+    run(&ctx, &j).await.unwrap();
+    assert_eq!(state(&user), "running", "the paused container is unpaused");
+
+    let s3 = bucket(&moto, "bk-full");
+    let all = keys(&s3).await;
+    assert!(
+        all.contains(&"daily/2026-12-06/manifest.json".to_string()),
+        "{all:?}"
+    );
+    let m: Manifest = backup::load_manifest(&s3, "2026-12-06").await.unwrap();
+    assert_eq!(m.sources.len(), 1);
+    let src = &m.sources[0];
+    assert_eq!(src.quiesce, "pause");
+    let big = src.files.iter().find(|f| f.path == "big.bin").unwrap();
+    assert_eq!(
+        (big.size, big.mode, big.uid, big.gid),
+        (200_000_000, 0o640, 1000, 1000)
+    );
+    assert_eq!(big.chunks.len(), 24, "200 MB in 8 MiB chunks");
+    assert!(src
+        .files
+        .iter()
+        .any(|f| f.path == "empty" && f.kind == "dir"));
+    assert!(src.files.iter().any(|f| f.path == "link"
+        && f.kind == "symlink"
+        && f.target.as_deref() == Some("small-1.txt")));
+    let tf = read_textfile(&ctx, "backup.prom");
+    assert_eq!(
+        tf.value("backup_r2_source_success", &[("source", &vol)]),
+        Some(1.0)
+    );
+    assert_eq!(tf.value("backup_r2_run_success", &[]), Some(1.0));
+    assert!(tf
+        .value("backup_r2_last_success_timestamp_seconds", &[])
+        .is_some());
+    assert!(tf.value("backup_r2_objects_uploaded", &[]).unwrap() >= 25.0);
+    assert!(tf.value("backup_r2_bucket_usage_bytes", &[]).unwrap() > 200e6);
+
+    // Same day again: nothing uploaded, the bucket unchanged.
+    run(&ctx, &j).await.unwrap();
+    assert_eq!(keys(&s3).await, all);
+    let tf = read_textfile(&ctx, "backup.prom");
+    assert_eq!(tf.value("backup_r2_objects_uploaded", &[]), Some(0.0));
+
+    // Restore into a new volume: byte-identical.
+    let engine = Engine::connect().unwrap();
+    let n = backup::restore_volume(
+        &engine,
+        Arc::new(s3),
+        src,
+        &RestoreTarget {
+            volume: &restored,
+            image: IMAGE,
+            labels: BTreeMap::new(),
+        },
+        true,
+    )
+    .await
+    .unwrap();
+    assert!(n > 200_000_000);
+    let after = listing(&restored);
+    assert_eq!(before, after);
+}
