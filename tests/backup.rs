@@ -9,7 +9,7 @@ mod jobs_support;
 
 use chrono::{TimeZone, Utc};
 use common::*;
-use jobs_support::{context, read_textfile, FixedClock};
+use jobs_support::{context, read_textfile, serve, FixedClock, Reply};
 use obsd::desired::model::job::BackupJob;
 use obsd::docker::engine::Engine;
 use obsd::jobs::backup::{self, manifest::Manifest, s3::S3, RestoreTarget};
@@ -189,6 +189,25 @@ async fn keys(s3: &S3) -> Vec<String> {
     k
 }
 
+/// Replaces an object behind obsd's back (boto3, signed: moto refuses anonymous writes
+/// over an existing key).
+fn overwrite_object(moto: &Moto, bucket: &str, key: &str, content: &[u8]) {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, boto3; s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='a', aws_secret_access_key='b'); s3.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.stdin.buffer.read())",
+            &moto.url,
+            bucket,
+            key,
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(content).unwrap();
+    assert!(child.wait().unwrap().success(), "boto3 put_object");
+}
+
 async fn run(ctx: &JobContext, job: &BackupJob) -> Result<(), JobError> {
     let engine = Engine::connect().unwrap();
     backup::run_with(ctx, "backup", job, &engine, &CancellationToken::new()).await
@@ -296,4 +315,169 @@ async fn full_backup_restores_byte_identical_and_a_rerun_uploads_nothing() {
     assert!(n > 200_000_000);
     let after = listing(&restored);
     assert_eq!(before, after);
+}
+
+/// A stack applied by `obsctl apply`: three volumes, two mounted by services; the
+/// third has no container, so nothing can read it: it fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_volume_failing_alone_then_list_and_restore_through_obsctl() {
+    let mut st = Stack::new("bkcli");
+    let hc = serve(|_| Reply::text(200, "OK")).await;
+    let moto = moto("bk-cli").await;
+    let env_path = st.dir.join(".env");
+    std::fs::write(
+        &env_path,
+        format!(
+            "R2_ACCESS_KEY_ID={AKID}\nR2_SECRET_ACCESS_KEY={SECRET}\nHC_URL={}/ping/abc\n",
+            hc.base
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &env_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    st.stack_spec()["envFile"] = json!(env_path.to_string_lossy());
+    let tfdir = tempfile::tempdir().unwrap();
+    st.stack_spec()["textfileDir"] = json!(tfdir.path().to_string_lossy());
+    st.volume("bka").volume("bkb").volume("bkc");
+    st.service(
+        "sa",
+        service(json!({"volumes": [{"volume": "bka", "target": "/data"}]})),
+    );
+    st.service(
+        "sb",
+        service(json!({"volumes": [{"volume": "bkb", "target": "/data"}]})),
+    );
+    let spec = json!({
+        "bucket": "bk-cli",
+        "endpoint": moto.url,
+        "region": "us-east-1",
+        "volumes": ["bka", "bkb", "bkc"],
+        "quiesce": {"bka": "pause", "bkb": "stop"},
+        "deadManUrlEnv": "HC_URL",
+        "textfile": "backup.prom",
+    });
+    st.write();
+    st.file(
+        "job.yaml",
+        &json!({
+            "apiVersion": API,
+            "kind": "Job",
+            "metadata": {"name": "backup"},
+            "spec": {"schedule": "30 3 * * *", "backup": spec},
+        })
+        .to_string(),
+    );
+    st.apply().expect(0, "apply");
+    let (va, vb) = (st.dname("bka"), st.dname("bkb"));
+    for v in [&va, &vb] {
+        docker_ok(&[
+            "run", "--rm", "-v", &format!("{v}:/data"), IMAGE, "sh", "-c",
+            "set -e; cd /data; mkdir -p sub/empty; echo one > sub/one; head -c 9000000 /dev/urandom > big; ln -s sub/one l; chown 7:8 sub/one",
+        ]);
+    }
+    let restored: Vec<String> = ["bka", "bkb"]
+        .iter()
+        .map(|n| format!("{n}-restored-2026-12-07"))
+        .collect();
+    let _c = Cleanup {
+        containers: vec![],
+        volumes: restored.clone(),
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx_at(
+        dir.path(),
+        7,
+        &[("HC_URL", &format!("{}/ping/abc", hc.base))],
+    );
+    let j: BackupJob = serde_json::from_value(spec.clone()).unwrap();
+    let err = run(&ctx, &j).await.unwrap_err();
+    assert!(matches!(err, JobError::Partial(_)), "{err}");
+    assert!(err.to_string().contains("bkc"), "{err}");
+    assert_eq!(state(&st.cname("sa")), "running", "unpaused after the read");
+    assert_eq!(
+        state(&st.cname("sb")),
+        "running",
+        "started again after the read"
+    );
+    let tf = read_textfile(&ctx, "backup.prom");
+    for (v, want) in [("bka", 1.0), ("bkb", 1.0), ("bkc", 0.0)] {
+        assert_eq!(
+            tf.value("backup_r2_source_success", &[("source", v)]),
+            Some(want),
+            "{v}"
+        );
+    }
+    assert_eq!(tf.value("backup_r2_run_success", &[]), Some(0.0));
+    assert_eq!(
+        tf.value("backup_r2_last_success_timestamp_seconds", &[]),
+        None
+    );
+    // Dead-man: /start then /fail, one rid.
+    let pings = hc.requests();
+    let paths: Vec<&str> = pings.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/ping/abc/start", "/ping/abc/fail"]);
+    let rid = pings[0].q("rid").unwrap();
+    assert_eq!(rid.len(), 36);
+    assert_eq!(pings[1].q("rid"), Some(rid));
+    // No secret value in any object.
+    let s3 = bucket(&moto, "bk-cli");
+    for k in keys(&s3).await {
+        let raw = s3.get(&k).await.unwrap().unwrap();
+        let plain = if k.starts_with("objects/") {
+            zstd::bulk::decompress(&raw, 16 << 20).unwrap()
+        } else {
+            raw.to_vec()
+        };
+        let text = String::from_utf8_lossy(&plain);
+        assert!(
+            !text.contains(SECRET) && !text.contains(AKID),
+            "{k} holds a credential"
+        );
+    }
+
+    // obsctl backup list -o json: the day, two volumes, the failed one named.
+    let dirs = st.dir.to_string_lossy().into_owned();
+    let r = st
+        .obsctl(&["backup", "list", "--desired-state", &dirs, "-o", "json"])
+        .expect(0, "backup list");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["date"], "2026-12-07");
+    let names: Vec<&str> = v[0]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bka", "bkb"]);
+    assert_eq!(v[0]["failed"][0]["name"], "bkc");
+    assert_eq!(v[0]["sources"][0]["sha256"].as_str().unwrap().len(), 64);
+
+    // Corrupt one object of bka: the restore fails before anything is written.
+    let m = backup::load_manifest(&s3, "2026-12-07").await.unwrap();
+    let a = m.sources.iter().find(|s| s.name == "bka").unwrap();
+    let victim = a.files.iter().find(|f| f.path == "big").unwrap().chunks[0].clone();
+    overwrite_object(&moto, "bk-cli", &victim, b"not even zstd");
+    let r = st
+        .obsctl(&["restore", "volume", "bka", "--desired-state", &dirs])
+        .expect(1, "restore of a corrupted backup");
+    assert!(r.stderr.contains("corrupt"), "{}", r.stderr);
+    assert!(
+        docker(&["volume", "inspect", &restored[0]]).status.code() != Some(0),
+        "nothing was written"
+    );
+
+    // bkb restores into a new volume, identical.
+    st.obsctl(&["restore", "volume", "bkb", "--desired-state", &dirs])
+        .expect(0, "restore bkb");
+    assert_eq!(listing(&restored[1]), listing(&vb));
+    // A second restore never writes into the existing volume.
+    let r = st
+        .obsctl(&["restore", "volume", "bkb", "--desired-state", &dirs])
+        .expect(1, "restore into an existing volume");
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
 }

@@ -474,6 +474,15 @@ impl Validator<'_> {
                         v,
                     );
                 }
+                for v in b.quiesce.keys() {
+                    if !b.volumes.contains(v) {
+                        self.err(
+                            src,
+                            &[k("spec"), k("backup"), k("quiesce"), k(v)],
+                            format!("`{v}` is not one of spec.backup.volumes"),
+                        );
+                    }
+                }
                 if b.lock_retention_days >= b.keep_daily {
                     self.err(
                         src,

@@ -2,6 +2,7 @@
 //! Exit codes are contract (product.md): 0 ok / in sync, 2 drift or changes pending,
 //! 1 error.
 
+mod backup;
 mod commands;
 mod export;
 
@@ -84,6 +85,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VolumeCmd,
     },
+    /// The backup bucket: complete days and what they hold.
+    Backup {
+        #[command(subcommand)]
+        cmd: BackupCmd,
+    },
+    /// Restore from the backup bucket.
+    Restore {
+        #[command(subcommand)]
+        cmd: RestoreCmd,
+    },
     /// Export the desired state for another system (`export k8s`).
     Export {
         #[command(subcommand)]
@@ -101,6 +112,44 @@ enum JobsCmd {
         /// Wait for the run to finish and exit with its result.
         #[arg(long)]
         wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCmd {
+    /// Complete days (newest first), per volume: bytes, stored bytes, files, checksum.
+    List {
+        #[arg(long, default_value = "desired-state")]
+        desired_state: PathBuf,
+        /// The backup Job (default: the only one).
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum RestoreCmd {
+    /// Restore a volume (the `Volume` resource name): every checksum is verified before
+    /// anything is written; into a new volume `NAME-restored-<date>` by default.
+    Volume {
+        name: String,
+        /// The day (`YYYY-MM-DD`, a complete one); default the newest holding the volume.
+        #[arg(long)]
+        date: Option<String>,
+        /// The new volume to create and fill.
+        #[arg(long)]
+        into: Option<String>,
+        /// Restore into the live volume: stops the containers mounting it, writes the
+        /// backup over it (files not in the backup stay), starts them again.
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long, default_value = "desired-state")]
+        desired_state: PathBuf,
+        /// The backup Job (default: the only one).
+        #[arg(long)]
+        job: Option<String>,
     },
 }
 
@@ -179,6 +228,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 yes_delete_data,
             } => commands::volume_rm(&desired_state, &name, yes_delete_data),
         },
+        Cmd::Backup {
+            cmd:
+                BackupCmd::List {
+                    desired_state,
+                    job,
+                    output,
+                },
+        } => backup::list(&desired_state, job.as_deref(), output),
+        Cmd::Restore {
+            cmd:
+                RestoreCmd::Volume {
+                    name,
+                    date,
+                    into,
+                    overwrite,
+                    desired_state,
+                    job,
+                },
+        } => backup::restore_volume(backup::RestoreArgs {
+            dir: &desired_state,
+            job: job.as_deref(),
+            name: &name,
+            date: date.as_deref(),
+            into: into.as_deref(),
+            overwrite,
+        }),
         Cmd::Export { cmd } => export::run(cmd),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -161,7 +161,8 @@ impl JobSpec {
                 .map(|c| ("awsCronMonitor", c.textfile.as_str())),
             self.backup
                 .as_ref()
-                .map(|c| ("backup", c.textfile.as_str())),
+                .and_then(|c| c.textfile.as_deref())
+                .map(|t| ("backup", t)),
         ]
         .into_iter()
         .flatten()
@@ -340,9 +341,10 @@ pub struct BackupJob {
     /// `/fail`, one `rid` per run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_man_url_env: Option<String>,
-    /// Metrics file in the Stack's `textfileDir`.
-    #[serde(default = "backup_textfile")]
-    pub textfile: String,
+    /// Metrics file in the Stack's `textfileDir` (e.g. `backup.prom`); without it no
+    /// metrics are written (and the `backup_dr` alerts see no backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub textfile: Option<String>,
 }
 
 /// How a volume's containers are quiesced while it is read.
@@ -376,9 +378,6 @@ fn r2_akid_env() -> String {
 }
 fn r2_secret_env() -> String {
     "R2_SECRET_ACCESS_KEY".into()
-}
-fn backup_textfile() -> String {
-    "backup.prom".into()
 }
 
 fn keep_daily() -> u32 {

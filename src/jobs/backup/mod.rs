@@ -323,8 +323,8 @@ pub async fn run_with<D: Docker + Clone>(
         .set(o.uploaded_bytes as f64);
     }
     save_state(&ctx.state_dir, name, &state)?;
-    if let Some(dir) = ctx.textfile_dir.as_deref() {
-        tf.write(dir, &job.textfile)?;
+    if let Some(file) = &job.textfile {
+        tf.write(ctx.textfile_dir()?, file)?;
     }
     match (result, error) {
         (Ok((o, _, _)), _) if o.failed.is_empty() => {

@@ -110,6 +110,10 @@ pub enum Step {
     Start {
         id: String,
     },
+    /// Unpause a container left paused (e.g. by a backup's quiesce interrupted by a crash).
+    Unpause {
+        id: String,
+    },
     Restart {
         id: String,
     },
@@ -139,6 +143,7 @@ impl Step {
             Step::Create => "create",
             Step::Replace { .. } => "recreate",
             Step::Start { .. } => "start",
+            Step::Unpause { .. } => "unpause",
             Step::Restart { .. } => "restart",
             Step::Signal { .. } => "signal",
             Step::RecordConfig { .. } => "record",
