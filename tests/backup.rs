@@ -481,3 +481,155 @@ async fn one_volume_failing_alone_then_list_and_restore_through_obsctl() {
         .expect(1, "restore into an existing volume");
     assert!(r.stderr.contains("already exists"), "{}", r.stderr);
 }
+
+/// The child of [`kill_9_mid_upload_then_the_next_run_completes_the_day`]: one backup
+/// run, killed with SIGKILL by the parent. Does nothing when run on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn child_backup_process() {
+    let (Ok(spec), Ok(dir), Ok(env)) = (
+        std::env::var("BK_CHILD_SPEC"),
+        std::env::var("BK_CHILD_DIR"),
+        std::env::var("BK_CHILD_ENV"),
+    ) else {
+        return;
+    };
+    let env: Vec<(String, String)> = serde_json::from_str(&env).unwrap();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ctx = ctx_at(std::path::Path::new(&dir), 8, &env);
+    let j: BackupJob = serde_json::from_str(&spec).unwrap();
+    let _ = run(&ctx, &j).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_upload_then_the_next_run_completes_the_day() {
+    let mut st = Stack::new("bkkill");
+    let moto = moto("bk-kill").await;
+    let env_path = st.dir.join(".env");
+    std::fs::write(
+        &env_path,
+        format!("R2_ACCESS_KEY_ID={AKID}\nR2_SECRET_ACCESS_KEY={SECRET}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &env_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    st.stack_spec()["envFile"] = json!(env_path.to_string_lossy());
+    st.volume("bkk");
+    st.service(
+        "sk",
+        service(json!({"volumes": [{"volume": "bkk", "target": "/data"}]})),
+    );
+    let spec = json!({
+        "bucket": "bk-kill",
+        "endpoint": moto.url,
+        "region": "us-east-1",
+        "volumes": ["bkk"],
+        "quiesce": {"bkk": "pause"},
+    });
+    st.write();
+    st.file(
+        "job.yaml",
+        &json!({
+            "apiVersion": API,
+            "kind": "Job",
+            "metadata": {"name": "backup"},
+            "spec": {"schedule": "30 3 * * *", "backup": spec},
+        })
+        .to_string(),
+    );
+    st.apply().expect(0, "apply");
+    let vk = st.dname("bkk");
+    let restored = "bkk-restored-2026-12-08".to_string();
+    let _c = Cleanup {
+        containers: vec![format!("obsd-backup-{vk}")],
+        volumes: vec![restored.clone()],
+    };
+    docker_ok(&[
+        "run", "--rm", "-v", &format!("{vk}:/data"), IMAGE, "sh", "-c",
+        "set -e; cd /data; for i in 1 2 3 4 5; do head -c 24000000 /dev/urandom > blob-$i; done; echo small > s",
+    ]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_backup_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("BK_CHILD_SPEC", spec.to_string())
+        .env("BK_CHILD_DIR", dir.path())
+        .env("BK_CHILD_ENV", "[]")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s3 = bucket(&moto, "bk-kill");
+    let mut seen = 0;
+    for _ in 0..1200 {
+        seen = s3.list("objects/").await.unwrap().len();
+        if seen >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen >= 3, "the child uploaded objects");
+    // SIGKILL: no destructor, no unpause.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        state(&st.cname("sk")),
+        "paused",
+        "killed mid-read: left paused"
+    );
+    assert!(backup::complete_days(&s3).await.unwrap().is_empty());
+    let dirs = st.dir.to_string_lossy().into_owned();
+    let r = st
+        .obsctl(&["backup", "list", "--desired-state", &dirs, "-o", "json"])
+        .expect(0, "backup list");
+    assert_eq!(r.stdout.trim(), "[]", "an incomplete day is never listed");
+    st.obsctl(&["restore", "volume", "bkk", "--desired-state", &dirs])
+        .expect(1, "nothing complete to restore");
+
+    // The next reconcile pass unpauses the owned container.
+    st.apply().expect(0, "apply after the crash");
+    assert_eq!(state(&st.cname("sk")), "running");
+
+    // The next run finishes the day, reusing what the killed run stored.
+    let ctx = ctx_at(dir.path(), 8, &[]);
+    let j: BackupJob = serde_json::from_value(spec.clone()).unwrap();
+    run(&ctx, &j).await.unwrap();
+    assert_eq!(backup::complete_days(&s3).await.unwrap(), ["2026-12-08"]);
+    let m = backup::load_manifest(&s3, "2026-12-08").await.unwrap();
+    let total: std::collections::BTreeSet<&String> = m.objects().collect();
+    assert!(
+        total.len() > seen,
+        "{} objects, {seen} before the kill",
+        total.len()
+    );
+    assert_eq!(state(&st.cname("sk")), "running");
+    st.obsctl(&["restore", "volume", "bkk", "--desired-state", &dirs])
+        .expect(0, "restore");
+    assert_eq!(listing(&restored), listing(&vk));
+}
+
+/// Write-once against the real server: a second PUT of a key is refused with 412 and
+/// leaves the first content.
+#[tokio::test]
+async fn a_second_put_of_a_key_is_refused_and_changes_nothing() {
+    let moto = moto("bk-once").await;
+    let s3 = bucket(&moto, "bk-once");
+    use obsd::jobs::backup::s3::Put;
+    assert_eq!(
+        s3.put_once("k", "first".into()).await.unwrap(),
+        Put::Created
+    );
+    assert_eq!(
+        s3.put_once("k", "second".into()).await.unwrap(),
+        Put::AlreadyThere
+    );
+    assert_eq!(&s3.get("k").await.unwrap().unwrap()[..], b"first");
+}
