@@ -633,3 +633,162 @@ async fn a_second_put_of_a_key_is_refused_and_changes_nothing() {
     );
     assert_eq!(&s3.get("k").await.unwrap().unwrap()[..], b"first");
 }
+
+/// In front of moto: answers every DELETE with R2's lock refusal (403
+/// `ObjectLockedByBucketPolicy`) and records its key; forwards everything else.
+async fn locking_proxy(upstream: String) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::body::{to_bytes, Body};
+    use axum::extract::Request;
+    use axum::response::Response;
+    let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = refused.clone();
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (http, upstream, seen) = (http.clone(), upstream.clone(), seen.clone());
+        async move {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            if req.method() == axum::http::Method::DELETE {
+                seen.lock().unwrap().push(path);
+                return Response::builder()
+                    .status(403)
+                    .body(Body::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>ObjectLockedByBucketPolicy</Code><Message>Object is locked by a bucket lock rule</Message></Error>"))
+                    .unwrap();
+            }
+            let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
+            let mut fwd = http.request(method, format!("{upstream}{path}"));
+            for (k, v) in req.headers() {
+                if k != "host" {
+                    fwd = fwd.header(k.as_str(), v.as_bytes());
+                }
+            }
+            let body = to_bytes(req.into_body(), usize::MAX).await.unwrap();
+            let r = fwd.body(body).send().await.unwrap();
+            let mut out = Response::builder().status(r.status().as_u16());
+            for (k, v) in r.headers() {
+                out = out.header(k.as_str(), v.as_bytes());
+            }
+            out.body(Body::from(r.bytes().await.unwrap())).unwrap()
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_count_then_size_never_inside_the_lock_and_refusals_reported_once() {
+    ensure_image();
+    let p = prefix("ret");
+    let (vol, user) = (format!("{p}-data"), format!("{p}-user"));
+    let _c = Cleanup {
+        containers: vec![user.clone()],
+        volumes: vec![vol.clone()],
+    };
+    volume_with(&vol, &user, "echo start > /data/wal");
+    let moto = moto("bk-ret").await;
+    let s3 = bucket(&moto, "bk-ret");
+    let dir = tempfile::tempdir().unwrap();
+    let day_run = |day: u32, endpoint: String, max_gb: f64| {
+        let vol = vol.clone();
+        let dir = dir.path().to_path_buf();
+        async move {
+            // Each day: a new immutable 5 MB block, a rewritten WAL.
+            docker_ok(&[
+                "run",
+                "--rm",
+                "-v",
+                &format!("{vol}:/data"),
+                IMAGE,
+                "sh",
+                "-c",
+                &format!(
+                    "head -c 5000000 /dev/urandom > /data/block-{day}; echo day {day} >> /data/wal"
+                ),
+            ]);
+            let mut j = job_at(&endpoint, "bk-ret", &[&vol]);
+            j.keep_daily = 4;
+            j.lock_retention_days = 3;
+            j.max_bucket_gb = max_gb;
+            let ctx = ctx_at(&dir, day, &[]);
+            run(&ctx, &j).await.unwrap();
+            read_textfile(&ctx, "backup.prom")
+        }
+    };
+    for day in 1..=6 {
+        day_run(day, moto.url.clone(), 100.0).await;
+    }
+    let days = backup::complete_days(&s3).await.unwrap();
+    assert_eq!(
+        days,
+        ["2026-12-03", "2026-12-04", "2026-12-05", "2026-12-06"]
+    );
+    // Sharing: a block uploaded on day 5 is referenced by day 6 (inside the reuse window).
+    let m6 = backup::load_manifest(&s3, "2026-12-06").await.unwrap();
+    let b5 = m6.sources[0]
+        .files
+        .iter()
+        .find(|f| f.path == "block-5")
+        .unwrap();
+    assert!(b5.chunks[0].ends_with("-20261205"), "{:?}", b5.chunks);
+    // Day 6 stores block-3 afresh: its day-3 copy leaves the lock window too soon.
+    let b3 = m6.sources[0]
+        .files
+        .iter()
+        .find(|f| f.path == "block-3")
+        .unwrap();
+    assert!(b3.chunks[0].ends_with("-20261205"), "{:?}", b3.chunks);
+    assert_referenced_objects_exist(&s3).await;
+
+    // Size: a tiny budget drops old days, but never one inside the lock window.
+    let tf = day_run(7, moto.url.clone(), 1e-9).await;
+    let days = backup::complete_days(&s3).await.unwrap();
+    assert_eq!(days, ["2026-12-05", "2026-12-06", "2026-12-07"]);
+    assert_eq!(tf.value("backup_r2_retention_dropped_days", &[]), Some(2.0));
+    assert_referenced_objects_exist(&s3).await;
+
+    // Deletes refused by the lock: reported, the run succeeds, not retried next run.
+    let (proxy, refused) = locking_proxy(moto.url.clone()).await;
+    let tf = day_run(8, proxy.clone(), 1e-9).await;
+    let first: Vec<String> = refused.lock().unwrap().clone();
+    assert!(!first.is_empty());
+    assert_eq!(
+        tf.value("backup_r2_retention_refused_deletes", &[]),
+        Some(first.len() as f64)
+    );
+    assert!(backup::complete_days(&s3)
+        .await
+        .unwrap()
+        .contains(&"2026-12-05".to_string()));
+    day_run(9, proxy, 1e-9).await;
+    let second: Vec<String> = refused.lock().unwrap()[first.len()..].to_vec();
+    for k in &first {
+        assert!(!second.contains(k), "{k} retried");
+    }
+}
+
+fn job_at(endpoint: &str, bucket: &str, volumes: &[&str]) -> BackupJob {
+    serde_json::from_value(json!({
+        "bucket": bucket,
+        "endpoint": endpoint,
+        "region": "us-east-1",
+        "volumes": volumes,
+        "textfile": "backup.prom",
+    }))
+    .unwrap()
+}
+
+/// Every object a complete day references is in the bucket.
+async fn assert_referenced_objects_exist(s3: &S3) {
+    let present: std::collections::BTreeSet<String> = keys(s3).await.into_iter().collect();
+    for d in backup::complete_days(s3).await.unwrap() {
+        let m = backup::load_manifest(s3, &d).await.unwrap();
+        for k in m.objects() {
+            assert!(present.contains(k), "{d} references {k}, which is gone");
+        }
+    }
+}

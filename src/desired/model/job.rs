@@ -328,15 +328,20 @@ pub struct BackupJob {
     /// unpaused by the next reconcile pass) or `stop` (stopped, then started again).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub quiesce: std::collections::BTreeMap<String, Quiesce>,
-    /// Daily copies to keep.
+    /// Complete days to keep; older ones are deleted (their manifest first, then every
+    /// object no kept day references). A delete the bucket lock refuses (R2: 403
+    /// `ObjectLockedByBucketPolicy`) is reported once and not retried before the lock
+    /// could have expired.
     #[serde(default = "keep_daily")]
     pub keep_daily: u32,
     /// Bucket-lock retention (must be below `keepDaily`).
     #[serde(default = "lock_days")]
     pub lock_retention_days: u32,
-    /// Size budget for the bucket, in GB.
+    /// Size budget for the bucket, in GB (10⁹ bytes; fractions allowed). After
+    /// keeping `keepDaily` days, the oldest complete days are dropped while the bucket is
+    /// over it, never the newest complete day nor a day inside `lockRetentionDays`.
     #[serde(default = "max_gb")]
-    pub max_bucket_gb: u32,
+    pub max_bucket_gb: f64,
     /// Env-file variable holding the healthchecks.io ping URL (`/start`, success,
     /// `/fail`, one `rid` per run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -386,8 +391,8 @@ fn keep_daily() -> u32 {
 fn lock_days() -> u32 {
     7
 }
-fn max_gb() -> u32 {
-    9
+fn max_gb() -> f64 {
+    9.0
 }
 
 /// self-heal (LLD section 10): probe each app's deep readiness URL; on HTTP 503 only (app

@@ -17,6 +17,7 @@
 //! owned container is `stopped` drift repaired by an unpause).
 
 pub mod manifest;
+pub mod retention;
 pub mod s3;
 pub mod store;
 pub mod volume;
@@ -127,6 +128,9 @@ struct RunState2 {
     last_success: Option<f64>,
     #[serde(default)]
     source_last_success: BTreeMap<String, f64>,
+    /// Keys whose delete the bucket lock refused, with the day of the refusal.
+    #[serde(default)]
+    refused_deletes: BTreeMap<String, String>,
 }
 
 fn state_path(state_dir: &Path, job: &str) -> std::path::PathBuf {
@@ -203,6 +207,7 @@ pub async fn run(
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
     pub date: String,
+    pub pruned: retention::Pruned,
     pub already_complete: bool,
     pub uploaded_objects: u64,
     pub uploaded_bytes: u64,
@@ -226,7 +231,15 @@ pub async fn run_with<D: Docker + Clone>(
     ping(ctx, dead_man.as_deref(), "/start", &rid, String::new()).await;
     let mut state = load_state(&ctx.state_dir, name);
     let started = ctx.clock.now();
-    let result = backup_day(ctx, job, docker, cancel, started).await;
+    let result = backup_day(
+        ctx,
+        job,
+        docker,
+        cancel,
+        started,
+        &mut state.refused_deletes,
+    )
+    .await;
     let now = ctx.clock.now().timestamp() as f64;
     let mut tf = Textfile::new();
     tf.gauge(
@@ -321,6 +334,21 @@ pub async fn run_with<D: Docker + Clone>(
             "Compressed bytes the last run uploaded.",
         )
         .set(o.uploaded_bytes as f64);
+        tf.gauge(
+            "backup_r2_retention_dropped_days",
+            "Complete days the last run's retention deleted.",
+        )
+        .set(o.pruned.dropped_days.len() as f64);
+        tf.gauge(
+            "backup_r2_retention_deleted_objects",
+            "Objects the last run's retention deleted.",
+        )
+        .set(o.pruned.deleted_objects as f64);
+        tf.gauge(
+            "backup_r2_retention_refused_deletes",
+            "Deletes the bucket lock refused in the last run (each key reported once).",
+        )
+        .set(o.pruned.refused as f64);
     }
     save_state(&ctx.state_dir, name, &state)?;
     if let Some(file) = &job.textfile {
@@ -359,6 +387,7 @@ async fn backup_day<D: Docker + Clone>(
     docker: &D,
     cancel: &CancellationToken,
     started: DateTime<Utc>,
+    refused: &mut BTreeMap<String, String>,
 ) -> Result<DayResult, String> {
     let s3 = Arc::new(open_bucket(ctx.http.clone(), job, &ctx.env)?);
     let date = started.format("%Y-%m-%d").to_string();
@@ -385,7 +414,8 @@ async fn backup_day<D: Docker + Clone>(
             }
             sources.push((v.clone(), s));
         }
-        let usage = bucket_usage(&s3).await?;
+        outcome.pruned = prune(&s3, job, started, refused).await?;
+        let usage = outcome.pruned.usage;
         return Ok((outcome, sources, usage));
     }
     let existing = s3.list("objects/").await.map_err(|e| e.to_string())?;
@@ -457,18 +487,26 @@ async fn backup_day<D: Docker + Clone>(
     outcome.uploaded_objects = st.uploaded_objects;
     outcome.uploaded_bytes = st.uploaded_bytes;
     outcome.reused_objects = st.reused_objects;
-    let usage = bucket_usage(&s3).await?;
+    outcome.pruned = prune(&s3, job, started, refused).await?;
+    let usage = outcome.pruned.usage;
     Ok((outcome, sources, usage))
 }
 
-async fn bucket_usage(s3: &S3) -> Result<u64, String> {
-    Ok(s3
-        .list("")
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|o| o.size)
-        .sum())
+async fn prune(
+    s3: &S3,
+    job: &BackupJob,
+    now: DateTime<Utc>,
+    refused: &mut BTreeMap<String, String>,
+) -> Result<retention::Pruned, String> {
+    retention::prune(
+        s3,
+        job.keep_daily,
+        job.lock_retention_days,
+        job.max_bucket_gb * 1e9,
+        now,
+        refused,
+    )
+    .await
 }
 
 /// Containers paused or stopped for a read; undone by [`Quiesced::release`], or by
