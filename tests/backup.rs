@@ -358,6 +358,7 @@ async fn one_volume_failing_alone_then_list_and_restore_through_obsctl() {
         "quiesce": {"bka": "pause", "bkb": "stop"},
         "deadManUrlEnv": "HC_URL",
         "textfile": "backup.prom",
+        "drill": true,
     });
     st.write();
     st.file(
@@ -416,6 +417,16 @@ async fn one_volume_failing_alone_then_list_and_restore_through_obsctl() {
         tf.value("backup_r2_last_success_timestamp_seconds", &[]),
         None
     );
+    // The drill restored bka and bkb into scratch volumes, matched, removed them.
+    assert_eq!(tf.value("backup_r2_drill_success", &[]), Some(1.0));
+    assert!(tf.value("backup_r2_drill_bytes", &[]).unwrap() >= 18_000_000.0);
+    assert!(tf
+        .value("backup_r2_drill_last_success_timestamp_seconds", &[])
+        .is_some());
+    let scratch = |v: &str| format!("obsd-drill-{v}");
+    for v in [&va, &vb] {
+        assert!(docker(&["volume", "inspect", &scratch(v)]).status.code() != Some(0));
+    }
     // Dead-man: /start then /fail, one rid.
     let pings = hc.requests();
     let paths: Vec<&str> = pings.iter().map(|r| r.path.as_str()).collect();
@@ -470,6 +481,13 @@ async fn one_volume_failing_alone_then_list_and_restore_through_obsctl() {
         docker(&["volume", "inspect", &restored[0]]).status.code() != Some(0),
         "nothing was written"
     );
+    // The drill fails on it too, before writing, and leaves no scratch volume.
+    let engine = Engine::connect().unwrap();
+    let e = backup::drill(&engine, Arc::new(bucket(&moto, "bk-cli")))
+        .await
+        .unwrap_err();
+    assert!(e.contains("corrupt"), "{e}");
+    assert!(docker(&["volume", "inspect", &scratch(&va)]).status.code() != Some(0));
 
     // bkb restores into a new volume, identical.
     st.obsctl(&["restore", "volume", "bkb", "--desired-state", &dirs])

@@ -346,6 +346,13 @@ pub struct BackupJob {
     /// `/fail`, one `rid` per run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_man_url_env: Option<String>,
+    /// Restore drill after every run: the newest complete day is downloaded, every
+    /// checksum checked, each volume restored into a scratch volume
+    /// (`obsd-drill-<volume>`), read back and compared with the manifest, and the scratch
+    /// volumes removed. Metrics `backup_r2_drill_success`,
+    /// `backup_r2_drill_last_success_timestamp_seconds`, `backup_r2_drill_bytes`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drill: bool,
     /// Metrics file in the Stack's `textfileDir` (e.g. `backup.prom`); without it no
     /// metrics are written (and the `backup_dr` alerts see no backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -131,6 +131,8 @@ struct RunState2 {
     /// Keys whose delete the bucket lock refused, with the day of the refusal.
     #[serde(default)]
     refused_deletes: BTreeMap<String, String>,
+    #[serde(default)]
+    drill_last_success: Option<f64>,
 }
 
 fn state_path(state_dir: &Path, job: &str) -> std::path::PathBuf {
@@ -240,8 +242,47 @@ pub async fn run_with<D: Docker + Clone>(
         &mut state.refused_deletes,
     )
     .await;
+    let drilled = if job.drill {
+        let r = match open_bucket(ctx.http.clone(), job, &ctx.env) {
+            Ok(s3) => drill(docker, Arc::new(s3)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &r {
+            warn!(error = %e, "restore drill failed");
+        }
+        Some(r)
+    } else {
+        None
+    };
     let now = ctx.clock.now().timestamp() as f64;
     let mut tf = Textfile::new();
+    if let Some(r) = &drilled {
+        tf.gauge(
+            "backup_r2_drill_success",
+            "1 if the last restore drill restored and matched every volume of the newest complete day.",
+        )
+        .set(f64::from(u8::from(r.is_ok())));
+        if let Ok((_, bytes)) = r {
+            state.drill_last_success = Some(now);
+            tf.gauge(
+                "backup_r2_drill_bytes",
+                "Bytes the last restore drill compared.",
+            )
+            .set(*bytes as f64);
+        }
+        tf.gauge(
+            "backup_r2_drill_last_run_timestamp_seconds",
+            "End of the last restore drill.",
+        )
+        .set(now);
+    }
+    if let Some(t) = state.drill_last_success {
+        tf.gauge(
+            "backup_r2_drill_last_success_timestamp_seconds",
+            "Last restore drill that matched every volume.",
+        )
+        .set(t);
+    }
     tf.gauge(
         "backup_r2_last_run_timestamp_seconds",
         "End of the last backup run.",
@@ -354,7 +395,16 @@ pub async fn run_with<D: Docker + Clone>(
     if let Some(file) = &job.textfile {
         tf.write(ctx.textfile_dir()?, file)?;
     }
+    let drill_error = match drilled {
+        Some(Err(e)) => Some(format!("restore drill: {e}")),
+        _ => None,
+    };
     match (result, error) {
+        (Ok((o, _, _)), _) if o.failed.is_empty() && drill_error.is_some() => {
+            let msg = drill_error.unwrap_or_default();
+            ping(ctx, dead_man.as_deref(), "/fail", &rid, msg.clone()).await;
+            Err(JobError::Failed(msg))
+        }
         (Ok((o, _, _)), _) if o.failed.is_empty() => {
             info!(date = %o.date, uploaded = o.uploaded_objects, reused = o.reused_objects, "backup complete");
             ping(
@@ -776,4 +826,112 @@ impl std::io::Write for ChannelWriter {
             .blocking_send(b)
             .map_err(|_| std::io::Error::other("the engine closed the upload"))
     }
+}
+
+/// The restore drill: every source of the newest complete day restored into a scratch
+/// volume (checked before writing), read back through the engine and compared with the
+/// manifest; the scratch volumes are removed whatever happens. Returns the day and the
+/// bytes compared.
+pub async fn drill<D: Docker + Clone>(docker: &D, s3: Arc<S3>) -> Result<(String, u64), String> {
+    let days = complete_days(&s3).await?;
+    let day = days.last().ok_or("no complete day in the bucket")?.clone();
+    let m = load_manifest(&s3, &day).await?;
+    let mut total = 0;
+    for src in &m.sources {
+        let scratch = format!("obsd-drill-{}", src.docker_name);
+        let users = docker
+            .containers_using_volume(&src.docker_name)
+            .await
+            .map_err(|e| format!("listing containers: {e}"))?;
+        let image = users
+            .iter()
+            .filter(|c| c.label(HELPER_LABEL).is_none())
+            .map(|c| c.image_id.clone())
+            .find(|i| !i.is_empty())
+            .ok_or_else(|| format!("{}: no local image for the drill's helper", src.name))?;
+        // A scratch volume left by a crash (ours: labelled) goes first.
+        if let Ok(vols) = docker.list_volumes().await {
+            if vols
+                .iter()
+                .any(|v| v.name == scratch && v.labels.contains_key(HELPER_LABEL))
+            {
+                remove_scratch(docker, &scratch).await;
+            }
+        }
+        let mut labels = BTreeMap::new();
+        labels.insert(HELPER_LABEL.to_string(), "drill".to_string());
+        let r = async {
+            let n = restore_volume(
+                docker,
+                s3.clone(),
+                src,
+                &RestoreTarget {
+                    volume: &scratch,
+                    image: &image,
+                    labels,
+                },
+                true,
+            )
+            .await?;
+            let cmp = compare_volume(docker, &scratch, &image, src).await?;
+            Ok::<u64, String>(n.max(cmp))
+        }
+        .await;
+        remove_scratch(docker, &scratch).await;
+        total += r.map_err(|e| format!("{}: {e}", src.name))?;
+    }
+    Ok((day, total))
+}
+
+async fn remove_scratch<D: Docker>(docker: &D, scratch: &str) {
+    if let Ok(cs) = docker.containers_using_volume(scratch).await {
+        for c in cs.iter().filter(|c| c.label(HELPER_LABEL).is_some()) {
+            let _ = docker.remove_container(&c.id).await;
+        }
+    }
+    if let Err(e) = docker.remove_volume(scratch).await {
+        warn!(volume = %scratch, error = %e, "removing the drill's scratch volume");
+    }
+}
+
+/// Reads a volume back through a created-not-started helper and compares it with `src`.
+async fn compare_volume<D: Docker + Clone>(
+    docker: &D,
+    vol: &str,
+    image: &str,
+    src: &Source,
+) -> Result<u64, String> {
+    let mut labels = BTreeMap::new();
+    labels.insert(HELPER_LABEL.to_string(), "drill".to_string());
+    let helper = docker
+        .create_container(&CreateContainer {
+            name: format!("obsd-drill-read-{vol}"),
+            image: image.to_string(),
+            cmd: Some(vec!["/never-started".into()]),
+            labels,
+            mounts: vec![Mount {
+                kind: "volume",
+                source: vol.to_string(),
+                target: format!("/{}", volume::ROOT),
+                read_only: true,
+                propagation: None,
+            }],
+            restart: "no".into(),
+            ..CreateContainer::default()
+        })
+        .await
+        .map_err(|e| format!("creating the drill's reader: {e}"))?;
+    let stream = Box::pin(
+        docker
+            .download_archive(&helper, &format!("/{}", volume::ROOT))
+            .map_err(|e| std::io::Error::other(e.to_string())),
+    );
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let srcc = src.clone();
+    let r = tokio::task::spawn_blocking(move || volume::compare(reader, &srcc))
+        .await
+        .map_err(|e| format!("compare task: {e}"))
+        .and_then(|r| r);
+    let _ = docker.remove_container(&helper).await;
+    r
 }

@@ -386,3 +386,76 @@ impl<R: Read> Read for HashingReader<R> {
         Ok(n)
     }
 }
+
+/// Compares a volume's tar stream (rooted at `data/`, as the engine sends it) with a
+/// manifest entry: the same entries with the same type, mode, owner, size, content hash
+/// and link target. The restore drill reads its scratch volume back through this.
+pub fn compare<R: Read>(tar_stream: R, src: &Source) -> Result<u64, String> {
+    let mut want: BTreeMap<&str, &FileEntry> =
+        src.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut input = tar::Archive::new(tar_stream);
+    let mut checked = 0u64;
+    for entry in input.entries().map_err(io_err("reading the volume"))? {
+        let mut e = entry.map_err(io_err("reading the volume"))?;
+        let raw = e.path().map_err(io_err("entry path"))?.into_owned();
+        let rel = relative(&raw)?;
+        let Some(f) = want.remove(rel.as_str()) else {
+            return Err(format!("{}: `{rel}` is not in the manifest", src.name));
+        };
+        let h = e.header().clone();
+        let kind = kind_of(h.entry_type());
+        let bad = |what: &str| format!("{}: `{rel}`: {what} differs from the manifest", src.name);
+        if kind != f.kind {
+            return Err(bad("type"));
+        }
+        if h.mode().ok().map(|m| m & 0o7777) != Some(f.mode) {
+            return Err(bad("mode"));
+        }
+        if h.uid().ok() != Some(f.uid) || h.gid().ok() != Some(f.gid) {
+            return Err(bad("owner"));
+        }
+        match kind {
+            "file" => {
+                let mut hasher = Sha256::new();
+                let n = io::copy(&mut e, &mut HashWrite(&mut hasher))
+                    .map_err(io_err(&format!("reading {rel}")))?;
+                if n != f.size || Some(hex::encode(hasher.finalize())) != f.sha256 {
+                    return Err(bad("content"));
+                }
+                checked += n;
+            }
+            "symlink" | "hardlink" => {
+                let target = e
+                    .link_name()
+                    .map_err(io_err("link target"))?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let shown = if kind == "hardlink" {
+                    relative(&target)?
+                } else {
+                    target.to_string_lossy().into_owned()
+                };
+                if Some(shown) != f.target {
+                    return Err(bad("link target"));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((rel, _)) = want.into_iter().next() {
+        return Err(format!("{}: `{rel}` is missing", src.name));
+    }
+    Ok(checked)
+}
+
+struct HashWrite<'a>(&'a mut Sha256);
+
+impl Write for HashWrite<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
