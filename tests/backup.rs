@@ -302,6 +302,7 @@ async fn full_backup_restores_byte_identical_and_a_rerun_uploads_nothing() {
     let n = backup::restore_volume(
         &engine,
         Arc::new(s3),
+        None,
         src,
         &RestoreTarget {
             volume: &restored,
@@ -809,4 +810,72 @@ async fn assert_referenced_objects_exist(s3: &S3) {
             assert!(present.contains(k), "{d} references {k}, which is gone");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_backup_restores_only_with_its_identity() {
+    ensure_image();
+    let p = prefix("age");
+    let (vol, user, restored) = (
+        format!("{p}-data"),
+        format!("{p}-user"),
+        format!("{p}-restored"),
+    );
+    let _c = Cleanup {
+        containers: vec![user.clone()],
+        volumes: vec![vol.clone(), restored.clone()],
+    };
+    volume_with(
+        &vol,
+        &user,
+        "set -e; cd /data; mkdir d; for i in $(seq 1 50); do echo PLAINTEXT-CANARY-$i > d/f$i; done; \
+         (for i in $(seq 1 400000); do echo PLAINTEXT-CANARY-big-$i; done) > big.txt",
+    );
+    let identity = age::x25519::Identity::generate();
+    let other = age::x25519::Identity::generate();
+    let moto = moto("bk-age").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx_at(dir.path(), 6, &[]);
+    let j = job(
+        &moto,
+        "bk-age",
+        &[&vol],
+        json!({"ageRecipient": identity.to_public().to_string()}),
+    );
+    run(&ctx, &j).await.unwrap();
+    let s3 = bucket(&moto, "bk-age");
+    let m = backup::load_manifest(&s3, "2026-12-06").await.unwrap();
+    assert!(m.encrypted);
+    let src = &m.sources[0];
+    assert!(
+        src.files.iter().any(|f| !f.chunks.is_empty()),
+        "big.txt is chunked"
+    );
+    // Nothing readable in any object (compressed or not).
+    for k in m.objects() {
+        let raw = s3.get(k).await.unwrap().unwrap();
+        assert!(raw.starts_with(b"age-encryption.org/v1"), "{k}");
+        assert!(zstd::bulk::decompress(&raw, 16 << 20).is_err(), "{k}");
+    }
+    let engine = Engine::connect().unwrap();
+    let s3 = Arc::new(s3);
+    let target = RestoreTarget {
+        volume: &restored,
+        image: IMAGE,
+        labels: BTreeMap::new(),
+    };
+    for (id, want) in [(None, "encrypted"), (Some(&other), "cannot be decrypted")] {
+        let e = backup::restore_volume(&engine, s3.clone(), id, src, &target, true)
+            .await
+            .unwrap_err();
+        assert!(e.contains(want), "{e}");
+        assert!(
+            docker(&["volume", "inspect", &restored]).status.code() != Some(0),
+            "nothing written"
+        );
+    }
+    backup::restore_volume(&engine, s3.clone(), Some(&identity), src, &target, true)
+        .await
+        .unwrap();
+    assert_eq!(listing(&restored), listing(&vol));
 }

@@ -119,6 +119,7 @@ pub struct RestoreArgs<'a> {
     pub name: &'a str,
     pub date: Option<&'a str>,
     pub into: Option<&'a str>,
+    pub identity: Option<&'a Path>,
     pub overwrite: bool,
 }
 
@@ -138,17 +139,30 @@ pub fn restore_volume(a: RestoreArgs<'_>) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(|e| anyhow!(e))?;
             if let Some(s) = m.sources.iter().find(|s| s.kind == "volume" && s.name == a.name) {
-                chosen = Some((day.clone(), s.clone()));
+                chosen = Some((day.clone(), s.clone(), m.encrypted));
                 break;
             }
         }
-        let Some((day, src)) = chosen else {
+        let Some((day, src, encrypted)) = chosen else {
             bail!(
                 "no complete backup of volume {}{}",
                 a.name,
                 a.date.map(|d| format!(" on {d}")).unwrap_or_default()
             );
         };
+        let identity = match a.identity {
+            Some(p) => Some(
+                backup::store::parse_identity(
+                    &std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                )
+                .map_err(|e| anyhow!("{}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        if encrypted && identity.is_none() {
+            bail!("the backup of {} on {day} is encrypted: pass --identity FILE (the age identity kept off the host)", a.name);
+        }
         let docker = Engine::open()
             .await
             .map_err(|e| anyhow!("cannot reach the Docker engine: {}", e.detail()))?;
@@ -191,6 +205,7 @@ pub fn restore_volume(a: RestoreArgs<'_>) -> anyhow::Result<ExitCode> {
             let r = backup::restore_volume(
                 &docker,
                 s3.clone(),
+                identity.as_ref(),
                 &src,
                 &RestoreTarget {
                     volume: &live,
@@ -218,6 +233,7 @@ pub fn restore_volume(a: RestoreArgs<'_>) -> anyhow::Result<ExitCode> {
         let n = backup::restore_volume(
             &docker,
             s3.clone(),
+            identity.as_ref(),
             &src,
             &RestoreTarget {
                 volume: &target,

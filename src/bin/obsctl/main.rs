@@ -141,6 +141,9 @@ enum RestoreCmd {
         /// The new volume to create and fill.
         #[arg(long)]
         into: Option<String>,
+        /// age identity file (`AGE-SECRET-KEY-1…`) for an encrypted backup.
+        #[arg(long)]
+        identity: Option<PathBuf>,
         /// Restore into the live volume: stops the containers mounting it, writes the
         /// backup over it (files not in the backup stay), starts them again.
         #[arg(long)]
@@ -242,6 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     name,
                     date,
                     into,
+                    identity,
                     overwrite,
                     desired_state,
                     job,
@@ -252,6 +256,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             name: &name,
             date: date.as_deref(),
             into: into.as_deref(),
+            identity: identity.as_deref(),
             overwrite,
         }),
         Cmd::Export { cmd } => export::run(cmd),

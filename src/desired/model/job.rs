@@ -346,6 +346,13 @@ pub struct BackupJob {
     /// `/fail`, one `rid` per run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_man_url_env: Option<String>,
+    /// Encrypt every object to this `age` X25519 recipient (`age1…`): the identity (the
+    /// private key) never lives on the host, so only `obsctl restore volume … --identity
+    /// FILE` run with it can read the backup. Manifests stay readable (paths, sizes,
+    /// owners, content hashes) so `backup list` and retention work without it; object
+    /// names carry the content's SHA-256. Not combinable with `drill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_recipient: Option<String>,
     /// Restore drill after every run: the newest complete day is downloaded, every
     /// checksum checked, each volume restored into a scratch volume
     /// (`obsd-drill-<volume>`), read back and compared with the manifest, and the scratch

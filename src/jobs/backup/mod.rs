@@ -471,14 +471,25 @@ async fn backup_day<D: Docker + Clone>(
     let existing = s3.list("objects/").await.map_err(|e| e.to_string())?;
     // Reuse only what stays locked for at least one more day.
     let reuse_window = i64::from(job.lock_retention_days.saturating_sub(1));
-    let store = Arc::new(Store::new(
-        s3.clone(),
-        tokio::runtime::Handle::current(),
-        &existing,
-        started,
-        started - ChronoDuration::days(reuse_window.max(1)),
-        cancel.clone(),
-    ));
+    let recipient = job
+        .age_recipient
+        .as_deref()
+        .map(|r| {
+            r.parse::<age::x25519::Recipient>()
+                .map_err(|e| format!("spec.backup.ageRecipient: {e}"))
+        })
+        .transpose()?;
+    let store = Arc::new(
+        Store::new(
+            s3.clone(),
+            tokio::runtime::Handle::current(),
+            &existing,
+            started,
+            started - ChronoDuration::days(reuse_window.max(1)),
+            cancel.clone(),
+        )
+        .with_recipient(recipient),
+    );
     let mut sources = Vec::new();
     let mut failed = Vec::new();
     for v in &job.volumes {
@@ -523,7 +534,7 @@ async fn backup_day<D: Docker + Clone>(
         obsd_version: env!("CARGO_PKG_VERSION").into(),
         started_at: started,
         finished_at: ctx.clock.now(),
-        encrypted: false,
+        encrypted: job.age_recipient.is_some(),
         sources: sources.iter().filter_map(|(_, s)| s.clone()).collect(),
         failed,
     };
@@ -745,15 +756,18 @@ pub struct RestoreTarget<'a> {
 pub async fn restore_volume<D: Docker + Clone>(
     docker: &D,
     s3: Arc<S3>,
+    identity: Option<&age::x25519::Identity>,
     src: &Source,
     target: &RestoreTarget<'_>,
     create_volume: bool,
 ) -> Result<u64, String> {
     let rt = tokio::runtime::Handle::current();
-    let (s3c, srcc, rtc) = (s3.clone(), src.clone(), rt.clone());
-    tokio::task::spawn_blocking(move || volume::replay::<std::io::Sink>(&s3c, &rtc, &srcc, None))
-        .await
-        .map_err(|e| format!("verify task: {e}"))??;
+    let (s3c, srcc, rtc, idc) = (s3.clone(), src.clone(), rt.clone(), identity.cloned());
+    tokio::task::spawn_blocking(move || {
+        volume::replay::<std::io::Sink>(&s3c, &rtc, idc.as_ref(), &srcc, None)
+    })
+    .await
+    .map_err(|e| format!("verify task: {e}"))??;
     if create_volume {
         docker
             .create_volume(target.volume, None, &target.labels)
@@ -781,14 +795,14 @@ pub async fn restore_volume<D: Docker + Clone>(
         .await
         .map_err(|e| format!("creating the restore helper: {e}"))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
-    let (srcc, s3c) = (src.clone(), s3.clone());
+    let (srcc, s3c, idc) = (src.clone(), s3.clone(), identity.cloned());
     let writer = tokio::task::spawn_blocking(move || {
         let mut b = tar::Builder::new(ChannelWriter {
             tx,
             buf: Vec::new(),
         });
         b.mode(tar::HeaderMode::Complete);
-        let n = volume::replay(&s3c, &rt, &srcc, Some(&mut b))?;
+        let n = volume::replay(&s3c, &rt, idc.as_ref(), &srcc, Some(&mut b))?;
         let mut w = b
             .into_inner()
             .map_err(|e| format!("finishing the stream: {e}"))?;
@@ -836,6 +850,11 @@ pub async fn drill<D: Docker + Clone>(docker: &D, s3: Arc<S3>) -> Result<(String
     let days = complete_days(&s3).await?;
     let day = days.last().ok_or("no complete day in the bucket")?.clone();
     let m = load_manifest(&s3, &day).await?;
+    if m.encrypted {
+        return Err(format!(
+            "{day} is encrypted: the drill needs the age identity, which never lives on the host"
+        ));
+    }
     let mut total = 0;
     for src in &m.sources {
         let scratch = format!("obsd-drill-{}", src.docker_name);
@@ -864,6 +883,7 @@ pub async fn drill<D: Docker + Clone>(docker: &D, s3: Arc<S3>) -> Result<(String
             let n = restore_volume(
                 docker,
                 s3.clone(),
+                None,
                 src,
                 &RestoreTarget {
                     volume: &scratch,
