@@ -879,3 +879,71 @@ async fn an_encrypted_backup_restores_only_with_its_identity() {
         .unwrap();
     assert_eq!(listing(&restored), listing(&vol));
 }
+
+/// The bucket lock through a fake Cloudflare API on 127.0.0.1: read-modify-write keeps
+/// the other rules, a second run writes nothing, public access is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bucket_lock_rule_is_ensured_and_other_rules_kept() {
+    let rules = Arc::new(std::sync::Mutex::new(json!([
+        {"id": "keep-me", "enabled": true, "prefix": "legal/", "condition": {"type": "Indefinite"}}
+    ])));
+    let custom_enabled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (r2, ce) = (rules.clone(), custom_enabled.clone());
+    let cf = serve(move |req| {
+        if req.header("authorization") != Some("Bearer cf-token-123") {
+            return Reply::status(403, json!({"success": false, "errors": [{"code": 10000, "message": "Authentication error"}]}));
+        }
+        let base = "/client/v4/accounts/acc1/r2/buckets/bk-lock";
+        match (req.method.as_str(), req.path.strip_prefix(base)) {
+            ("GET", Some("/lock")) => Reply::json(json!({"success": true, "errors": [], "messages": [], "result": {"rules": r2.lock().unwrap().clone()}})),
+            ("PUT", Some("/lock")) => {
+                *r2.lock().unwrap() = req.json()["rules"].clone();
+                Reply::json(json!({"success": true, "errors": [], "messages": [], "result": {}}))
+            }
+            ("GET", Some("/domains/managed")) => Reply::json(json!({"success": true, "errors": [], "messages": [], "result": {"bucketId": "x", "domain": "pub-x.r2.dev", "enabled": false}})),
+            ("GET", Some("/domains/custom")) => Reply::json(json!({"success": true, "errors": [], "messages": [], "result": {"domains": [{"domain": "b.example.com", "enabled": ce.load(std::sync::atomic::Ordering::SeqCst)}]}})),
+            _ => Reply::status(404, json!({"success": false, "errors": [{"code": 7003, "message": "no route"}]})),
+        }
+    })
+    .await;
+    let moto = moto("bk-lock").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx_at(
+        dir.path(),
+        6,
+        &[("CF_ACCOUNT_ID", "acc1"), ("R2_API_TOKEN", "cf-token-123")],
+    );
+    let j = job(
+        &moto,
+        "bk-lock",
+        &[],
+        json!({"lockRetentionDays": 7, "cloudflare": {"apiBase": format!("{}/client/v4", cf.base)}}),
+    );
+    run(&ctx, &j).await.unwrap();
+    let now = rules.lock().unwrap().clone();
+    assert_eq!(now.as_array().unwrap().len(), 2, "{now}");
+    assert_eq!(now[0]["id"], "keep-me", "other rules kept as they were");
+    assert_eq!(now[0]["prefix"], "legal/");
+    assert_eq!(
+        now[1],
+        json!({"id": "obsd-backup-lock", "enabled": true, "condition": {"type": "Age", "maxAgeSeconds": 604800}})
+    );
+    let tf = read_textfile(&ctx, "backup.prom");
+    assert_eq!(tf.value("backup_r2_bucket_lock_enabled", &[]), Some(1.0));
+    assert_eq!(tf.value("backup_r2_bucket_public", &[]), Some(0.0));
+
+    // Second run: nothing to write. A custom domain turned on: public.
+    custom_enabled.store(true, std::sync::atomic::Ordering::SeqCst);
+    let puts = || cf.requests().iter().filter(|r| r.method == "PUT").count();
+    assert_eq!(puts(), 1);
+    run(&ctx, &j).await.unwrap();
+    assert_eq!(puts(), 1, "the rule is in place: no PUT");
+    let tf = read_textfile(&ctx, "backup.prom");
+    assert_eq!(tf.value("backup_r2_bucket_public", &[]), Some(1.0));
+
+    // Someone disables the rule: the next run re-enables it.
+    rules.lock().unwrap()[1]["enabled"] = json!(false);
+    run(&ctx, &j).await.unwrap();
+    assert_eq!(rules.lock().unwrap()[1]["enabled"], json!(true));
+    assert_eq!(puts(), 2);
+}

@@ -16,6 +16,7 @@
 //! spawned to unpause/start), and after a crash by the next reconcile pass (a paused
 //! owned container is `stopped` drift repaired by an unpause).
 
+pub mod cloudflare;
 pub mod manifest;
 pub mod retention;
 pub mod s3;
@@ -254,8 +255,30 @@ pub async fn run_with<D: Docker + Clone>(
     } else {
         None
     };
+    let guard = match &job.cloudflare {
+        Some(cf) => {
+            let r = cloudflare::ensure(ctx, cf, &job.bucket, job.lock_retention_days).await;
+            if let Err(e) = &r {
+                warn!(error = %e, "bucket lock / public access check failed");
+            }
+            Some(r)
+        }
+        None => None,
+    };
     let now = ctx.clock.now().timestamp() as f64;
     let mut tf = Textfile::new();
+    if let Some(Ok(g)) = &guard {
+        tf.gauge(
+            "backup_r2_bucket_lock_enabled",
+            "1 if a whole-bucket lock rule of at least lockRetentionDays is enabled.",
+        )
+        .set(f64::from(u8::from(g.lock_enabled)));
+        tf.gauge(
+            "backup_r2_bucket_public",
+            "1 if the bucket is reachable publicly (r2.dev or a custom domain).",
+        )
+        .set(f64::from(u8::from(g.public)));
+    }
     if let Some(r) = &drilled {
         tf.gauge(
             "backup_r2_drill_success",
@@ -395,8 +418,12 @@ pub async fn run_with<D: Docker + Clone>(
     if let Some(file) = &job.textfile {
         tf.write(ctx.textfile_dir()?, file)?;
     }
-    let drill_error = match drilled {
-        Some(Err(e)) => Some(format!("restore drill: {e}")),
+    let drill_error = match (drilled, guard) {
+        (Some(Err(e)), _) => Some(format!("restore drill: {e}")),
+        (_, Some(Err(e))) => Some(format!("bucket lock: {e}")),
+        (_, Some(Ok(g))) if !g.lock_enabled => {
+            Some("bucket lock: no enabled lock rule after ensuring it".to_string())
+        }
         _ => None,
     };
     match (result, error) {
