@@ -249,3 +249,73 @@ pub fn restore_volume(a: RestoreArgs<'_>) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// No container names: the backup body does not use them.
+struct NoNames;
+
+impl obsd::jobs::ContainerNames for NoNames {
+    fn list(
+        &self,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<Vec<(String, String)>, obsd::jobs::ContainerNamesError>,
+    > {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// `obsctl backup run`: one run of the backup Job's body in this process (no daemon):
+/// the same code, metrics and dead-man pings as the scheduled run. `as_of` (hidden,
+/// for the benchmark's simulated days) runs it as if it were 03:30 UTC that day.
+pub fn run_now(dir: &Path, job: Option<&str>, as_of: Option<&str>) -> anyhow::Result<ExitCode> {
+    let d = load(dir)?;
+    let b = backup_job(&d, job)?.clone();
+    let name = d
+        .jobs
+        .iter()
+        .find(|(n, r)| r.spec.backup.is_some() && job.is_none_or(|j| j == n.as_str()))
+        .map(|(n, _)| n.clone())
+        .unwrap_or_else(|| "backup".into());
+    let state_dir = obsd::state::resolve_dir(None, Some(&d.stack.spec.state_dir));
+    rt()?.block_on(async {
+        let mut ctx = obsd::jobs::JobContext::new(
+            Arc::new(d.env.clone()),
+            state_dir,
+            d.stack
+                .spec
+                .textfile_dir
+                .as_ref()
+                .map(std::path::PathBuf::from),
+            Arc::new(NoNames),
+        );
+        if let Some(day) = as_of {
+            let t = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                .with_context(|| format!("--as-of {day}"))?
+                .and_hms_opt(3, 30, 0)
+                .expect("valid time")
+                .and_utc();
+            ctx.clock = Arc::new(obsd::jobs::TokioClock::starting_at(t));
+        }
+        let docker = Engine::open()
+            .await
+            .map_err(|e| anyhow!("cannot reach the Docker engine: {}", e.detail()))?;
+        match backup::run_with(
+            &ctx,
+            &name,
+            &b,
+            &docker,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        {
+            Ok(()) => {
+                println!("backup complete");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("obsctl: backup: {e}");
+                Ok(ExitCode::from(1))
+            }
+        }
+    })
+}

@@ -117,6 +117,17 @@ enum JobsCmd {
 
 #[derive(Subcommand)]
 enum BackupCmd {
+    /// Run the backup Job once now, in this process (no daemon needed).
+    Run {
+        #[arg(long, default_value = "desired-state")]
+        desired_state: PathBuf,
+        /// The backup Job (default: the only one).
+        #[arg(long)]
+        job: Option<String>,
+        /// Run as if it were 03:30 UTC on this day (benchmarks, simulations).
+        #[arg(long, hide = true)]
+        as_of: Option<String>,
+    },
     /// Complete days (newest first), per volume: bytes, stored bytes, files, checksum.
     List {
         #[arg(long, default_value = "desired-state")]
@@ -231,6 +242,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 yes_delete_data,
             } => commands::volume_rm(&desired_state, &name, yes_delete_data),
         },
+        Cmd::Backup {
+            cmd:
+                BackupCmd::Run {
+                    desired_state,
+                    job,
+                    as_of,
+                },
+        } => backup::run_now(&desired_state, job.as_deref(), as_of.as_deref()),
         Cmd::Backup {
             cmd:
                 BackupCmd::List {
