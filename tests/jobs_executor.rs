@@ -1,5 +1,5 @@
 //! The production executor under the runner: dispatch on the body, docker-names with a
-//! fake container list, the backup body's explicit "not implemented", context swaps.
+//! fake container list, the backup body's explicit configuration error, context swaps.
 
 mod jobs_support;
 
@@ -46,14 +46,10 @@ async fn docker_names_and_backup_through_the_runner() {
         textfile: "docker_names.prom".into(),
     });
     let mut backup = spec();
-    backup.backup = Some(BackupJob {
-        bucket: "tlsstress-obs-backups".into(),
-        volumes: vec![],
-        keep_daily: 14,
-        lock_retention_days: 7,
-        max_bucket_gb: 9,
-        dead_man_url_env: None,
-    });
+    backup.backup = Some(
+        serde_json::from_value::<BackupJob>(serde_json::json!({"bucket": "tlsstress-obs-backups"}))
+            .unwrap(),
+    );
     runner.set_jobs(BTreeMap::from([
         ("docker-names".to_string(), names),
         ("backup".to_string(), backup),
@@ -133,19 +129,19 @@ async fn docker_names_and_backup_through_the_runner() {
         1
     );
 
-    // backup is declared but not implemented: it fails loudly, never fakes success.
+    // A backup job without an endpoint fails loudly, never fakes success.
     let rec = runner.trigger("backup").unwrap().wait().await.unwrap();
     assert_eq!(rec.result, RunResult::Error);
     assert_eq!(
         rec.error.as_deref(),
-        Some("backup job runner not implemented yet")
+        Some("spec.backup.endpoint is not set (the bucket's S3 API URL)")
     );
     let st = runner.status();
     let b = st.iter().find(|s| s.name == "backup").unwrap();
     assert_eq!(b.kind, "backup");
     assert_eq!(
         b.last_error.as_deref(),
-        Some("backup job runner not implemented yet")
+        Some("spec.backup.endpoint is not set (the bucket's S3 API URL)")
     );
     assert!(b.last_success.is_none());
     // status() is what `obsctl jobs -o json` prints.

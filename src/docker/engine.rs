@@ -580,6 +580,49 @@ impl Docker for Engine {
         Ok(out)
     }
 
+    async fn containers_using_volume(&self, volume: &str) -> Result<Vec<ContainerInfo>> {
+        let mut filters = HashMap::new();
+        filters.insert("volume".to_string(), vec![volume.to_string()]);
+        self.list(filters).await
+    }
+
+    async fn pause_container(&self, id: &str) -> Result<()> {
+        self.docker.pause_container(id).await.map_err(map_err)
+    }
+
+    async fn unpause_container(&self, id: &str) -> Result<()> {
+        self.docker.unpause_container(id).await.map_err(map_err)
+    }
+
+    fn download_archive(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> impl Stream<Item = Result<bytes::Bytes>> + Send + 'static {
+        let opts = qp::DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        // Edition 2021: bollard's stream does not borrow the client.
+        self.docker
+            .download_from_container(id, Some(opts))
+            .map_err(map_err)
+    }
+
+    async fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        tar: impl Stream<Item = bytes::Bytes> + Send + 'static,
+    ) -> Result<()> {
+        let opts = qp::UploadToContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        self.docker
+            .upload_to_container(id, Some(opts), bollard::body_stream(tar))
+            .await
+            .map_err(map_err)
+    }
+
     fn events(&self) -> impl Stream<Item = Result<EngineEvent>> + Send + 'static {
         let docker = self.docker.clone();
         let mut filters = HashMap::new();

@@ -31,6 +31,8 @@ const READS: &[&str] = &[
     "list_networks",
     "inspect_state",
     "container_logs",
+    "containers_using_volume",
+    "download_archive",
 ];
 
 impl FakeDocker {
@@ -105,6 +107,13 @@ impl FakeDocker {
 
     fn record(&self, call: String) {
         self.inner.lock().unwrap().calls.push(call);
+    }
+
+    fn set_state(&self, id: &str, state: RunState) {
+        let mut g = self.inner.lock().unwrap();
+        if let Some(c) = g.containers.iter_mut().find(|c| c.id == id) {
+            c.state = state;
+        }
     }
 }
 
@@ -311,6 +320,44 @@ impl Docker for FakeDocker {
     async fn container_logs(&self, id: &str, _tail: usize) -> Result<String> {
         self.record(format!("container_logs {}", short(id)));
         Ok(String::new())
+    }
+
+    async fn containers_using_volume(&self, volume: &str) -> Result<Vec<ContainerInfo>> {
+        self.record(format!("containers_using_volume {volume}"));
+        Ok(Vec::new())
+    }
+
+    async fn pause_container(&self, id: &str) -> Result<()> {
+        self.record(format!("pause_container {}", short(id)));
+        self.set_state(id, RunState::Paused);
+        Ok(())
+    }
+
+    async fn unpause_container(&self, id: &str) -> Result<()> {
+        self.record(format!("unpause_container {}", short(id)));
+        self.set_state(id, RunState::Running);
+        Ok(())
+    }
+
+    fn download_archive(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes>> + Send + 'static {
+        self.record(format!("download_archive {} {path}", short(id)));
+        futures_util::stream::iter(vec![Err(DockerError::Api(
+            "the fake engine holds no files".into(),
+        ))])
+    }
+
+    async fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        _tar: impl futures_util::Stream<Item = bytes::Bytes> + Send + 'static,
+    ) -> Result<()> {
+        self.record(format!("upload_archive {} {path}", short(id)));
+        Ok(())
     }
 
     fn events(&self) -> impl futures_util::Stream<Item = Result<EngineEvent>> + Send + 'static {

@@ -283,6 +283,28 @@ pub trait Docker: Send + Sync + 'static {
     fn container_logs(&self, id: &str, tail: usize) -> impl Future<Output = Result<String>> + Send;
     /// Runs `cmd` inside a running container and waits for it: (exit code, output).
     fn exec(&self, id: &str, cmd: &[String]) -> impl Future<Output = Result<(i64, String)>> + Send;
+    /// Containers (any state) that mount the named volume (`filters={"volume":[name]}`).
+    fn containers_using_volume(
+        &self,
+        volume: &str,
+    ) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send;
+    fn pause_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn unpause_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// `GET /containers/{id}/archive?path=…`: the path as a tar stream (the container
+    /// need not run: its mounts are read through the engine).
+    fn download_archive(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes>> + Send + 'static;
+    /// `PUT /containers/{id}/archive?path=…`: extracts a tar stream under `path`
+    /// (ownership and modes as in the tar headers).
+    fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        tar: impl futures_util::Stream<Item = bytes::Bytes> + Send + 'static,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Engine events from now on; the stream ends when the connection drops.
     fn events(&self) -> impl futures_util::Stream<Item = Result<EngineEvent>> + Send + 'static;
 }

@@ -8,7 +8,7 @@
 //! - [`textfile`]: the node-exporter textfile writer every body uses.
 //! - bodies: [`cloud_poller`], [`docker_names`], [`status_page`], [`self_heal`],
 //!   [`logs_shipper`] (with the Loki client [`loki`]), [`aws_cron_monitor`], [`backup`]
-//!   (not implemented yet: running it fails loudly).
+//!   (volumes → S3/R2, restore).
 //! - [`http`] (retry/backoff, error shapes) and [`aws`] (SigV4-signed AWS JSON calls,
 //!   through the `aws-sigv4` crate) serve the bodies.
 //!
@@ -22,7 +22,7 @@
 
 pub(crate) mod aws;
 pub mod aws_cron_monitor;
-pub(crate) mod backup;
+pub mod backup;
 pub(crate) mod clock;
 pub mod cloud_poller;
 pub(crate) mod docker_names;
@@ -155,8 +155,6 @@ pub enum JobError {
     Partial(String),
     #[error("{0}")]
     Failed(String),
-    #[error("backup job runner not implemented yet")]
-    BackupNotImplemented,
 }
 
 /// One run to execute: what the runner hands to an [`Executor`].
@@ -221,7 +219,7 @@ impl Executor for BodyExecutor {
             } else if let Some(b) = &spec.self_heal {
                 self_heal::run(&ctx, &run.name, b, cancel).await
             } else if let Some(b) = &spec.backup {
-                backup::run(&ctx, b, cancel).await
+                backup::run(&ctx, &run.name, b, cancel).await
             } else if let Some(b) = &spec.logs_shipper {
                 logs_shipper::run(&ctx, &run.name, b, cancel, Some(deadline)).await
             } else if let Some(b) = &spec.aws_cron_monitor {

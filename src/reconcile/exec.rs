@@ -475,6 +475,7 @@ async fn run_service<D: Docker>(
                     docker.start_container(prev_id).await
                 }
                 Step::Start { id } => docker.start_container(id).await,
+                Step::Unpause { id } => docker.unpause_container(id).await,
                 Step::Restart { id } => {
                     docker
                         .restart_container(id, rendered.create.stop_timeout)

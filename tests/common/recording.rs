@@ -36,6 +36,9 @@ pub const WRITES: &[&str] = &[
     "remove_container",
     "rename_container",
     "exec",
+    "pause_container",
+    "unpause_container",
+    "upload_archive",
 ];
 
 impl Recording {
@@ -166,6 +169,35 @@ impl Docker for Recording {
     async fn rename_container(&self, id: &str, new_name: &str) -> DResult<()> {
         self.gate("rename_container").await;
         self.inner.rename_container(id, new_name).await
+    }
+    async fn containers_using_volume(&self, volume: &str) -> DResult<Vec<ContainerInfo>> {
+        self.gate("containers_using_volume").await;
+        self.inner.containers_using_volume(volume).await
+    }
+    async fn pause_container(&self, id: &str) -> DResult<()> {
+        self.gate("pause_container").await;
+        self.inner.pause_container(id).await
+    }
+    async fn unpause_container(&self, id: &str) -> DResult<()> {
+        self.gate("unpause_container").await;
+        self.inner.unpause_container(id).await
+    }
+    fn download_archive(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> impl futures_util::Stream<Item = DResult<bytes::Bytes>> + Send + 'static {
+        self.note("download_archive");
+        self.inner.download_archive(id, path)
+    }
+    async fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        tar: impl futures_util::Stream<Item = bytes::Bytes> + Send + 'static,
+    ) -> DResult<()> {
+        self.gate("upload_archive").await;
+        self.inner.upload_archive(id, path, tar).await
     }
     fn events(&self) -> impl futures_util::Stream<Item = DResult<EngineEvent>> + Send + 'static {
         self.note("events");

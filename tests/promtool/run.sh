@@ -30,3 +30,5 @@ promtool check rules "${rule_files[@]}"
 promtool test rules obsd-alerts.test.yml
 # The aws_jobs group of alerts.yml (obsd's logs-shipper and aws-cron-monitor Jobs).
 promtool test rules aws-jobs.test.yml
+# The restore-drill alerts of the backup_dr group (obsd's backup Job).
+promtool test rules backup.test.yml

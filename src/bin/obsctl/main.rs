@@ -13,6 +13,7 @@ macro_rules! out_raw {
     ($($t:tt)*) => { $crate::write_out(format_args!($($t)*), false) };
 }
 
+mod backup;
 mod commands;
 mod export;
 mod rollout;
@@ -101,6 +102,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VolumeCmd,
     },
+    /// The backup bucket: complete days and what they hold.
+    Backup {
+        #[command(subcommand)]
+        cmd: BackupCmd,
+    },
+    /// Restore from the backup bucket.
+    Restore {
+        #[command(subcommand)]
+        cmd: RestoreCmd,
+    },
     /// Export the desired state for another system (`export k8s`).
     Export {
         #[command(subcommand)]
@@ -143,6 +154,58 @@ enum JobsCmd {
         /// Wait for the run to finish and exit with its result.
         #[arg(long)]
         wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCmd {
+    /// Run the backup Job once now, in this process (no daemon needed).
+    Run {
+        #[arg(long, default_value = "desired-state")]
+        desired_state: PathBuf,
+        /// The backup Job (default: the only one).
+        #[arg(long)]
+        job: Option<String>,
+        /// Run as if it were 03:30 UTC on this day (benchmarks, simulations).
+        #[arg(long, hide = true)]
+        as_of: Option<String>,
+    },
+    /// Complete days (newest first), per volume: bytes, stored bytes, files, checksum.
+    List {
+        #[arg(long, default_value = "desired-state")]
+        desired_state: PathBuf,
+        /// The backup Job (default: the only one).
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum RestoreCmd {
+    /// Restore a volume (the `Volume` resource name): every checksum is verified before
+    /// anything is written; into a new volume `NAME-restored-<date>` by default.
+    Volume {
+        name: String,
+        /// The day (`YYYY-MM-DD`, a complete one); default the newest holding the volume.
+        #[arg(long)]
+        date: Option<String>,
+        /// The new volume to create and fill.
+        #[arg(long)]
+        into: Option<String>,
+        /// age identity file (`AGE-SECRET-KEY-1…`) for an encrypted backup.
+        #[arg(long)]
+        identity: Option<PathBuf>,
+        /// Restore into the live volume: stops the containers mounting it, writes the
+        /// backup over it (files not in the backup stay), starts them again.
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long, default_value = "desired-state")]
+        desired_state: PathBuf,
+        /// The backup Job (default: the only one).
+        #[arg(long)]
+        job: Option<String>,
     },
 }
 
@@ -259,6 +322,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 yes_delete_data,
             } => commands::volume_rm(&desired_state, &name, yes_delete_data),
         },
+        Cmd::Backup {
+            cmd:
+                BackupCmd::Run {
+                    desired_state,
+                    job,
+                    as_of,
+                },
+        } => backup::run_now(&desired_state, job.as_deref(), as_of.as_deref()),
+        Cmd::Backup {
+            cmd:
+                BackupCmd::List {
+                    desired_state,
+                    job,
+                    output,
+                },
+        } => backup::list(&desired_state, job.as_deref(), output),
+        Cmd::Restore {
+            cmd:
+                RestoreCmd::Volume {
+                    name,
+                    date,
+                    into,
+                    identity,
+                    overwrite,
+                    desired_state,
+                    job,
+                },
+        } => backup::restore_volume(backup::RestoreArgs {
+            dir: &desired_state,
+            job: job.as_deref(),
+            name: &name,
+            date: date.as_deref(),
+            into: into.as_deref(),
+            identity: identity.as_deref(),
+            overwrite,
+        }),
         Cmd::Export { cmd } => export::run(cmd),
         Cmd::Rollout { cmd } => rollout::run(&socket, cmd),
         Cmd::Completions { shell } => {

@@ -159,6 +159,10 @@ impl JobSpec {
             self.aws_cron_monitor
                 .as_ref()
                 .map(|c| ("awsCronMonitor", c.textfile.as_str())),
+            self.backup
+                .as_ref()
+                .and_then(|c| c.textfile.as_deref())
+                .map(|t| ("backup", t)),
         ]
         .into_iter()
         .flatten()
@@ -276,29 +280,154 @@ fn plausible_key_env() -> String {
     "PLAUSIBLE_API_KEY".into()
 }
 
-/// backup-r2 (LLD section 2). The body is declared so the stack's desired state is
-/// complete; its runner is a later piece of work: running it fails with "backup job
-/// runner not implemented yet".
+/// backup-r2 (LLD section 2): the listed volumes, read through the Docker engine's archive
+/// endpoint (a helper container created, never started, from an image already present,
+/// the volume mounted read-only), stored in an S3-compatible bucket (R2), write-once
+/// (`If-None-Match: *` on every PUT).
+///
+/// Bucket layout: `objects/<sha256>-<YYYYMMDD>` holds zstd-compressed content (chunks
+/// of large files, shared by every day that contains them, and the segments of each
+/// volume's archive of small files), named by the SHA-256 of the plain content and the
+/// day it was uploaded; `daily/<YYYY-MM-DD>/manifest.json` (written last) lists, per
+/// volume and file, path, type, mode, owner, size, SHA-256 and the objects holding it.
+/// A day without a manifest is incomplete: never listed or restored, finished by the next
+/// run. An object uploaded `lockRetentionDays − 1` days ago or earlier is never reused: the
+/// content is stored afresh, so the newest complete day and everything it references stay
+/// inside the bucket-lock window.
+///
+/// Metrics (`textfile`): `backup_r2_last_run_timestamp_seconds`,
+/// `backup_r2_last_success_timestamp_seconds`, `backup_r2_run_success`, per volume (label
+/// `source`, `volume/<name>`) `backup_r2_source_success`,
+/// `backup_r2_source_last_success_timestamp_seconds`, `backup_r2_source_bytes`,
+/// `backup_r2_source_objects`, `backup_r2_source_uploaded_bytes`; and
+/// `backup_r2_bucket_usage_bytes`, `backup_r2_days_complete`,
+/// `backup_r2_objects_uploaded`, `backup_r2_retention_refused_deletes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackupJob {
     /// R2 bucket.
     pub bucket: String,
+    /// S3 API endpoint, e.g. `https://${CF_ACCOUNT_ID}.r2.cloudflarestorage.com`
+    /// (path-style requests: `<endpoint>/<bucket>/<key>`). Required to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// SigV4 region (`auto` for R2).
+    #[serde(default = "backup_region")]
+    pub region: String,
+    /// Env-file variables holding the S3 access key ID and secret access key.
+    #[serde(default = "r2_akid_env")]
+    pub access_key_id_env: String,
+    #[serde(default = "r2_secret_env")]
+    pub secret_access_key_env: String,
     /// `Volume` resources to archive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<String>,
-    /// Daily copies to keep.
+    /// Per volume, what happens to the containers mounting it during the read:
+    /// `none` (default: read while they run), `pause` (frozen for the read, then
+    /// unpaused, also on error or timeout; a container left paused by a crash is
+    /// unpaused by the next reconcile pass) or `stop` (stopped, then started again).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub quiesce: std::collections::BTreeMap<String, Quiesce>,
+    /// Complete days to keep; older ones are deleted (their manifest first, then every
+    /// object no kept day references). A delete the bucket lock refuses (R2: 403
+    /// `ObjectLockedByBucketPolicy`) is reported once and not retried before the lock
+    /// could have expired.
     #[serde(default = "keep_daily")]
     pub keep_daily: u32,
     /// Bucket-lock retention (must be below `keepDaily`).
     #[serde(default = "lock_days")]
     pub lock_retention_days: u32,
-    /// Size budget for the bucket, in GB.
+    /// Size budget for the bucket, in GB (10⁹ bytes; fractions allowed). After
+    /// keeping `keepDaily` days, the oldest complete days are dropped while the bucket is
+    /// over it, never the newest complete day nor a day inside `lockRetentionDays`.
     #[serde(default = "max_gb")]
-    pub max_bucket_gb: u32,
-    /// Env-file variable holding the healthchecks.io ping URL.
+    pub max_bucket_gb: f64,
+    /// Env-file variable holding the healthchecks.io ping URL (`/start`, success,
+    /// `/fail`, one `rid` per run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_man_url_env: Option<String>,
+    /// Encrypt every object to this `age` X25519 recipient (`age1…`): the identity (the
+    /// private key) never lives on the host, so only `obsctl restore volume … --identity
+    /// FILE` run with it can read the backup. Manifests stay readable (paths, sizes,
+    /// owners, content hashes) so `backup list` and retention work without it; object
+    /// names carry the content's SHA-256. Not combinable with `drill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_recipient: Option<String>,
+    /// Cloudflare API access for the bucket's lock rule and public-access check: every
+    /// run makes sure a bucket-lock rule (`obsd-backup-lock`, whole bucket, age
+    /// `lockRetentionDays`) exists and is enabled (read-modify-write: other rules are
+    /// kept), and reports `backup_r2_bucket_lock_enabled` and `backup_r2_bucket_public`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudflare: Option<BackupCloudflare>,
+    /// Restore drill after every run: the newest complete day is downloaded, every
+    /// checksum checked, each volume restored into a scratch volume
+    /// (`obsd-drill-<volume>`), read back and compared with the manifest, and the scratch
+    /// volumes removed. Metrics `backup_r2_drill_success`,
+    /// `backup_r2_drill_last_success_timestamp_seconds`, `backup_r2_drill_bytes`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drill: bool,
+    /// Metrics file in the Stack's `textfileDir` (e.g. `backup.prom`); without it no
+    /// metrics are written (and the `backup_dr` alerts see no backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub textfile: Option<String>,
+}
+
+/// The Cloudflare account of the backup bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackupCloudflare {
+    /// Env-file variable holding the account ID.
+    #[serde(default = "cf_account_env")]
+    pub account_id_env: String,
+    /// Env-file variable holding an API token allowed to edit R2 bucket locks.
+    #[serde(default = "backup_cf_token_env")]
+    pub api_token_env: String,
+    /// API base (tests point it at a fake).
+    #[serde(default = "cf_api_base")]
+    pub api_base: String,
+}
+
+fn cf_account_env() -> String {
+    "CF_ACCOUNT_ID".into()
+}
+fn backup_cf_token_env() -> String {
+    "R2_API_TOKEN".into()
+}
+fn cf_api_base() -> String {
+    "https://api.cloudflare.com/client/v4".into()
+}
+
+/// How a volume's containers are quiesced while it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Quiesce {
+    /// Read while the containers run (crash-consistent at best).
+    #[default]
+    None,
+    /// Freeze the containers (cgroup freezer) for the read.
+    Pause,
+    /// Stop the containers for the read and start them again.
+    Stop,
+}
+
+impl Quiesce {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quiesce::None => "none",
+            Quiesce::Pause => "pause",
+            Quiesce::Stop => "stop",
+        }
+    }
+}
+
+fn backup_region() -> String {
+    "auto".into()
+}
+fn r2_akid_env() -> String {
+    "R2_ACCESS_KEY_ID".into()
+}
+fn r2_secret_env() -> String {
+    "R2_SECRET_ACCESS_KEY".into()
 }
 
 fn keep_daily() -> u32 {
@@ -307,8 +436,8 @@ fn keep_daily() -> u32 {
 fn lock_days() -> u32 {
     7
 }
-fn max_gb() -> u32 {
-    9
+fn max_gb() -> f64 {
+    9.0
 }
 
 /// self-heal (LLD section 10): probe each app's deep readiness URL; on HTTP 503 only (app

@@ -152,6 +152,10 @@ pub enum Step {
     Start {
         id: String,
     },
+    /// Unpause a container left paused (e.g. by a backup's quiesce interrupted by a crash).
+    Unpause {
+        id: String,
+    },
     Restart {
         id: String,
     },
@@ -190,6 +194,7 @@ impl Step {
             Step::Preflight => "preflight",
             Step::Hold { .. } => "hold",
             Step::Start { .. } => "start",
+            Step::Unpause { .. } => "unpause",
             Step::Restart { .. } => "restart",
             Step::Signal { .. } => "signal",
             Step::Reload { .. } => "reload",

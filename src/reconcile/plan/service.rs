@@ -321,10 +321,13 @@ fn present(
         svc.restart,
         RestartPolicy::Always | RestartPolicy::UnlessStopped
     ) || c.state == RunState::Created;
-    let stopped = !matches!(
-        c.state,
-        RunState::Running | RunState::Restarting | RunState::Removing
-    ) && keep_running;
+    // A paused container is never wanted (only a backup's quiesce pauses, and it
+    // unpauses): whatever the policy, it is unpaused.
+    let stopped = c.state == RunState::Paused
+        || (!matches!(
+            c.state,
+            RunState::Running | RunState::Restarting | RunState::Removing
+        ) && keep_running);
     if stopped {
         st.drift.push(Reason::Stopped);
     }
@@ -412,6 +415,9 @@ fn present(
     }
     if looping {
         steps.push(Step::Hold { id: c.id.clone() });
+    } else if stopped && c.state == RunState::Paused {
+        // Paused by a backup that never finished (obsd crashed mid-read).
+        steps.push(Step::Unpause { id: c.id.clone() });
     } else if stopped {
         steps.push(Step::Start { id: c.id.clone() });
     } else if unhealthy {

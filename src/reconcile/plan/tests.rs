@@ -286,6 +286,20 @@ fn service_rows() -> std::collections::BTreeSet<Reason> {
             vec!["start"],
         ),
         (
+            "paused (a backup's quiesce cut short by a crash): unpaused",
+            "web",
+            |_, o| with(o, "t-web", |c| c.state = RunState::Paused),
+            vec![Stopped],
+            vec!["unpause"],
+        ),
+        (
+            "paused one-shot: unpaused too",
+            "oneshot",
+            |_, o| with(o, "t-oneshot", |c| c.state = RunState::Paused),
+            vec![Stopped],
+            vec!["unpause"],
+        ),
+        (
             "a one-shot that exited is left alone",
             "oneshot",
             |_, o| with(o, "t-oneshot", |c| c.state = RunState::Exited),

@@ -1,0 +1,987 @@
+//! backup-r2 (LLD section 2): the stack's volumes → an S3-compatible bucket (R2),
+//! streamed, write-once, checked on restore.
+//!
+//! Per volume: a helper container is *created, never started*, from the image of a
+//! container that mounts the volume (already present: nothing is pulled), with the
+//! volume mounted read-only at `/data`; the engine's archive endpoint
+//! (`GET /containers/{id}/archive`) is the tar stream, read on a blocking thread
+//! ([`volume::read_volume`]) and cut into content-addressed, zstd-compressed objects
+//! ([`store`]), each one PUT with `If-None-Match: *` ([`s3`]). Nothing touches the disk;
+//! memory is one segment ([`store::SEGMENT`]) and its compressed copy. The day's
+//! manifest ([`manifest`]) is written last; a day without one is incomplete and the next
+//! run finishes it.
+//!
+//! Quiesce (`none | pause | stop`) wraps only the read, and is undone on every path: on
+//! success and error here, on timeout or cancellation by the guard's `Drop` (a task is
+//! spawned to unpause/start), and after a crash by the next reconcile pass (a paused
+//! owned container is `stopped` drift repaired by an unpause).
+
+pub mod cloudflare;
+pub mod manifest;
+pub mod retention;
+pub mod s3;
+pub mod store;
+pub mod volume;
+
+use super::textfile::Textfile;
+use super::{JobContext, JobError};
+use crate::desired::model::job::{BackupJob, Quiesce};
+use crate::desired::EnvFile;
+use crate::docker::{ContainerInfo, CreateContainer, Docker, Mount, RunState};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use futures_util::TryStreamExt;
+use manifest::{date_of_manifest_key, manifest_key, FailedSource, Manifest, Source};
+use s3::S3;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use store::Store;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Label on the helper containers (never the stack label: the planner ignores them).
+pub const HELPER_LABEL: &str = "obs.tlsstress.art/backup-helper";
+
+/// The bucket of a backup job, with the credentials from the env file.
+pub fn open_bucket(http: reqwest::Client, job: &BackupJob, env: &EnvFile) -> Result<S3, String> {
+    let endpoint = job
+        .endpoint
+        .as_deref()
+        .ok_or("spec.backup.endpoint is not set (the bucket's S3 API URL)")?;
+    let secret = |name: &str| {
+        env.get(name)
+            .filter(|s| !s.expose().is_empty())
+            .ok_or_else(|| format!("`{name}` is not set in the env file"))
+    };
+    let akid = secret(&job.access_key_id_env)?;
+    let key = secret(&job.secret_access_key_env)?;
+    S3::new(
+        http,
+        endpoint,
+        &job.bucket,
+        &job.region,
+        akid.expose(),
+        key.expose(),
+    )
+}
+
+/// The Docker volume of a `Volume` resource: a volume with exactly that name, else the
+/// one volume obsd created for the resource (label `obs.tlsstress.art/name`).
+pub async fn docker_volume<D: Docker>(docker: &D, resource: &str) -> Result<String, String> {
+    let vols = docker
+        .list_volumes()
+        .await
+        .map_err(|e| format!("listing volumes: {e}"))?;
+    if vols.iter().any(|v| v.name == resource) {
+        return Ok(resource.to_string());
+    }
+    let labelled: Vec<&str> = vols
+        .iter()
+        .filter(|v| {
+            v.labels
+                .get(crate::docker::labels::NAME)
+                .map(String::as_str)
+                == Some(resource)
+                && v.labels.contains_key(crate::docker::labels::STACK)
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    match labelled.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(format!("volume {resource} does not exist")),
+        many => Err(format!(
+            "volume {resource} is ambiguous: {}",
+            many.join(", ")
+        )),
+    }
+}
+
+/// Complete days in the bucket (dates with a manifest), oldest first.
+pub async fn complete_days(s3: &S3) -> Result<Vec<String>, String> {
+    let mut days: Vec<String> = s3
+        .list("daily/")
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter_map(|o| date_of_manifest_key(&o.key).map(str::to_string))
+        .collect();
+    days.sort();
+    days.dedup();
+    Ok(days)
+}
+
+pub async fn load_manifest(s3: &S3, date: &str) -> Result<Manifest, String> {
+    let key = manifest_key(date);
+    let raw = s3
+        .get(&key)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no complete backup for {date} ({key} is missing)"))?;
+    serde_json::from_slice(&raw).map_err(|e| format!("{key}: {e}"))
+}
+
+/// Persisted between runs: last successes (for the metrics) and deletes the lock refused.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunState2 {
+    #[serde(default)]
+    last_success: Option<f64>,
+    #[serde(default)]
+    source_last_success: BTreeMap<String, f64>,
+    /// Keys whose delete the bucket lock refused, with the day of the refusal.
+    #[serde(default)]
+    refused_deletes: BTreeMap<String, String>,
+    #[serde(default)]
+    drill_last_success: Option<f64>,
+}
+
+fn state_path(state_dir: &Path, job: &str) -> std::path::PathBuf {
+    state_dir.join("jobs").join(format!("{job}.backup.json"))
+}
+
+fn load_state(state_dir: &Path, job: &str) -> RunState2 {
+    std::fs::read(state_path(state_dir, job))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save_state(state_dir: &Path, job: &str, s: &RunState2) -> Result<(), JobError> {
+    let path = state_path(state_dir, job);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| JobError::Io {
+            what: format!("creating {}", dir.display()),
+            source,
+        })?;
+    }
+    let bytes = serde_json::to_vec_pretty(s).expect("plain data serialises");
+    crate::fsutil::atomic_write(&path, &bytes, 0o600).map_err(|source| JobError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })
+}
+
+/// A random request ID for the dead-man pings of one run (UUID v4 form).
+fn new_rid() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// healthchecks.io ping (`suffix`: "", "/start", "/fail"); failures are logged only.
+async fn ping(ctx: &JobContext, url: Option<&str>, suffix: &str, rid: &str, body: String) {
+    let Some(url) = url else { return };
+    let target = format!("{}{suffix}?rid={rid}", url.trim_end_matches('/'));
+    let r = ctx
+        .http
+        .post(&target)
+        .timeout(ctx.request_timeout)
+        .body(body)
+        .send()
+        .await;
+    match r {
+        Ok(resp) if resp.status().is_success() => {}
+        Ok(resp) => warn!(status = %resp.status(), "dead-man ping{suffix} refused"),
+        // Without the URL: the check's address is a secret from the env file.
+        Err(e) => {
+            warn!(error = %super::error_chain(&e.without_url()), "dead-man ping{suffix} failed")
+        }
+    }
+}
+
+/// The job body: connects to the Docker engine and runs [`run_with`].
+pub async fn run(
+    ctx: &JobContext,
+    name: &str,
+    job: &BackupJob,
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
+    let engine = crate::docker::engine::Engine::connect()
+        .map_err(|e| JobError::Failed(format!("Docker engine: {e}")))?;
+    run_with(ctx, name, job, &engine, cancel).await
+}
+
+/// What one run did (for the caller's tests and logs).
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    pub date: String,
+    pub pruned: retention::Pruned,
+    pub already_complete: bool,
+    pub uploaded_objects: u64,
+    pub uploaded_bytes: u64,
+    pub reused_objects: u64,
+    pub failed: Vec<String>,
+}
+
+/// One run against `docker` (the engine, or a test's).
+pub async fn run_with<D: Docker + Clone>(
+    ctx: &JobContext,
+    name: &str,
+    job: &BackupJob,
+    docker: &D,
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
+    let rid = new_rid();
+    let dead_man = match &job.dead_man_url_env {
+        Some(env) => Some(ctx.secret(env)?.expose().to_string()),
+        None => None,
+    };
+    ping(ctx, dead_man.as_deref(), "/start", &rid, String::new()).await;
+    let mut state = load_state(&ctx.state_dir, name);
+    let started = ctx.clock.now();
+    let result = backup_day(
+        ctx,
+        job,
+        docker,
+        cancel,
+        started,
+        &mut state.refused_deletes,
+    )
+    .await;
+    let drilled = if job.drill {
+        let r = match open_bucket(ctx.http.clone(), job, &ctx.env) {
+            Ok(s3) => drill(docker, Arc::new(s3)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &r {
+            warn!(error = %e, "restore drill failed");
+        }
+        Some(r)
+    } else {
+        None
+    };
+    let guard = match &job.cloudflare {
+        Some(cf) => {
+            let r = cloudflare::ensure(ctx, cf, &job.bucket, job.lock_retention_days).await;
+            if let Err(e) = &r {
+                warn!(error = %e, "bucket lock / public access check failed");
+            }
+            Some(r)
+        }
+        None => None,
+    };
+    let now = ctx.clock.now().timestamp() as f64;
+    let mut tf = Textfile::new();
+    if let Some(Ok(g)) = &guard {
+        tf.gauge(
+            "backup_r2_bucket_lock_enabled",
+            "1 if a whole-bucket lock rule of at least lockRetentionDays is enabled.",
+        )
+        .set(f64::from(u8::from(g.lock_enabled)));
+        tf.gauge(
+            "backup_r2_bucket_public",
+            "1 if the bucket is reachable publicly (r2.dev or a custom domain).",
+        )
+        .set(f64::from(u8::from(g.public)));
+    }
+    if let Some(r) = &drilled {
+        tf.gauge(
+            "backup_r2_drill_success",
+            "1 if the last restore drill restored and matched every volume of the newest complete day.",
+        )
+        .set(f64::from(u8::from(r.is_ok())));
+        if let Ok((_, bytes)) = r {
+            state.drill_last_success = Some(now);
+            tf.gauge(
+                "backup_r2_drill_bytes",
+                "Bytes the last restore drill compared.",
+            )
+            .set(*bytes as f64);
+        }
+        tf.gauge(
+            "backup_r2_drill_last_run_timestamp_seconds",
+            "End of the last restore drill.",
+        )
+        .set(now);
+    }
+    if let Some(t) = state.drill_last_success {
+        tf.gauge(
+            "backup_r2_drill_last_success_timestamp_seconds",
+            "Last restore drill that matched every volume.",
+        )
+        .set(t);
+    }
+    tf.gauge(
+        "backup_r2_last_run_timestamp_seconds",
+        "End of the last backup run.",
+    )
+    .set(now);
+    let (sources, usage, run_ok, error) = match &result {
+        Ok((o, sources, usage)) => (sources.clone(), Some(*usage), o.failed.is_empty(), None),
+        Err(e) => (
+            job.volumes
+                .iter()
+                .map(|v| (v.clone(), None))
+                .collect::<Vec<_>>(),
+            None,
+            false,
+            Some(e.clone()),
+        ),
+    };
+    for (src, ok) in &sources {
+        let success = ok.is_some();
+        tf.gauge(
+            "backup_r2_source_success",
+            "1 if the source was backed up by the last run.",
+        )
+        .sample(
+            &[("source", src), ("kind", "volume")],
+            f64::from(u8::from(success)),
+        );
+        if let Some(s) = ok {
+            state.source_last_success.insert(src.clone(), now);
+            tf.gauge(
+                "backup_r2_source_bytes",
+                "Size of the source's files in the last backup.",
+            )
+            .sample(&[("source", src), ("kind", "volume")], s.bytes as f64);
+            tf.gauge(
+                "backup_r2_source_stored_bytes",
+                "Compressed bytes of every object the source's last backup references.",
+            )
+            .sample(
+                &[("source", src), ("kind", "volume")],
+                s.stored_bytes as f64,
+            );
+            tf.gauge(
+                "backup_r2_source_objects",
+                "Objects the source's last backup references.",
+            )
+            .sample(
+                &[("source", src), ("kind", "volume")],
+                s.objects().collect::<BTreeSet<_>>().len() as f64,
+            );
+        }
+        if let Some(t) = state.source_last_success.get(src) {
+            tf.gauge(
+                "backup_r2_source_last_success_timestamp_seconds",
+                "Last time the source was backed up.",
+            )
+            .sample(&[("source", src), ("kind", "volume")], *t);
+        }
+    }
+    if run_ok {
+        state.last_success = Some(now);
+    }
+    if let Some(t) = state.last_success {
+        tf.gauge(
+            "backup_r2_last_success_timestamp_seconds",
+            "Last run that backed up every source.",
+        )
+        .set(t);
+    }
+    tf.gauge(
+        "backup_r2_run_success",
+        "1 if the last run backed up every source.",
+    )
+    .set(f64::from(u8::from(run_ok)));
+    if let Some(u) = usage {
+        tf.gauge(
+            "backup_r2_bucket_usage_bytes",
+            "Bytes stored in the backup bucket.",
+        )
+        .set(u as f64);
+    }
+    if let Ok((o, _, _)) = &result {
+        tf.gauge(
+            "backup_r2_objects_uploaded",
+            "Objects the last run uploaded (0: everything was already there).",
+        )
+        .set(o.uploaded_objects as f64);
+        tf.gauge(
+            "backup_r2_uploaded_bytes",
+            "Compressed bytes the last run uploaded.",
+        )
+        .set(o.uploaded_bytes as f64);
+        tf.gauge(
+            "backup_r2_retention_dropped_days",
+            "Complete days the last run's retention deleted.",
+        )
+        .set(o.pruned.dropped_days.len() as f64);
+        tf.gauge(
+            "backup_r2_retention_deleted_objects",
+            "Objects the last run's retention deleted.",
+        )
+        .set(o.pruned.deleted_objects as f64);
+        tf.gauge(
+            "backup_r2_retention_refused_deletes",
+            "Deletes the bucket lock refused in the last run (each key reported once).",
+        )
+        .set(o.pruned.refused as f64);
+    }
+    save_state(&ctx.state_dir, name, &state)?;
+    if let Some(file) = &job.textfile {
+        tf.write(ctx.textfile_dir()?, file)?;
+    }
+    let drill_error = match (drilled, guard) {
+        (Some(Err(e)), _) => Some(format!("restore drill: {e}")),
+        (_, Some(Err(e))) => Some(format!("bucket lock: {e}")),
+        (_, Some(Ok(g))) if !g.lock_enabled => {
+            Some("bucket lock: no enabled lock rule after ensuring it".to_string())
+        }
+        _ => None,
+    };
+    match (result, error) {
+        (Ok((o, _, _)), _) if o.failed.is_empty() && drill_error.is_some() => {
+            let msg = drill_error.unwrap_or_default();
+            ping(ctx, dead_man.as_deref(), "/fail", &rid, msg.clone()).await;
+            Err(JobError::Failed(msg))
+        }
+        (Ok((o, _, _)), _) if o.failed.is_empty() => {
+            info!(date = %o.date, uploaded = o.uploaded_objects, reused = o.reused_objects, "backup complete");
+            ping(
+                ctx,
+                dead_man.as_deref(),
+                "",
+                &rid,
+                format!("backup {} complete", o.date),
+            )
+            .await;
+            Ok(())
+        }
+        (Ok((o, _, _)), _) => {
+            let msg = format!("backup {}: failed: {}", o.date, o.failed.join("; "));
+            ping(ctx, dead_man.as_deref(), "/fail", &rid, msg.clone()).await;
+            Err(JobError::Partial(msg))
+        }
+        (Err(_), Some(e)) | (Err(e), None) => {
+            ping(ctx, dead_man.as_deref(), "/fail", &rid, e.clone()).await;
+            Err(JobError::Failed(e))
+        }
+    }
+}
+
+type DayResult = (Outcome, Vec<(String, Option<Source>)>, u64);
+
+async fn backup_day<D: Docker + Clone>(
+    ctx: &JobContext,
+    job: &BackupJob,
+    docker: &D,
+    cancel: &CancellationToken,
+    started: DateTime<Utc>,
+    refused: &mut BTreeMap<String, String>,
+) -> Result<DayResult, String> {
+    let s3 = Arc::new(open_bucket(ctx.http.clone(), job, &ctx.env)?);
+    let date = started.format("%Y-%m-%d").to_string();
+    let mut outcome = Outcome {
+        date: date.clone(),
+        ..Outcome::default()
+    };
+    let days = complete_days(&s3).await?;
+    if days.contains(&date) {
+        // Same-day re-run: the day is complete, nothing is uploaded.
+        let m = load_manifest(&s3, &date).await?;
+        outcome.already_complete = true;
+        let mut sources: Vec<(String, Option<Source>)> = Vec::new();
+        for v in &job.volumes {
+            let s = m
+                .sources
+                .iter()
+                .find(|s| s.kind == "volume" && &s.name == v)
+                .cloned();
+            if s.is_none() {
+                outcome
+                    .failed
+                    .push(format!("{v}: not in the day's manifest"));
+            }
+            sources.push((v.clone(), s));
+        }
+        outcome.pruned = prune(&s3, job, started, refused).await?;
+        let usage = outcome.pruned.usage;
+        return Ok((outcome, sources, usage));
+    }
+    let existing = s3.list("objects/").await.map_err(|e| e.to_string())?;
+    // Reuse only what stays locked for at least one more day.
+    let reuse_window = i64::from(job.lock_retention_days.saturating_sub(1));
+    let recipient = job
+        .age_recipient
+        .as_deref()
+        .map(|r| {
+            r.parse::<age::x25519::Recipient>()
+                .map_err(|e| format!("spec.backup.ageRecipient: {e}"))
+        })
+        .transpose()?;
+    let store = Arc::new(
+        Store::new(
+            s3.clone(),
+            tokio::runtime::Handle::current(),
+            &existing,
+            started,
+            started - ChronoDuration::days(reuse_window.max(1)),
+            cancel.clone(),
+        )
+        .with_recipient(recipient),
+    );
+    let mut sources = Vec::new();
+    let mut failed = Vec::new();
+    for v in &job.volumes {
+        if cancel.is_cancelled() {
+            return Err("cancelled".into());
+        }
+        let q = job.quiesce.get(v).copied().unwrap_or_default();
+        let t0 = ctx.clock.now();
+        let r = match docker_volume(docker, v).await {
+            Ok(dv) => backup_volume(docker, store.clone(), &dv, q)
+                .await
+                .map(|mut s| {
+                    s.name = v.clone();
+                    s.docker_name = dv;
+                    s
+                }),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(mut s) => {
+                s.quiesce = q.as_str().into();
+                s.started_at = t0;
+                s.finished_at = ctx.clock.now();
+                info!(volume = %v, bytes = s.bytes, stored = s.stored_bytes, "volume backed up");
+                sources.push((v.clone(), Some(s)));
+            }
+            Err(e) => {
+                warn!(volume = %v, error = %e, "volume backup failed");
+                outcome.failed.push(format!("{v}: {e}"));
+                failed.push(FailedSource {
+                    kind: "volume".into(),
+                    name: v.clone(),
+                    error: e,
+                });
+                sources.push((v.clone(), None));
+            }
+        }
+    }
+    let manifest = Manifest {
+        format: manifest::FORMAT,
+        date: date.clone(),
+        obsd_version: env!("CARGO_PKG_VERSION").into(),
+        started_at: started,
+        finished_at: ctx.clock.now(),
+        encrypted: job.age_recipient.is_some(),
+        sources: sources.iter().filter_map(|(_, s)| s.clone()).collect(),
+        failed,
+    };
+    if !manifest.sources.is_empty() {
+        let body = serde_json::to_vec_pretty(&manifest).expect("plain data serialises");
+        s3.put_once(&manifest_key(&date), body.into())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let st = store.stats();
+    outcome.uploaded_objects = st.uploaded_objects;
+    outcome.uploaded_bytes = st.uploaded_bytes;
+    outcome.reused_objects = st.reused_objects;
+    outcome.pruned = prune(&s3, job, started, refused).await?;
+    let usage = outcome.pruned.usage;
+    Ok((outcome, sources, usage))
+}
+
+async fn prune(
+    s3: &S3,
+    job: &BackupJob,
+    now: DateTime<Utc>,
+    refused: &mut BTreeMap<String, String>,
+) -> Result<retention::Pruned, String> {
+    retention::prune(
+        s3,
+        job.keep_daily,
+        job.lock_retention_days,
+        job.max_bucket_gb * 1e9,
+        now,
+        refused,
+    )
+    .await
+}
+
+/// Containers paused or stopped for a read; undone by [`Quiesced::release`], or by
+/// `Drop` (a spawned task) when the run is cancelled or times out.
+struct Quiesced<D: Docker + Clone> {
+    docker: D,
+    paused: Vec<String>,
+    stopped: Vec<String>,
+}
+
+impl<D: Docker + Clone> Quiesced<D> {
+    async fn apply(docker: &D, users: &[ContainerInfo], q: Quiesce) -> Result<Self, String> {
+        let mut g = Quiesced {
+            docker: docker.clone(),
+            paused: Vec::new(),
+            stopped: Vec::new(),
+        };
+        for c in users.iter().filter(|c| c.state == RunState::Running) {
+            match q {
+                Quiesce::None => {}
+                Quiesce::Pause => {
+                    docker
+                        .pause_container(&c.id)
+                        .await
+                        .map_err(|e| format!("pausing {}: {e}", c.name))?;
+                    g.paused.push(c.id.clone());
+                }
+                Quiesce::Stop => {
+                    // Recorded first: a stop that fails half-way is still started again.
+                    g.stopped.push(c.id.clone());
+                    docker
+                        .stop_container(&c.id, None)
+                        .await
+                        .map_err(|e| format!("stopping {}: {e}", c.name))?;
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    async fn release(mut self) -> Result<(), String> {
+        let paused = std::mem::take(&mut self.paused);
+        let stopped = std::mem::take(&mut self.stopped);
+        undo(&self.docker, paused, stopped).await
+    }
+}
+
+async fn undo<D: Docker>(
+    docker: &D,
+    paused: Vec<String>,
+    stopped: Vec<String>,
+) -> Result<(), String> {
+    let mut errors = Vec::new();
+    for id in paused {
+        let mut last = None;
+        for attempt in 0..5u64 {
+            match docker.unpause_container(&id).await {
+                Ok(()) => {
+                    last = None;
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200 * (attempt + 1))).await;
+        }
+        if let Some(e) = last {
+            errors.push(format!("unpausing {id}: {e}"));
+        }
+    }
+    for id in stopped {
+        if let Err(e) = docker.start_container(&id).await {
+            errors.push(format!("starting {id} again: {e}"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+impl<D: Docker + Clone> Drop for Quiesced<D> {
+    fn drop(&mut self) {
+        if self.paused.is_empty() && self.stopped.is_empty() {
+            return;
+        }
+        let paused = std::mem::take(&mut self.paused);
+        let stopped = std::mem::take(&mut self.stopped);
+        let docker = self.docker.clone();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                if let Err(e) = undo(&docker, paused, stopped).await {
+                    warn!(error = %e, "undoing the backup's quiesce after cancellation");
+                }
+            });
+        }
+    }
+}
+
+/// Reads one Docker volume into the store: the helper container, quiesce, the
+/// archive stream, cleanup.
+async fn backup_volume<D: Docker + Clone>(
+    docker: &D,
+    store: Arc<Store>,
+    docker_vol: &str,
+    q: Quiesce,
+) -> Result<Source, String> {
+    let all = docker
+        .containers_using_volume(docker_vol)
+        .await
+        .map_err(|e| format!("listing containers: {e}"))?;
+    let (helpers, users): (Vec<ContainerInfo>, Vec<ContainerInfo>) = all
+        .into_iter()
+        .partition(|c| c.label(HELPER_LABEL).is_some());
+    for h in helpers {
+        // Left by an interrupted run.
+        let _ = docker.remove_container(&h.id).await;
+    }
+    let image = users
+        .iter()
+        .map(|c| c.image_id.clone())
+        .find(|i| !i.is_empty())
+        .ok_or_else(|| {
+            "no container mounts it, so there is no local image to read it with (obsd pulls nothing for a backup)".to_string()
+        })?;
+    let mut labels = BTreeMap::new();
+    labels.insert(HELPER_LABEL.to_string(), "backup".to_string());
+    let helper = docker
+        .create_container(&CreateContainer {
+            name: format!("obsd-backup-{docker_vol}"),
+            image,
+            cmd: Some(vec!["/never-started".into()]),
+            labels,
+            mounts: vec![Mount {
+                kind: "volume",
+                source: docker_vol.to_string(),
+                target: format!("/{}", volume::ROOT),
+                read_only: true,
+                propagation: None,
+            }],
+            restart: "no".into(),
+            ..CreateContainer::default()
+        })
+        .await
+        .map_err(|e| format!("creating the helper container: {e}"))?;
+    let result = async {
+        let guard = Quiesced::apply(docker, &users, q).await;
+        let guard = match guard {
+            Ok(g) => g,
+            Err(e) => return Err(e),
+        };
+        let stream = Box::pin(
+            docker
+                .download_archive(&helper, &format!("/{}", volume::ROOT))
+                .map_err(|e| std::io::Error::other(e.to_string())),
+        );
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+        let st = store.clone();
+        let read = tokio::task::spawn_blocking(move || volume::read_volume(reader, &st))
+            .await
+            .map_err(|e| format!("reader task: {e}"))
+            .and_then(|r| r);
+        let released = guard.release().await;
+        let src = read?;
+        released?;
+        Ok(src)
+    }
+    .await;
+    let _ = docker.remove_container(&helper).await;
+    result
+}
+
+/// Restore target for [`restore_volume`].
+pub struct RestoreTarget<'a> {
+    /// Docker volume to write into; created when missing (an existing one must be
+    /// empty unless `overwrite`).
+    pub volume: &'a str,
+    /// Image for the helper container (any image present locally).
+    pub image: &'a str,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Checks every object and file of `src` (nothing written), then writes it into the
+/// target volume through a created-not-started helper and the engine's archive PUT.
+/// Returns the bytes restored.
+pub async fn restore_volume<D: Docker + Clone>(
+    docker: &D,
+    s3: Arc<S3>,
+    identity: Option<&age::x25519::Identity>,
+    src: &Source,
+    target: &RestoreTarget<'_>,
+    create_volume: bool,
+) -> Result<u64, String> {
+    let rt = tokio::runtime::Handle::current();
+    let (s3c, srcc, rtc, idc) = (s3.clone(), src.clone(), rt.clone(), identity.cloned());
+    tokio::task::spawn_blocking(move || {
+        volume::replay::<std::io::Sink>(&s3c, &rtc, idc.as_ref(), &srcc, None)
+    })
+    .await
+    .map_err(|e| format!("verify task: {e}"))??;
+    if create_volume {
+        docker
+            .create_volume(target.volume, None, &target.labels)
+            .await
+            .map_err(|e| format!("creating volume {}: {e}", target.volume))?;
+    }
+    let mut labels = BTreeMap::new();
+    labels.insert(HELPER_LABEL.to_string(), "restore".to_string());
+    let helper = docker
+        .create_container(&CreateContainer {
+            name: format!("obsd-restore-{}", target.volume),
+            image: target.image.to_string(),
+            cmd: Some(vec!["/never-started".into()]),
+            labels,
+            mounts: vec![Mount {
+                kind: "volume",
+                source: target.volume.to_string(),
+                target: format!("/{}", volume::ROOT),
+                read_only: false,
+                propagation: None,
+            }],
+            restart: "no".into(),
+            ..CreateContainer::default()
+        })
+        .await
+        .map_err(|e| format!("creating the restore helper: {e}"))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let (srcc, s3c, idc) = (src.clone(), s3.clone(), identity.cloned());
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut b = tar::Builder::new(ChannelWriter {
+            tx,
+            buf: Vec::new(),
+        });
+        b.mode(tar::HeaderMode::Complete);
+        let n = volume::replay(&s3c, &rt, idc.as_ref(), &srcc, Some(&mut b))?;
+        let mut w = b
+            .into_inner()
+            .map_err(|e| format!("finishing the stream: {e}"))?;
+        std::io::Write::flush(&mut w).map_err(|e| e.to_string())?;
+        Ok::<u64, String>(n)
+    });
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let up = docker.upload_archive(&helper, "/", body).await;
+    let written = writer.await.map_err(|e| format!("writer task: {e}"));
+    let _ = docker.remove_container(&helper).await;
+    up.map_err(|e| format!("writing into {}: {e}", target.volume))?;
+    written?
+}
+
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 1 << 20 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let b = bytes::Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(b)
+            .map_err(|_| std::io::Error::other("the engine closed the upload"))
+    }
+}
+
+/// The restore drill: every source of the newest complete day restored into a scratch
+/// volume (checked before writing), read back through the engine and compared with the
+/// manifest; the scratch volumes are removed whatever happens. Returns the day and the
+/// bytes compared.
+pub async fn drill<D: Docker + Clone>(docker: &D, s3: Arc<S3>) -> Result<(String, u64), String> {
+    let days = complete_days(&s3).await?;
+    let day = days.last().ok_or("no complete day in the bucket")?.clone();
+    let m = load_manifest(&s3, &day).await?;
+    if m.encrypted {
+        return Err(format!(
+            "{day} is encrypted: the drill needs the age identity, which never lives on the host"
+        ));
+    }
+    let mut total = 0;
+    for src in &m.sources {
+        let scratch = format!("obsd-drill-{}", src.docker_name);
+        let users = docker
+            .containers_using_volume(&src.docker_name)
+            .await
+            .map_err(|e| format!("listing containers: {e}"))?;
+        let image = users
+            .iter()
+            .filter(|c| c.label(HELPER_LABEL).is_none())
+            .map(|c| c.image_id.clone())
+            .find(|i| !i.is_empty())
+            .ok_or_else(|| format!("{}: no local image for the drill's helper", src.name))?;
+        // A scratch volume left by a crash (ours: labelled) goes first.
+        if let Ok(vols) = docker.list_volumes().await {
+            if vols
+                .iter()
+                .any(|v| v.name == scratch && v.labels.contains_key(HELPER_LABEL))
+            {
+                remove_scratch(docker, &scratch).await;
+            }
+        }
+        let mut labels = BTreeMap::new();
+        labels.insert(HELPER_LABEL.to_string(), "drill".to_string());
+        let r = async {
+            let n = restore_volume(
+                docker,
+                s3.clone(),
+                None,
+                src,
+                &RestoreTarget {
+                    volume: &scratch,
+                    image: &image,
+                    labels,
+                },
+                true,
+            )
+            .await?;
+            let cmp = compare_volume(docker, &scratch, &image, src).await?;
+            Ok::<u64, String>(n.max(cmp))
+        }
+        .await;
+        remove_scratch(docker, &scratch).await;
+        total += r.map_err(|e| format!("{}: {e}", src.name))?;
+    }
+    Ok((day, total))
+}
+
+async fn remove_scratch<D: Docker>(docker: &D, scratch: &str) {
+    if let Ok(cs) = docker.containers_using_volume(scratch).await {
+        for c in cs.iter().filter(|c| c.label(HELPER_LABEL).is_some()) {
+            let _ = docker.remove_container(&c.id).await;
+        }
+    }
+    if let Err(e) = docker.remove_volume(scratch).await {
+        warn!(volume = %scratch, error = %e, "removing the drill's scratch volume");
+    }
+}
+
+/// Reads a volume back through a created-not-started helper and compares it with `src`.
+async fn compare_volume<D: Docker + Clone>(
+    docker: &D,
+    vol: &str,
+    image: &str,
+    src: &Source,
+) -> Result<u64, String> {
+    let mut labels = BTreeMap::new();
+    labels.insert(HELPER_LABEL.to_string(), "drill".to_string());
+    let helper = docker
+        .create_container(&CreateContainer {
+            name: format!("obsd-drill-read-{vol}"),
+            image: image.to_string(),
+            cmd: Some(vec!["/never-started".into()]),
+            labels,
+            mounts: vec![Mount {
+                kind: "volume",
+                source: vol.to_string(),
+                target: format!("/{}", volume::ROOT),
+                read_only: true,
+                propagation: None,
+            }],
+            restart: "no".into(),
+            ..CreateContainer::default()
+        })
+        .await
+        .map_err(|e| format!("creating the drill's reader: {e}"))?;
+    let stream = Box::pin(
+        docker
+            .download_archive(&helper, &format!("/{}", volume::ROOT))
+            .map_err(|e| std::io::Error::other(e.to_string())),
+    );
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let srcc = src.clone();
+    let r = tokio::task::spawn_blocking(move || volume::compare(reader, &srcc))
+        .await
+        .map_err(|e| format!("compare task: {e}"))
+        .and_then(|r| r);
+    let _ = docker.remove_container(&helper).await;
+    r
+}
