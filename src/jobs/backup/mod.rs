@@ -19,6 +19,7 @@
 pub mod manifest;
 pub mod retention;
 pub mod s3;
+pub mod sources;
 pub mod store;
 pub mod volume;
 
@@ -215,6 +216,8 @@ pub struct Outcome {
     pub uploaded_bytes: u64,
     pub reused_objects: u64,
     pub failed: Vec<String>,
+    /// Non-volume sources ([`sources`]).
+    pub exports: Vec<sources::Report>,
 }
 
 /// One run against `docker` (the engine, or a test's).
@@ -342,6 +345,13 @@ pub async fn run_with<D: Docker + Clone>(
             .sample(&[("source", src), ("kind", "volume")], *t);
         }
     }
+    sources::metrics(
+        &mut tf,
+        job,
+        result.as_ref().ok().map(|(o, _, _)| o.exports.as_slice()),
+        &mut state.source_last_success,
+        now,
+    );
     if run_ok {
         state.last_success = Some(now);
     }
@@ -464,6 +474,13 @@ async fn backup_day<D: Docker + Clone>(
             }
             sources.push((v.clone(), s));
         }
+        outcome.exports = sources::reports_from(job, &m.exports, &m.failed);
+        outcome.failed.extend(
+            outcome
+                .exports
+                .iter()
+                .filter_map(|r| r.result.as_ref().err().map(|e| format!("{}: {e}", r.name))),
+        );
         outcome.pruned = prune(&s3, job, started, refused).await?;
         let usage = outcome.pruned.usage;
         return Ok((outcome, sources, usage));
@@ -517,6 +534,16 @@ async fn backup_day<D: Docker + Clone>(
             }
         }
     }
+    let (exports, export_failed) = sources::run_all(ctx, job, store.clone(), cancel).await;
+    for (kind, name, e) in &export_failed {
+        outcome.failed.push(format!("{name}: {e}"));
+        failed.push(FailedSource {
+            kind: kind.clone(),
+            name: name.clone(),
+            error: e.clone(),
+        });
+    }
+    outcome.exports = sources::reports(&exports, &export_failed);
     let manifest = Manifest {
         format: manifest::FORMAT,
         date: date.clone(),
@@ -526,8 +553,9 @@ async fn backup_day<D: Docker + Clone>(
         encrypted: false,
         sources: sources.iter().filter_map(|(_, s)| s.clone()).collect(),
         failed,
+        exports,
     };
-    if !manifest.sources.is_empty() {
+    if !manifest.sources.is_empty() || !manifest.exports.is_empty() {
         let body = serde_json::to_vec_pretty(&manifest).expect("plain data serialises");
         s3.put_once(&manifest_key(&date), body.into())
             .await
