@@ -437,3 +437,205 @@ async fn a_stripe_list_longer_than_the_cap_is_cut_and_flagged() {
         Some(0.0)
     );
 }
+
+fn sh(dir: &std::path::Path, script: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+async fn mirror_keys(s3: &S3) -> Vec<String> {
+    let mut k: Vec<String> = s3
+        .list("mirror/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    k.sort();
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_mirror_moves_only_what_changed_and_github_bundles_restore() {
+    const TBI_KEY: &str = "CANARYtbiReadOnlySecret";
+    const GH_TOKEN: &str = "ghp_CANARYgithubToken";
+    let m = moto("src-mir").await;
+    let http = reqwest::Client::new();
+    assert!(http
+        .put(format!("{}/tbi-images", m.url))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    let src = S3::new(
+        http.clone(),
+        &m.url,
+        "tbi-images",
+        "us-east-1",
+        "AKIDTBI",
+        TBI_KEY,
+    )
+    .unwrap();
+    for (k, v) in [
+        ("img/a.png", "aaaa"),
+        ("img/b.png", "bbbbbb"),
+        ("img/c.png", "cc"),
+    ] {
+        src.put_once(k, v.as_bytes().to_vec().into()).await.unwrap();
+    }
+    // A bare repository with two branches, over file://.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(d, "mkdir -p gh/acme && git init -q --bare gh/acme/site.git && git init -q work && cd work && git -c user.name=t -c user.email=t@e commit -q --allow-empty -m one && echo hi > f && git add f && git -c user.name=t -c user.email=t@e commit -q -m two && git branch feature && git push -q ../gh/acme/site.git HEAD:refs/heads/main feature && cd ../gh/acme/site.git && git symbolic-ref HEAD refs/heads/main");
+    let head = sh(&d.join("work"), "git rev-parse HEAD");
+    let job = |repos: &[&str]| -> BackupJob {
+        serde_json::from_value(json!({
+            "bucket": "src-mir",
+            "endpoint": m.url,
+            "region": "us-east-1",
+            "textfile": "backup.prom",
+            "sources": {
+                "s3Mirror": {"endpoint": m.url, "bucket": "tbi-images", "prefix": "img/"},
+                "github": {"repos": repos, "urlBase": format!("file://{}/gh", d.display()), "tokenEnv": "GITHUB_BACKUP_TOKEN"}
+            }
+        }))
+        .unwrap()
+    };
+    let ctx = |day: u32| {
+        let mut c = context(
+            d,
+            &[
+                ("R2_ACCESS_KEY_ID", AKID),
+                ("R2_SECRET_ACCESS_KEY", S3_SECRET),
+                ("TBI_S3_ACCESS_KEY_ID", "AKIDTBI"),
+                ("TBI_S3_SECRET_ACCESS_KEY", TBI_KEY),
+                ("GITHUB_BACKUP_TOKEN", GH_TOKEN),
+            ],
+            FixedClock::at(Utc.with_ymd_and_hms(2026, 12, day, 3, 30, 0).unwrap()),
+        );
+        c.request_timeout = Duration::from_secs(20);
+        c
+    };
+    let dest = S3::new(
+        http.clone(),
+        &m.url,
+        "src-mir",
+        "us-east-1",
+        AKID,
+        S3_SECRET,
+    )
+    .unwrap();
+
+    // Day 10: everything is copied, the repository bundled.
+    let c10 = ctx(10);
+    run(&c10, &job(&["acme/site"])).await.expect("day 10");
+    let first = mirror_keys(&dest).await;
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(first[0].starts_with("mirror/img/a.png@"));
+    let man = manifest(&dest, "2026-12-10").await;
+    let mir = man.exports.iter().find(|e| e.kind == "s3-mirror").unwrap();
+    assert_eq!(mir.bytes, 12);
+    for doc in &mir.documents {
+        let copy = dest.get(&doc.object).await.unwrap().unwrap();
+        let orig = src.get(&doc.path).await.unwrap().unwrap();
+        assert_eq!(copy, orig);
+    }
+    let bundle_key = format!("github/acme/site/2026-12-10-{}.bundle", &head[..12]);
+    let gh = man.exports.iter().find(|e| e.kind == "github").unwrap();
+    assert_eq!(gh.documents[0].object, bundle_key);
+    let bundle = dest.get(&bundle_key).await.unwrap().unwrap();
+    std::fs::write(d.join("got.bundle"), &bundle).unwrap();
+    sh(
+        d,
+        "git clone -q got.bundle restored && cd restored && git bundle verify -q ../got.bundle",
+    );
+    assert_eq!(sh(&d.join("restored"), "cat f"), "hi");
+    assert_eq!(sh(&d.join("restored"), "git rev-parse HEAD"), head);
+    let refs = sh(d, "git bundle list-heads got.bundle");
+    assert!(refs.contains("refs/heads/feature"), "{refs}");
+    for k in ["s3-mirror", "github"] {
+        assert_eq!(
+            source_metric(&c10, "backup_r2_source_success", k),
+            Some(1.0),
+            "{k}"
+        );
+    }
+
+    // The day's manifest lost (an interrupted run): the re-run reads HEAD and the
+    // mirror listing and uploads nothing but the manifest.
+    dest.delete("daily/2026-12-10/manifest.json").await.unwrap();
+    run(&c10, &job(&["acme/site"])).await.expect("day 10 again");
+    assert_eq!(
+        read_textfile(&c10, "backup.prom").value("backup_r2_objects_uploaded", &[]),
+        Some(0.0)
+    );
+    assert_eq!(mirror_keys(&dest).await, first);
+
+    // Day 11: one object changed, one deleted at the source: one object moves, the
+    // deleted one's copy stays.
+    src.delete("img/b.png").await.unwrap();
+    src.put_once("img/b.png", b"BBBBBBB".to_vec().into())
+        .await
+        .unwrap();
+    src.delete("img/c.png").await.unwrap();
+    let c11 = ctx(11);
+    run(&c11, &job(&["acme/site"])).await.expect("day 11");
+    let second = mirror_keys(&dest).await;
+    let new: Vec<&String> = second.iter().filter(|k| !first.contains(k)).collect();
+    assert_eq!(new.len(), 1, "{second:?}");
+    assert!(new[0].starts_with("mirror/img/b.png@"));
+    assert!(first.iter().all(|k| second.contains(k)), "nothing deleted");
+    // One mirrored object plus the day's new bundle.
+    assert_eq!(
+        read_textfile(&c11, "backup.prom").value("backup_r2_objects_uploaded", &[]),
+        Some(2.0)
+    );
+
+    // Day 12: a missing repository fails the bundles alone.
+    let c12 = ctx(12);
+    let err = run(&c12, &job(&["acme/site", "acme/missing"]))
+        .await
+        .expect_err("a missing repository");
+    assert!(err.to_string().contains("acme/missing"), "{err}");
+    assert_eq!(
+        source_metric(&c12, "backup_r2_source_success", "github"),
+        Some(0.0)
+    );
+    assert_eq!(
+        source_metric(&c12, "backup_r2_source_success", "s3-mirror"),
+        Some(1.0)
+    );
+
+    // No credential anywhere.
+    let log = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    let text = std::fs::read_to_string(d.join("textfiles/backup.prom")).unwrap();
+    for o in dest.list("").await.unwrap() {
+        let raw = dest.get(&o.key).await.unwrap().unwrap();
+        for c in [TBI_KEY, GH_TOKEN, S3_SECRET] {
+            assert!(
+                !String::from_utf8_lossy(&raw).contains(c),
+                "{c} in {}",
+                o.key
+            );
+        }
+    }
+    for c in [TBI_KEY, GH_TOKEN, S3_SECRET] {
+        assert!(
+            !log.contains(c) && !text.contains(c) && !err.to_string().contains(c),
+            "{c}"
+        );
+    }
+}

@@ -22,6 +22,51 @@ pub struct BackupSources {
     /// settings; every secret-bearing field removed before anything is serialised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth0: Option<Auth0Export>,
+    /// S3 mirror (the TBI images): new or changed objects of a source bucket (read-only
+    /// key) copied into `mirror/<key>@<etag>`; incremental by key, size and ETag; a
+    /// deletion at the source never deletes the copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_mirror: Option<S3Mirror>,
+    /// GitHub bundles: per repository a dated `git bundle` of all refs,
+    /// `github/<owner>/<repo>/<YYYY-MM-DD>-<head>.bundle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GithubBundles>,
+}
+
+/// The source bucket of the S3 mirror.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct S3Mirror {
+    /// S3 API endpoint of the source, e.g. `https://s3.eu-central-1.amazonaws.com`
+    /// (path-style requests).
+    pub endpoint: String,
+    pub bucket: String,
+    /// SigV4 region of the source bucket.
+    #[serde(default = "mirror_region")]
+    pub region: String,
+    /// Only keys under this prefix.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// Env-file variables holding the read-only key of the source bucket.
+    #[serde(default = "mirror_akid_env")]
+    pub access_key_id_env: String,
+    #[serde(default = "mirror_secret_env")]
+    pub secret_access_key_env: String,
+}
+
+/// The repositories bundled by the backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GithubBundles {
+    /// `owner/name` of each repository.
+    pub repos: Vec<String>,
+    /// Clone URL base: `<urlBase>/<owner>/<name>.git`.
+    #[serde(default = "github_base")]
+    pub url_base: String,
+    /// Env-file variable holding a read-only token; it reaches git only through a
+    /// credential helper reading the child's environment, never in a URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
 }
 
 /// Cloudflare REST export (`Authorization: Bearer`, read-only token).
@@ -102,4 +147,16 @@ fn auth0_id_env() -> String {
 }
 fn auth0_secret_env() -> String {
     "AUTH0_BACKUP_CLIENT_SECRET".into()
+}
+fn mirror_region() -> String {
+    "us-east-1".into()
+}
+fn mirror_akid_env() -> String {
+    "TBI_S3_ACCESS_KEY_ID".into()
+}
+fn mirror_secret_env() -> String {
+    "TBI_S3_SECRET_ACCESS_KEY".into()
+}
+fn github_base() -> String {
+    "https://github.com".into()
 }

@@ -534,8 +534,8 @@ async fn backup_day<D: Docker + Clone>(
             }
         }
     }
-    let (exports, export_failed) = sources::run_all(ctx, job, store.clone(), cancel).await;
-    for (kind, name, e) in &export_failed {
+    let ran = sources::run_all(ctx, job, store.clone(), &date, cancel).await;
+    for (kind, name, e) in &ran.failed {
         outcome.failed.push(format!("{name}: {e}"));
         failed.push(FailedSource {
             kind: kind.clone(),
@@ -543,7 +543,7 @@ async fn backup_day<D: Docker + Clone>(
             error: e.clone(),
         });
     }
-    outcome.exports = sources::reports(&exports, &export_failed);
+    outcome.exports = sources::reports(&ran.exports, &ran.failed);
     let manifest = Manifest {
         format: manifest::FORMAT,
         date: date.clone(),
@@ -553,7 +553,7 @@ async fn backup_day<D: Docker + Clone>(
         encrypted: false,
         sources: sources.iter().filter_map(|(_, s)| s.clone()).collect(),
         failed,
-        exports,
+        exports: ran.exports,
     };
     if !manifest.sources.is_empty() || !manifest.exports.is_empty() {
         let body = serde_json::to_vec_pretty(&manifest).expect("plain data serialises");
@@ -562,8 +562,8 @@ async fn backup_day<D: Docker + Clone>(
             .map_err(|e| e.to_string())?;
     }
     let st = store.stats();
-    outcome.uploaded_objects = st.uploaded_objects;
-    outcome.uploaded_bytes = st.uploaded_bytes;
+    outcome.uploaded_objects = st.uploaded_objects + ran.uploaded_objects;
+    outcome.uploaded_bytes = st.uploaded_bytes + ran.uploaded_bytes;
     outcome.reused_objects = st.reused_objects;
     outcome.pruned = prune(&s3, job, started, refused).await?;
     let usage = outcome.pruned.usage;

@@ -11,6 +11,8 @@
 
 pub mod auth0;
 pub mod cloudflare;
+pub mod github;
+pub mod s3_mirror;
 pub mod stripe;
 
 use super::store::Store;
@@ -150,61 +152,86 @@ pub fn configured(job: &BackupJob) -> Vec<(&'static str, String)> {
         if s.auth0.is_some() {
             out.push(("auth0", "auth0".to_string()));
         }
+        if s.s3_mirror.is_some() {
+            out.push(("s3-mirror", "s3-mirror".to_string()));
+        }
+        if s.github.is_some() {
+            out.push(("github", "github".to_string()));
+        }
     }
     out
 }
 
-/// Runs every configured source into `store`: the manifest entries and the failures
-/// (`(kind, name, error)`).
+/// What [`run_all`] did.
+#[derive(Debug, Default)]
+pub struct Ran {
+    pub exports: Vec<Export>,
+    /// `(kind, name, error)`.
+    pub failed: Vec<(String, String, String)>,
+    /// Objects and bytes the mirror and the bundles uploaded (the documents' uploads
+    /// are in the store's counters).
+    pub uploaded_objects: u64,
+    pub uploaded_bytes: u64,
+}
+
+/// Runs every configured source: documents into `store`, the mirror and the bundles
+/// into the store's bucket.
 pub async fn run_all(
     ctx: &JobContext,
     job: &BackupJob,
     store: Arc<Store>,
+    today: &str,
     cancel: &CancellationToken,
-) -> (Vec<Export>, Vec<(String, String, String)>) {
-    let mut ok = Vec::new();
-    let mut failed = Vec::new();
+) -> Ran {
+    let mut ran = Ran::default();
     let Some(cfg) = &job.sources else {
-        return (ok, failed);
+        return ran;
     };
     for (kind, name) in configured(job) {
         let started = ctx.clock.now();
-        let collected = match kind {
-            "cloudflare" => match &cfg.cloudflare {
-                Some(c) => cloudflare::collect(ctx, c, cancel).await,
-                None => continue,
-            },
-            "stripe" => match &cfg.stripe {
-                Some(c) => stripe::collect(ctx, c, cancel).await,
-                None => continue,
-            },
-            "auth0" => match &cfg.auth0 {
-                Some(c) => auth0::collect(ctx, c, cancel).await,
-                None => continue,
-            },
-            _ => continue,
+        let collected = match (kind, &cfg.cloudflare, &cfg.stripe, &cfg.auth0) {
+            ("cloudflare", Some(c), _, _) => Some(cloudflare::collect(ctx, c, cancel).await),
+            ("stripe", _, Some(c), _) => Some(stripe::collect(ctx, c, cancel).await),
+            ("auth0", _, _, Some(c)) => Some(auth0::collect(ctx, c, cancel).await),
+            _ => None,
         };
         let r = match collected {
-            Ok(c) => store_docs(store.clone(), kind, &name, started, c)
+            Some(Ok(c)) => store_docs(store.clone(), kind, &name, started, c)
                 .await
                 .map(|mut e| {
                     e.finished_at = ctx.clock.now();
                     e
                 }),
-            Err(e) => Err(e),
+            Some(Err(e)) => Err(e),
+            None => {
+                let copied = match (kind, &cfg.s3_mirror, &cfg.github) {
+                    ("s3-mirror", Some(c), _) => {
+                        s3_mirror::mirror(ctx, c, &store.s3, today, cancel).await
+                    }
+                    ("github", _, Some(c)) => {
+                        github::bundle(ctx, c, &store.s3, today, cancel).await
+                    }
+                    _ => continue,
+                };
+                copied.map(|(e, n, b)| {
+                    ran.uploaded_objects += n;
+                    ran.uploaded_bytes += b;
+                    e
+                })
+            }
         };
         match r {
             Ok(e) => {
                 info!(source = %name, kind, bytes = e.bytes, documents = e.documents.len(), removed = e.removed.len(), "source exported");
-                ok.push(e);
+                ran.exports.push(e);
             }
             Err(e) => {
                 warn!(source = %name, kind, error = %e, "source export failed");
-                failed.push((kind.to_string(), name, e));
+                ran.failed.push((kind.to_string(), name, e));
             }
         }
     }
-    (ok, failed)
+    ran
 }
 
 /// Serialises and stores every document (on a blocking thread: the store blocks).
