@@ -302,6 +302,7 @@ async fn full_backup_restores_byte_identical_and_a_rerun_uploads_nothing() {
     let n = backup::restore_volume(
         &engine,
         Arc::new(s3),
+        None,
         src,
         &RestoreTarget {
             volume: &restored,
@@ -809,4 +810,140 @@ async fn assert_referenced_objects_exist(s3: &S3) {
             assert!(present.contains(k), "{d} references {k}, which is gone");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_backup_restores_only_with_its_identity() {
+    ensure_image();
+    let p = prefix("age");
+    let (vol, user, restored) = (
+        format!("{p}-data"),
+        format!("{p}-user"),
+        format!("{p}-restored"),
+    );
+    let _c = Cleanup {
+        containers: vec![user.clone()],
+        volumes: vec![vol.clone(), restored.clone()],
+    };
+    volume_with(
+        &vol,
+        &user,
+        "set -e; cd /data; mkdir d; for i in $(seq 1 50); do echo PLAINTEXT-CANARY-$i > d/f$i; done; \
+         (for i in $(seq 1 400000); do echo PLAINTEXT-CANARY-big-$i; done) > big.txt",
+    );
+    let identity = age::x25519::Identity::generate();
+    let other = age::x25519::Identity::generate();
+    let moto = moto("bk-age").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx_at(dir.path(), 6, &[]);
+    let j = job(
+        &moto,
+        "bk-age",
+        &[&vol],
+        json!({"ageRecipient": identity.to_public().to_string()}),
+    );
+    run(&ctx, &j).await.unwrap();
+    let s3 = bucket(&moto, "bk-age");
+    let m = backup::load_manifest(&s3, "2026-12-06").await.unwrap();
+    assert!(m.encrypted);
+    let src = &m.sources[0];
+    assert!(
+        src.files.iter().any(|f| !f.chunks.is_empty()),
+        "big.txt is chunked"
+    );
+    // Nothing readable in any object (compressed or not).
+    for k in m.objects() {
+        let raw = s3.get(k).await.unwrap().unwrap();
+        assert!(raw.starts_with(b"age-encryption.org/v1"), "{k}");
+        assert!(zstd::bulk::decompress(&raw, 16 << 20).is_err(), "{k}");
+    }
+    let engine = Engine::connect().unwrap();
+    let s3 = Arc::new(s3);
+    let target = RestoreTarget {
+        volume: &restored,
+        image: IMAGE,
+        labels: BTreeMap::new(),
+    };
+    for (id, want) in [(None, "encrypted"), (Some(&other), "cannot be decrypted")] {
+        let e = backup::restore_volume(&engine, s3.clone(), id, src, &target, true)
+            .await
+            .unwrap_err();
+        assert!(e.contains(want), "{e}");
+        assert!(
+            docker(&["volume", "inspect", &restored]).status.code() != Some(0),
+            "nothing written"
+        );
+    }
+    backup::restore_volume(&engine, s3.clone(), Some(&identity), src, &target, true)
+        .await
+        .unwrap();
+    assert_eq!(listing(&restored), listing(&vol));
+}
+
+/// The bucket lock through a fake Cloudflare API on 127.0.0.1: read-modify-write keeps
+/// the other rules, a second run writes nothing, public access is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bucket_lock_rule_is_ensured_and_other_rules_kept() {
+    let rules = Arc::new(std::sync::Mutex::new(json!([
+        {"id": "keep-me", "enabled": true, "prefix": "legal/", "condition": {"type": "Indefinite"}}
+    ])));
+    let custom_enabled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (r2, ce) = (rules.clone(), custom_enabled.clone());
+    let cf = serve(move |req| {
+        if req.header("authorization") != Some("Bearer cf-token-123") {
+            return Reply::status(403, json!({"success": false, "errors": [{"code": 10000, "message": "Authentication error"}]}));
+        }
+        let base = "/client/v4/accounts/acc1/r2/buckets/bk-lock";
+        match (req.method.as_str(), req.path.strip_prefix(base)) {
+            ("GET", Some("/lock")) => Reply::json(json!({"success": true, "errors": [], "messages": [], "result": {"rules": r2.lock().unwrap().clone()}})),
+            ("PUT", Some("/lock")) => {
+                *r2.lock().unwrap() = req.json()["rules"].clone();
+                Reply::json(json!({"success": true, "errors": [], "messages": [], "result": {}}))
+            }
+            ("GET", Some("/domains/managed")) => Reply::json(json!({"success": true, "errors": [], "messages": [], "result": {"bucketId": "x", "domain": "pub-x.r2.dev", "enabled": false}})),
+            ("GET", Some("/domains/custom")) => Reply::json(json!({"success": true, "errors": [], "messages": [], "result": {"domains": [{"domain": "b.example.com", "enabled": ce.load(std::sync::atomic::Ordering::SeqCst)}]}})),
+            _ => Reply::status(404, json!({"success": false, "errors": [{"code": 7003, "message": "no route"}]})),
+        }
+    })
+    .await;
+    let moto = moto("bk-lock").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx_at(
+        dir.path(),
+        6,
+        &[("CF_ACCOUNT_ID", "acc1"), ("R2_API_TOKEN", "cf-token-123")],
+    );
+    let j = job(
+        &moto,
+        "bk-lock",
+        &[],
+        json!({"lockRetentionDays": 7, "cloudflare": {"apiBase": format!("{}/client/v4", cf.base)}}),
+    );
+    run(&ctx, &j).await.unwrap();
+    let now = rules.lock().unwrap().clone();
+    assert_eq!(now.as_array().unwrap().len(), 2, "{now}");
+    assert_eq!(now[0]["id"], "keep-me", "other rules kept as they were");
+    assert_eq!(now[0]["prefix"], "legal/");
+    assert_eq!(
+        now[1],
+        json!({"id": "obsd-backup-lock", "enabled": true, "condition": {"type": "Age", "maxAgeSeconds": 604800}})
+    );
+    let tf = read_textfile(&ctx, "backup.prom");
+    assert_eq!(tf.value("backup_r2_bucket_lock_enabled", &[]), Some(1.0));
+    assert_eq!(tf.value("backup_r2_bucket_public", &[]), Some(0.0));
+
+    // Second run: nothing to write. A custom domain turned on: public.
+    custom_enabled.store(true, std::sync::atomic::Ordering::SeqCst);
+    let puts = || cf.requests().iter().filter(|r| r.method == "PUT").count();
+    assert_eq!(puts(), 1);
+    run(&ctx, &j).await.unwrap();
+    assert_eq!(puts(), 1, "the rule is in place: no PUT");
+    let tf = read_textfile(&ctx, "backup.prom");
+    assert_eq!(tf.value("backup_r2_bucket_public", &[]), Some(1.0));
+
+    // Someone disables the rule: the next run re-enables it.
+    rules.lock().unwrap()[1]["enabled"] = json!(false);
+    run(&ctx, &j).await.unwrap();
+    assert_eq!(rules.lock().unwrap()[1]["enabled"], json!(true));
+    assert_eq!(puts(), 2);
 }

@@ -474,6 +474,21 @@ impl Validator<'_> {
                         v,
                     );
                 }
+                if let Some(r) = &b.age_recipient {
+                    if let Err(e) = r.parse::<age::x25519::Recipient>() {
+                        self.err(
+                            src,
+                            &keys(&["spec", "backup", "ageRecipient"]),
+                            format!("not an age X25519 recipient (`age1…`): {e}"),
+                        );
+                    } else if b.drill {
+                        self.err(
+                            src,
+                            &keys(&["spec", "backup", "drill"]),
+                            "the drill cannot read encrypted backups: the age identity never lives on the host",
+                        );
+                    }
+                }
                 for v in b.quiesce.keys() {
                     if !b.volumes.contains(v) {
                         self.err(

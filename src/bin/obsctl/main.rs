@@ -117,6 +117,17 @@ enum JobsCmd {
 
 #[derive(Subcommand)]
 enum BackupCmd {
+    /// Run the backup Job once now, in this process (no daemon needed).
+    Run {
+        #[arg(long, default_value = "desired-state")]
+        desired_state: PathBuf,
+        /// The backup Job (default: the only one).
+        #[arg(long)]
+        job: Option<String>,
+        /// Run as if it were 03:30 UTC on this day (benchmarks, simulations).
+        #[arg(long, hide = true)]
+        as_of: Option<String>,
+    },
     /// Complete days (newest first), per volume: bytes, stored bytes, files, checksum.
     List {
         #[arg(long, default_value = "desired-state")]
@@ -141,6 +152,9 @@ enum RestoreCmd {
         /// The new volume to create and fill.
         #[arg(long)]
         into: Option<String>,
+        /// age identity file (`AGE-SECRET-KEY-1…`) for an encrypted backup.
+        #[arg(long)]
+        identity: Option<PathBuf>,
         /// Restore into the live volume: stops the containers mounting it, writes the
         /// backup over it (files not in the backup stay), starts them again.
         #[arg(long)]
@@ -230,6 +244,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Cmd::Backup {
             cmd:
+                BackupCmd::Run {
+                    desired_state,
+                    job,
+                    as_of,
+                },
+        } => backup::run_now(&desired_state, job.as_deref(), as_of.as_deref()),
+        Cmd::Backup {
+            cmd:
                 BackupCmd::List {
                     desired_state,
                     job,
@@ -242,6 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     name,
                     date,
                     into,
+                    identity,
                     overwrite,
                     desired_state,
                     job,
@@ -252,6 +275,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             name: &name,
             date: date.as_deref(),
             into: into.as_deref(),
+            identity: identity.as_deref(),
             overwrite,
         }),
         Cmd::Export { cmd } => export::run(cmd),

@@ -346,6 +346,19 @@ pub struct BackupJob {
     /// `/fail`, one `rid` per run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_man_url_env: Option<String>,
+    /// Encrypt every object to this `age` X25519 recipient (`age1…`): the identity (the
+    /// private key) never lives on the host, so only `obsctl restore volume … --identity
+    /// FILE` run with it can read the backup. Manifests stay readable (paths, sizes,
+    /// owners, content hashes) so `backup list` and retention work without it; object
+    /// names carry the content's SHA-256. Not combinable with `drill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_recipient: Option<String>,
+    /// Cloudflare API access for the bucket's lock rule and public-access check: every
+    /// run makes sure a bucket-lock rule (`obsd-backup-lock`, whole bucket, age
+    /// `lockRetentionDays`) exists and is enabled (read-modify-write: other rules are
+    /// kept), and reports `backup_r2_bucket_lock_enabled` and `backup_r2_bucket_public`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudflare: Option<BackupCloudflare>,
     /// Restore drill after every run: the newest complete day is downloaded, every
     /// checksum checked, each volume restored into a scratch volume
     /// (`obsd-drill-<volume>`), read back and compared with the manifest, and the scratch
@@ -361,6 +374,31 @@ pub struct BackupJob {
     /// and `backup_r2_source_*` series; one failing source fails the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<super::backup_sources::BackupSources>,
+}
+
+/// The Cloudflare account of the backup bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackupCloudflare {
+    /// Env-file variable holding the account ID.
+    #[serde(default = "cf_account_env")]
+    pub account_id_env: String,
+    /// Env-file variable holding an API token allowed to edit R2 bucket locks.
+    #[serde(default = "backup_cf_token_env")]
+    pub api_token_env: String,
+    /// API base (tests point it at a fake).
+    #[serde(default = "cf_api_base")]
+    pub api_base: String,
+}
+
+fn cf_account_env() -> String {
+    "CF_ACCOUNT_ID".into()
+}
+fn backup_cf_token_env() -> String {
+    "R2_API_TOKEN".into()
+}
+fn cf_api_base() -> String {
+    "https://api.cloudflare.com/client/v4".into()
 }
 
 /// How a volume's containers are quiesced while it is read.

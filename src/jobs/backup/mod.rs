@@ -16,6 +16,7 @@
 //! spawned to unpause/start), and after a crash by the next reconcile pass (a paused
 //! owned container is `stopped` drift repaired by an unpause).
 
+pub mod cloudflare;
 pub mod manifest;
 pub mod retention;
 pub mod s3;
@@ -257,8 +258,30 @@ pub async fn run_with<D: Docker + Clone>(
     } else {
         None
     };
+    let guard = match &job.cloudflare {
+        Some(cf) => {
+            let r = cloudflare::ensure(ctx, cf, &job.bucket, job.lock_retention_days).await;
+            if let Err(e) = &r {
+                warn!(error = %e, "bucket lock / public access check failed");
+            }
+            Some(r)
+        }
+        None => None,
+    };
     let now = ctx.clock.now().timestamp() as f64;
     let mut tf = Textfile::new();
+    if let Some(Ok(g)) = &guard {
+        tf.gauge(
+            "backup_r2_bucket_lock_enabled",
+            "1 if a whole-bucket lock rule of at least lockRetentionDays is enabled.",
+        )
+        .set(f64::from(u8::from(g.lock_enabled)));
+        tf.gauge(
+            "backup_r2_bucket_public",
+            "1 if the bucket is reachable publicly (r2.dev or a custom domain).",
+        )
+        .set(f64::from(u8::from(g.public)));
+    }
     if let Some(r) = &drilled {
         tf.gauge(
             "backup_r2_drill_success",
@@ -405,8 +428,12 @@ pub async fn run_with<D: Docker + Clone>(
     if let Some(file) = &job.textfile {
         tf.write(ctx.textfile_dir()?, file)?;
     }
-    let drill_error = match drilled {
-        Some(Err(e)) => Some(format!("restore drill: {e}")),
+    let drill_error = match (drilled, guard) {
+        (Some(Err(e)), _) => Some(format!("restore drill: {e}")),
+        (_, Some(Err(e))) => Some(format!("bucket lock: {e}")),
+        (_, Some(Ok(g))) if !g.lock_enabled => {
+            Some("bucket lock: no enabled lock rule after ensuring it".to_string())
+        }
         _ => None,
     };
     match (result, error) {
@@ -488,14 +515,25 @@ async fn backup_day<D: Docker + Clone>(
     let existing = s3.list("objects/").await.map_err(|e| e.to_string())?;
     // Reuse only what stays locked for at least one more day.
     let reuse_window = i64::from(job.lock_retention_days.saturating_sub(1));
-    let store = Arc::new(Store::new(
-        s3.clone(),
-        tokio::runtime::Handle::current(),
-        &existing,
-        started,
-        started - ChronoDuration::days(reuse_window.max(1)),
-        cancel.clone(),
-    ));
+    let recipient = job
+        .age_recipient
+        .as_deref()
+        .map(|r| {
+            r.parse::<age::x25519::Recipient>()
+                .map_err(|e| format!("spec.backup.ageRecipient: {e}"))
+        })
+        .transpose()?;
+    let store = Arc::new(
+        Store::new(
+            s3.clone(),
+            tokio::runtime::Handle::current(),
+            &existing,
+            started,
+            started - ChronoDuration::days(reuse_window.max(1)),
+            cancel.clone(),
+        )
+        .with_recipient(recipient),
+    );
     let mut sources = Vec::new();
     let mut failed = Vec::new();
     for v in &job.volumes {
@@ -550,7 +588,7 @@ async fn backup_day<D: Docker + Clone>(
         obsd_version: env!("CARGO_PKG_VERSION").into(),
         started_at: started,
         finished_at: ctx.clock.now(),
-        encrypted: false,
+        encrypted: job.age_recipient.is_some(),
         sources: sources.iter().filter_map(|(_, s)| s.clone()).collect(),
         failed,
         exports: ran.exports,
@@ -773,15 +811,18 @@ pub struct RestoreTarget<'a> {
 pub async fn restore_volume<D: Docker + Clone>(
     docker: &D,
     s3: Arc<S3>,
+    identity: Option<&age::x25519::Identity>,
     src: &Source,
     target: &RestoreTarget<'_>,
     create_volume: bool,
 ) -> Result<u64, String> {
     let rt = tokio::runtime::Handle::current();
-    let (s3c, srcc, rtc) = (s3.clone(), src.clone(), rt.clone());
-    tokio::task::spawn_blocking(move || volume::replay::<std::io::Sink>(&s3c, &rtc, &srcc, None))
-        .await
-        .map_err(|e| format!("verify task: {e}"))??;
+    let (s3c, srcc, rtc, idc) = (s3.clone(), src.clone(), rt.clone(), identity.cloned());
+    tokio::task::spawn_blocking(move || {
+        volume::replay::<std::io::Sink>(&s3c, &rtc, idc.as_ref(), &srcc, None)
+    })
+    .await
+    .map_err(|e| format!("verify task: {e}"))??;
     if create_volume {
         docker
             .create_volume(target.volume, None, &target.labels)
@@ -809,14 +850,14 @@ pub async fn restore_volume<D: Docker + Clone>(
         .await
         .map_err(|e| format!("creating the restore helper: {e}"))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
-    let (srcc, s3c) = (src.clone(), s3.clone());
+    let (srcc, s3c, idc) = (src.clone(), s3.clone(), identity.cloned());
     let writer = tokio::task::spawn_blocking(move || {
         let mut b = tar::Builder::new(ChannelWriter {
             tx,
             buf: Vec::new(),
         });
         b.mode(tar::HeaderMode::Complete);
-        let n = volume::replay(&s3c, &rt, &srcc, Some(&mut b))?;
+        let n = volume::replay(&s3c, &rt, idc.as_ref(), &srcc, Some(&mut b))?;
         let mut w = b
             .into_inner()
             .map_err(|e| format!("finishing the stream: {e}"))?;
@@ -864,6 +905,11 @@ pub async fn drill<D: Docker + Clone>(docker: &D, s3: Arc<S3>) -> Result<(String
     let days = complete_days(&s3).await?;
     let day = days.last().ok_or("no complete day in the bucket")?.clone();
     let m = load_manifest(&s3, &day).await?;
+    if m.encrypted {
+        return Err(format!(
+            "{day} is encrypted: the drill needs the age identity, which never lives on the host"
+        ));
+    }
     let mut total = 0;
     for src in &m.sources {
         let scratch = format!("obsd-drill-{}", src.docker_name);
@@ -892,6 +938,7 @@ pub async fn drill<D: Docker + Clone>(docker: &D, s3: Arc<S3>) -> Result<(String
             let n = restore_volume(
                 docker,
                 s3.clone(),
+                None,
                 src,
                 &RestoreTarget {
                     volume: &scratch,

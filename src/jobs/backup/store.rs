@@ -47,6 +47,8 @@ pub struct Store {
     today: DateTime<Utc>,
     stats: Mutex<Stats>,
     cancel: tokio_util::sync::CancellationToken,
+    /// Objects are age-encrypted to it after compression.
+    recipient: Option<age::x25519::Recipient>,
 }
 
 impl Store {
@@ -90,7 +92,14 @@ impl Store {
             today: start_of_day(now),
             stats: Mutex::new(Stats::default()),
             cancel,
+            recipient: None,
         }
+    }
+
+    /// Encrypt every object stored from now on to `r`.
+    pub fn with_recipient(mut self, r: Option<age::x25519::Recipient>) -> Store {
+        self.recipient = r;
+        self
     }
 
     pub fn stats(&self) -> Stats {
@@ -119,8 +128,11 @@ impl Store {
             }
         }
         let key = format!("objects/{sha}-{}", self.day);
-        let packed = zstd::bulk::compress(plain, ZSTD_LEVEL)
+        let mut packed = zstd::bulk::compress(plain, ZSTD_LEVEL)
             .map_err(|e| format!("compressing {key}: {e}"))?;
+        if let Some(r) = &self.recipient {
+            packed = age::encrypt(r, &packed).map_err(|e| format!("encrypting {key}: {e}"))?;
+        }
         let size = packed.len() as u64;
         let put = self
             .rt
@@ -150,9 +162,26 @@ impl Store {
     }
 }
 
+const AGE_MAGIC: &[u8] = b"age-encryption.org/v1";
+
+/// Reads the first X25519 identity (`AGE-SECRET-KEY-1…`) of an age identity file.
+pub fn parse_identity(text: &str) -> Result<age::x25519::Identity, String> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .ok_or("no AGE-SECRET-KEY- line in the identity file")?
+        .parse::<age::x25519::Identity>()
+        .map_err(|e| format!("invalid age identity: {e}"))
+}
+
 /// Downloads an object, decompresses it and checks its content against the SHA-256 in
 /// its name. Nothing from an object is used before this check passes.
-pub fn fetch(s3: &S3, rt: &Handle, key: &str) -> Result<Vec<u8>, String> {
+pub fn fetch(
+    s3: &S3,
+    rt: &Handle,
+    key: &str,
+    identity: Option<&age::x25519::Identity>,
+) -> Result<Vec<u8>, String> {
     let Some(sha) = sha_of_object_key(key) else {
         return Err(format!("`{key}` is not an object key"));
     };
@@ -160,6 +189,19 @@ pub fn fetch(s3: &S3, rt: &Handle, key: &str) -> Result<Vec<u8>, String> {
         .block_on(s3.get(key))
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("object {key} is missing from the bucket"))?;
+    let encrypted = raw.starts_with(AGE_MAGIC);
+    let raw = match (encrypted, identity) {
+        (true, Some(id)) => bytes::Bytes::from(
+            age::decrypt(id, &raw)
+                .map_err(|e| format!("object {key} cannot be decrypted with this identity: {e}"))?,
+        ),
+        (true, None) => {
+            return Err(format!(
+                "object {key} is encrypted: the restore needs the age identity (--identity FILE)"
+            ))
+        }
+        (false, _) => raw,
+    };
     let plain = zstd::bulk::decompress(&raw, SEGMENT)
         .map_err(|e| format!("object {key} is corrupt (cannot decompress: {e})"))?;
     let got = hex::encode(Sha256::digest(&plain));

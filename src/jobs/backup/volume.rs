@@ -212,6 +212,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 struct Objects<'a> {
     s3: &'a S3,
     rt: &'a Handle,
+    identity: Option<&'a age::x25519::Identity>,
     keys: std::slice::Iter<'a, String>,
     cur: Vec<u8>,
     pos: usize,
@@ -223,7 +224,7 @@ impl Read for Objects<'_> {
             let Some(key) = self.keys.next() else {
                 return Ok(0);
             };
-            self.cur = fetch(self.s3, self.rt, key).map_err(io::Error::other)?;
+            self.cur = fetch(self.s3, self.rt, key, self.identity).map_err(io::Error::other)?;
             self.pos = 0;
         }
         let n = out.len().min(self.cur.len() - self.pos);
@@ -240,6 +241,7 @@ impl Read for Objects<'_> {
 pub fn replay<W: Write>(
     s3: &S3,
     rt: &Handle,
+    identity: Option<&age::x25519::Identity>,
     src: &Source,
     sink: Option<&mut tar::Builder<W>>,
 ) -> Result<u64, String> {
@@ -250,6 +252,7 @@ pub fn replay<W: Write>(
     let archive = Objects {
         s3,
         rt,
+        identity,
         keys: src.archive.iter(),
         cur: Vec::new(),
         pos: 0,
@@ -337,6 +340,7 @@ pub fn replay<W: Write>(
             inner: Objects {
                 s3,
                 rt,
+                identity,
                 keys: f.chunks.iter(),
                 cur: Vec::new(),
                 pos: 0,
