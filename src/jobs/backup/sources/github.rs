@@ -63,6 +63,7 @@ pub async fn bundle(
     c: &GithubBundles,
     dest: &S3,
     today: &str,
+    recipient: Option<&age::x25519::Recipient>,
     cancel: &CancellationToken,
 ) -> Result<(Export, u64, u64), String> {
     let started = ctx.clock.now();
@@ -93,9 +94,11 @@ pub async fn bundle(
             .ok_or_else(|| format!("{repo}: no HEAD (empty repository?)"))?;
         let key = format!("github/{repo}/{today}-{}.bundle", &head[..12]);
         let existing = dest.get(&key).await.map_err(|e| e.to_string())?;
-        let body = match existing {
-            // Bundled earlier today at the same HEAD: skipped.
-            Some(b) => b,
+        let (sha, size) = match existing {
+            // Bundled earlier today at the same HEAD: skipped (the plain hash of an
+            // encrypted bundle is not known without the identity).
+            Some(b) if recipient.is_some() => (String::new(), b.len() as u64),
+            Some(b) => (hex::encode(Sha256::digest(&b)), b.len() as u64),
             None => {
                 let dir = tmp.path().join(super::safe(repo));
                 let mirror = dir.join("repo.git");
@@ -116,6 +119,13 @@ pub async fn bundle(
                     .await
                     .map_err(|e| format!("{repo}: reading the bundle: {e}"))?;
                 let _ = tokio::fs::remove_dir_all(&dir).await;
+                let sha = hex::encode(Sha256::digest(&data));
+                let size = data.len() as u64;
+                let data = match recipient {
+                    Some(r) => age::encrypt(r, &data)
+                        .map_err(|e| format!("{repo}: encrypting the bundle: {e}"))?,
+                    None => data,
+                };
                 let data = bytes::Bytes::from(data);
                 if let Put::Created = dest
                     .put_once(&key, data.clone())
@@ -125,15 +135,14 @@ pub async fn bundle(
                     uploaded += 1;
                     uploaded_bytes += data.len() as u64;
                 }
-                data
+                (sha, size)
             }
         };
-        let sha = hex::encode(Sha256::digest(&body));
-        total += body.len() as u64;
-        list.update(format!("{repo}\0{}\0{sha}\n", body.len()).as_bytes());
+        total += size;
+        list.update(format!("{repo}\0{size}\0{sha}\n").as_bytes());
         docs.push(Document {
             path: repo.clone(),
-            size: body.len() as u64,
+            size,
             sha256: sha,
             object: key,
         });

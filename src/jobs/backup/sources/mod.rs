@@ -187,6 +187,22 @@ pub async fn run_all(
     let Some(cfg) = &job.sources else {
         return ran;
     };
+    // Copies (mirror, bundles) are encrypted like every other object.
+    let recipient = match job
+        .age_recipient
+        .as_deref()
+        .map(str::parse::<age::x25519::Recipient>)
+        .transpose()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            for (kind, name) in configured(job) {
+                ran.failed
+                    .push((kind.into(), name, format!("ageRecipient: {e}")));
+            }
+            return ran;
+        }
+    };
     for (kind, name) in configured(job) {
         let started = ctx.clock.now();
         let collected = match (kind, &cfg.cloudflare, &cfg.stripe, &cfg.auth0) {
@@ -206,10 +222,11 @@ pub async fn run_all(
             None => {
                 let copied = match (kind, &cfg.s3_mirror, &cfg.github) {
                     ("s3-mirror", Some(c), _) => {
-                        s3_mirror::mirror(ctx, c, &store.s3, today, cancel).await
+                        s3_mirror::mirror(ctx, c, &store.s3, today, recipient.as_ref(), cancel)
+                            .await
                     }
                     ("github", _, Some(c)) => {
-                        github::bundle(ctx, c, &store.s3, today, cancel).await
+                        github::bundle(ctx, c, &store.s3, today, recipient.as_ref(), cancel).await
                     }
                     _ => continue,
                 };

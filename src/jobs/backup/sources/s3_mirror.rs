@@ -5,7 +5,8 @@
 //! with the same size is not read again, so a run moves only what changed; a changed
 //! object gets a new copy next to the old one (nothing is overwritten) and a deletion at
 //! the source deletes nothing (retention never touches `mirror/`). Each copied object is
-//! held in memory once (GET, then PUT `If-None-Match: *`), one object at a time.
+//! held in memory once (GET, then PUT `If-None-Match: *`), one object at a time; with
+//! `ageRecipient` the copy is age-encrypted (not compressed: images are).
 
 use super::{secret, Document, Export};
 use crate::desired::model::backup_sources::S3Mirror;
@@ -29,6 +30,7 @@ pub async fn mirror(
     c: &S3Mirror,
     dest: &S3,
     today: &str,
+    recipient: Option<&age::x25519::Recipient>,
     cancel: &CancellationToken,
 ) -> Result<(Export, u64, u64), String> {
     let started = ctx.clock.now();
@@ -79,7 +81,11 @@ pub async fn mirror(
             .filter(|e| !e.is_empty())
             .ok_or_else(|| format!("source object {} has no ETag in the listing", o.key))?;
         let to = mirror_key(&o.key, etag);
-        let sha = if have.get(&to) == Some(&o.size) {
+        // Encrypted copies are larger than the source: their size is not compared.
+        let present = have
+            .get(&to)
+            .is_some_and(|s| recipient.is_some() || *s == o.size);
+        let sha = if present {
             known.get(&to).cloned().unwrap_or_default()
         } else {
             let body = src
@@ -96,6 +102,12 @@ pub async fn mirror(
                 ));
             }
             let sha = hex::encode(Sha256::digest(&body));
+            let body = match recipient {
+                Some(r) => age::encrypt(r, &body)
+                    .map_err(|e| format!("encrypting {to}: {e}"))?
+                    .into(),
+                None => body,
+            };
             let n = body.len() as u64;
             match dest.put_once(&to, body).await.map_err(|e| e.to_string())? {
                 Put::Created => {
