@@ -520,8 +520,8 @@ async fn s3_mirror_moves_only_what_changed_and_github_bundles_restore() {
             &[
                 ("R2_ACCESS_KEY_ID", AKID),
                 ("R2_SECRET_ACCESS_KEY", S3_SECRET),
-                ("TBI_S3_ACCESS_KEY_ID", "AKIDTBI"),
-                ("TBI_S3_SECRET_ACCESS_KEY", TBI_KEY),
+                ("BACKUP_AWS_ACCESS_KEY_ID", "AKIDTBI"),
+                ("BACKUP_AWS_SECRET_ACCESS_KEY", TBI_KEY),
                 ("GITHUB_BACKUP_TOKEN", GH_TOKEN),
             ],
             FixedClock::at(Utc.with_ymd_and_hms(2026, 12, day, 3, 30, 0).unwrap()),

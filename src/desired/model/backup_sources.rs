@@ -58,7 +58,8 @@ pub struct S3Mirror {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GithubBundles {
-    /// `owner/name` of each repository.
+    /// `owner/name` of each repository; an entry may list several, comma-separated
+    /// (e.g. `"${BACKUP_GITHUB_REPOS}"`).
     pub repos: Vec<String>,
     /// Clone URL base: `<urlBase>/<owner>/<name>.git`.
     #[serde(default = "github_base")]
@@ -152,11 +153,45 @@ fn mirror_region() -> String {
     "us-east-1".into()
 }
 fn mirror_akid_env() -> String {
-    "TBI_S3_ACCESS_KEY_ID".into()
+    "BACKUP_AWS_ACCESS_KEY_ID".into()
 }
 fn mirror_secret_env() -> String {
-    "TBI_S3_SECRET_ACCESS_KEY".into()
+    "BACKUP_AWS_SECRET_ACCESS_KEY".into()
 }
 fn github_base() -> String {
     "https://github.com".into()
+}
+
+impl BackupSources {
+    /// Field errors: `(path under spec.backup.sources, message)`.
+    pub fn problems(&self) -> Vec<(Vec<String>, String)> {
+        let mut out = Vec::new();
+        let at = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let url_ok = |u: &str| {
+            reqwest::Url::parse(u)
+                .is_ok_and(|x| matches!(x.scheme(), "http" | "https") && x.host_str().is_some())
+        };
+        if let Some(c) = &self.cloudflare {
+            if !url_ok(&c.api_base) {
+                out.push((at(&["cloudflare", "apiBase"]), "not an http(s) URL".into()));
+            }
+        }
+        if let Some(s) = &self.stripe {
+            if !url_ok(&s.api_base) {
+                out.push((at(&["stripe", "apiBase"]), "not an http(s) URL".into()));
+            }
+            if !(1..=1000).contains(&s.max_pages) {
+                out.push((at(&["stripe", "maxPages"]), "between 1 and 1000".into()));
+            }
+        }
+        if let Some(m) = &self.s3_mirror {
+            if !url_ok(&m.endpoint) {
+                out.push((at(&["s3Mirror", "endpoint"]), "not an http(s) URL".into()));
+            }
+        }
+        // Repository names usually come from the env file (`${BACKUP_GITHUB_REPOS}`):
+        // a bad one fails the github source at run time (named in its error and
+        // metric), not the whole desired state.
+        out
+    }
 }

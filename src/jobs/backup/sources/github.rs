@@ -75,7 +75,18 @@ pub async fn bundle(
     let (mut uploaded, mut uploaded_bytes, mut total) = (0u64, 0u64, 0u64);
     let mut docs = Vec::new();
     let mut list = Sha256::new();
-    for repo in &c.repos {
+    let repos: Vec<String> = c
+        .repos
+        .iter()
+        .flat_map(|r| r.split(','))
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect();
+    if repos.is_empty() {
+        return Err("no repository listed".into());
+    }
+    for repo in &repos {
         if cancel.is_cancelled() {
             return Err("cancelled".into());
         }
