@@ -19,11 +19,13 @@ pub struct BucketGuard {
     pub public: bool,
 }
 
+/// `what` names the call in errors (the URL holds the account ID, from the env file).
 async fn call(
     ctx: &JobContext,
     token: &str,
     method: reqwest::Method,
     url: &str,
+    what: &str,
     body: Option<Value>,
 ) -> Result<Value, String> {
     let mut req = ctx
@@ -34,22 +36,26 @@ async fn call(
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("Cloudflare {url}: {}", crate::jobs::error_chain(&e)))?;
+    let resp = req.send().await.map_err(|e| {
+        format!(
+            "Cloudflare {what}: {}",
+            crate::jobs::error_chain(&e.without_url())
+        )
+    })?;
     let status = resp.status();
-    let v: Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("Cloudflare {url}: HTTP {status}, unreadable answer: {e}"))?;
+    let v: Value = resp.json().await.map_err(|e| {
+        format!(
+            "Cloudflare {what}: HTTP {status}, unreadable answer: {}",
+            e.without_url()
+        )
+    })?;
     if !status.is_success() || v["success"] != json!(true) {
         let msg = v["errors"]
             .as_array()
             .and_then(|e| e.first())
             .and_then(|e| e["message"].as_str())
             .unwrap_or("no message");
-        return Err(format!("Cloudflare {url}: HTTP {status}: {msg}"));
+        return Err(format!("Cloudflare {what}: HTTP {status}: {msg}"));
     }
     Ok(v)
 }
@@ -81,7 +87,15 @@ pub async fn ensure(
     let token = token.expose();
     let secs = u64::from(lock_days) * 86_400;
     let lock_url = format!("{base}/lock");
-    let cur = call(ctx, token, reqwest::Method::GET, &lock_url, None).await?;
+    let cur = call(
+        ctx,
+        token,
+        reqwest::Method::GET,
+        &lock_url,
+        "GET bucket lock",
+        None,
+    )
+    .await?;
     let mut rules: Vec<Value> = cur["result"]["rules"]
         .as_array()
         .cloned()
@@ -106,13 +120,22 @@ pub async fn ensure(
             token,
             reqwest::Method::PUT,
             &lock_url,
+            "PUT bucket lock",
             Some(json!({"rules": rules})),
         )
         .await?;
         written = true;
     }
     // Read back: what the bucket holds now.
-    let now = call(ctx, token, reqwest::Method::GET, &lock_url, None).await?;
+    let now = call(
+        ctx,
+        token,
+        reqwest::Method::GET,
+        &lock_url,
+        "GET bucket lock",
+        None,
+    )
+    .await?;
     let lock_enabled = now["result"]["rules"]
         .as_array()
         .is_some_and(|rs| rs.iter().any(|r| covers(r, secs)));
@@ -121,6 +144,7 @@ pub async fn ensure(
         token,
         reqwest::Method::GET,
         &format!("{base}/domains/managed"),
+        "GET managed domain",
         None,
     )
     .await?;
@@ -129,6 +153,7 @@ pub async fn ensure(
         token,
         reqwest::Method::GET,
         &format!("{base}/domains/custom"),
+        "GET custom domains",
         None,
     )
     .await?;

@@ -176,7 +176,7 @@ impl S3 {
                     )
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e) => err(None, None, crate::jobs::error_chain(&e)),
+                Err(e) => err(None, None, crate::jobs::error_chain(&e.without_url())),
             };
             if attempt >= 3 {
                 return Err(transient);
@@ -238,7 +238,7 @@ impl S3 {
                 key: key.to_string(),
                 status: None,
                 code: None,
-                detail: crate::jobs::error_chain(&e),
+                detail: crate::jobs::error_chain(&e.without_url()),
             }),
             404 => Ok(None),
             _ => Err(Self::failed("GET", key, resp).await),
@@ -276,7 +276,7 @@ impl S3 {
                 key: prefix.to_string(),
                 status: None,
                 code: None,
-                detail: crate::jobs::error_chain(&e),
+                detail: crate::jobs::error_chain(&e.without_url()),
             })?;
             for c in xml_blocks(&text, "Contents") {
                 let key = xml_tag(c, "Key").map(|k| xml_unescape(&k));
