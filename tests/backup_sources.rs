@@ -82,8 +82,12 @@ fn job(p: &Peers, bucket: &str, stripe_pages: u32) -> BackupJob {
 }
 
 fn ctx_at(dir: &std::path::Path, day: u32, p: &Peers) -> JobContext {
+    ctx_with(dir, day, p, &[])
+}
+
+fn ctx_with(dir: &std::path::Path, day: u32, p: &Peers, extra: &[(&str, &str)]) -> JobContext {
     let auth0 = p.auth0.base();
-    let values = [
+    let mut values = vec![
         ("R2_ACCESS_KEY_ID", AKID),
         ("R2_SECRET_ACCESS_KEY", S3_SECRET),
         ("CF_BACKUP_API_TOKEN", CF_TOKEN),
@@ -93,6 +97,7 @@ fn ctx_at(dir: &std::path::Path, day: u32, p: &Peers) -> JobContext {
         ("AUTH0_BACKUP_CLIENT_ID", AUTH0_ID),
         ("AUTH0_BACKUP_CLIENT_SECRET", AUTH0_SECRET),
     ];
+    values.extend_from_slice(extra);
     let mut ctx = context(
         dir,
         &values,
@@ -637,5 +642,67 @@ async fn s3_mirror_moves_only_what_changed_and_github_bundles_restore() {
             !log.contains(c) && !text.contains(c) && !err.to_string().contains(c),
             "{c}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_age_recipient_documents_mirror_copies_and_bundles_are_encrypted() {
+    let p = peers("src-age").await;
+    let http = reqwest::Client::new();
+    assert!(http
+        .put(format!("{}/tbi-age", p.moto.url))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    let src = S3::new(http, &p.moto.url, "tbi-age", "us-east-1", "AKIDTBI", "x").unwrap();
+    src.put_once("img/a.png", b"plain image bytes".to_vec().into())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(d, "mkdir -p gh/acme && git init -q --bare gh/acme/site.git && git init -q work && cd work && echo hi > f && git add f && git -c user.name=t -c user.email=t@e commit -q -m one && git push -q ../gh/acme/site.git HEAD:refs/heads/main && git --git-dir=../gh/acme/site.git symbolic-ref HEAD refs/heads/main");
+    let identity = age::x25519::Identity::generate();
+    let mut job = job(&p, "src-age", 20);
+    job.age_recipient = Some(identity.to_public().to_string());
+    let mut v = serde_json::to_value(&job).unwrap();
+    v["sources"]["s3Mirror"] = json!({"endpoint": p.moto.url, "bucket": "tbi-age"});
+    v["sources"]["github"] =
+        json!({"repos": ["acme/site"], "urlBase": format!("file://{}/gh", d.display())});
+    let job: BackupJob = serde_json::from_value(v).unwrap();
+    let ctx = ctx_with(
+        d,
+        14,
+        &p,
+        &[
+            ("BACKUP_AWS_ACCESS_KEY_ID", "AKIDTBI"),
+            ("BACKUP_AWS_SECRET_ACCESS_KEY", "x"),
+        ],
+    );
+    run(&ctx, &job).await.expect("an encrypted run");
+    let s3 = bucket(&p, "src-age");
+    let m = manifest(&s3, "2026-12-14").await;
+    assert!(m.encrypted);
+    assert_eq!(m.exports.len(), 5);
+    for e in &m.exports {
+        for doc in &e.documents {
+            let raw = s3.get(&doc.object).await.unwrap().unwrap();
+            assert!(
+                raw.starts_with(b"age-encryption.org/v1"),
+                "{} ({}) is not encrypted",
+                doc.object,
+                e.kind
+            );
+            let plain = age::decrypt(&identity, &raw).unwrap();
+            if e.kind == "s3-mirror" {
+                assert_eq!(plain, b"plain image bytes");
+            }
+            if e.kind == "auth0" && doc.path == "clients.json" {
+                let v: Value =
+                    serde_json::from_slice(&zstd::decode_all(&plain[..]).unwrap()).unwrap();
+                assert_eq!(v.as_array().unwrap().len(), 102);
+            }
+        }
     }
 }
