@@ -195,3 +195,32 @@ impl BackupSources {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_field_problems() {
+        let s: BackupSources = serde_json::from_value(serde_json::json!({
+            "cloudflare": {"apiBase": "ftp://x"},
+            "stripe": {"maxPages": 0},
+            "auth0": {},
+            "s3Mirror": {"endpoint": "not a url", "bucket": "b"},
+            "github": {"repos": ["a/b"]}
+        }))
+        .unwrap();
+        assert_eq!(
+            s.auth0.as_ref().unwrap().client_secret_env,
+            "AUTH0_BACKUP_CLIENT_SECRET"
+        );
+        assert_eq!(s.stripe.as_ref().unwrap().key_env, "STRIPE_BACKUP_KEY");
+        let p: Vec<String> = s.problems().into_iter().map(|(p, _)| p.join(".")).collect();
+        assert_eq!(
+            p,
+            ["cloudflare.apiBase", "stripe.maxPages", "s3Mirror.endpoint"]
+        );
+        let unknown = serde_json::from_value::<BackupSources>(serde_json::json!({"dropbox": {}}));
+        assert!(unknown.is_err());
+    }
+}
