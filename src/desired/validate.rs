@@ -614,6 +614,11 @@ impl Validator<'_> {
                         );
                     }
                 }
+                for (path, msg) in b.sources.iter().flat_map(|s| s.problems()) {
+                    let mut at = keys(&["spec", "backup", "sources"]);
+                    at.extend(path.iter().map(|p| k(p)));
+                    self.err(src, &at, msg);
+                }
                 if b.lock_retention_days >= b.keep_daily {
                     self.err(
                         src,

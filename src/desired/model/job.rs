@@ -370,6 +370,10 @@ pub struct BackupJob {
     /// metrics are written (and the `backup_dr` alerts see no backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub textfile: Option<String>,
+    /// Exports besides volumes (Cloudflare, Stripe, Auth0): each its own manifest entry
+    /// and `backup_r2_source_*` series; one failing source fails the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<super::backup_sources::BackupSources>,
 }
 
 /// The Cloudflare account of the backup bucket.

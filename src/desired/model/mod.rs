@@ -6,6 +6,7 @@
 //! fields become the reference documentation, so they are written for operators.
 
 pub mod aws_job;
+pub mod backup_sources;
 pub mod de;
 pub mod job;
 pub mod service;

@@ -26,6 +26,9 @@ pub struct Manifest {
     /// day is partial.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<FailedSource>,
+    /// Non-volume sources (Cloudflare, Stripe, Auth0 exports), one entry each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<super::sources::Export>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,7 +103,10 @@ impl Source {
 
 impl Manifest {
     pub fn objects(&self) -> impl Iterator<Item = &String> {
-        self.sources.iter().flat_map(|s| s.objects())
+        self.sources
+            .iter()
+            .flat_map(|s| s.objects())
+            .chain(self.exports.iter().flat_map(|e| e.objects()))
     }
 }
 

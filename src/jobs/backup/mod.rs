@@ -20,6 +20,7 @@ pub mod cloudflare;
 pub mod manifest;
 pub mod retention;
 pub mod s3;
+pub mod sources;
 pub mod store;
 pub mod volume;
 
@@ -219,6 +220,8 @@ pub struct Outcome {
     pub uploaded_bytes: u64,
     pub reused_objects: u64,
     pub failed: Vec<String>,
+    /// Non-volume sources ([`sources`]).
+    pub exports: Vec<sources::Report>,
 }
 
 /// One run against `docker` (the engine, or a test's).
@@ -368,6 +371,13 @@ pub async fn run_with<D: Docker + Clone>(
             .sample(&[("source", src), ("kind", "volume")], *t);
         }
     }
+    sources::metrics(
+        &mut tf,
+        job,
+        result.as_ref().ok().map(|(o, _, _)| o.exports.as_slice()),
+        &mut state.source_last_success,
+        now,
+    );
     if run_ok {
         state.last_success = Some(now);
     }
@@ -494,6 +504,13 @@ async fn backup_day<D: Docker + Clone>(
             }
             sources.push((v.clone(), s));
         }
+        outcome.exports = sources::reports_from(job, &m.exports, &m.failed);
+        outcome.failed.extend(
+            outcome
+                .exports
+                .iter()
+                .filter_map(|r| r.result.as_ref().err().map(|e| format!("{}: {e}", r.name))),
+        );
         outcome.pruned = prune(&s3, job, started, refused).await?;
         let usage = outcome.pruned.usage;
         return Ok((outcome, sources, usage));
@@ -558,6 +575,16 @@ async fn backup_day<D: Docker + Clone>(
             }
         }
     }
+    let ran = sources::run_all(ctx, job, store.clone(), &date, cancel).await;
+    for (kind, name, e) in &ran.failed {
+        outcome.failed.push(format!("{name}: {e}"));
+        failed.push(FailedSource {
+            kind: kind.clone(),
+            name: name.clone(),
+            error: e.clone(),
+        });
+    }
+    outcome.exports = sources::reports(&ran.exports, &ran.failed);
     let manifest = Manifest {
         format: manifest::FORMAT,
         date: date.clone(),
@@ -567,16 +594,17 @@ async fn backup_day<D: Docker + Clone>(
         encrypted: job.age_recipient.is_some(),
         sources: sources.iter().filter_map(|(_, s)| s.clone()).collect(),
         failed,
+        exports: ran.exports,
     };
-    if !manifest.sources.is_empty() {
+    if !manifest.sources.is_empty() || !manifest.exports.is_empty() {
         let body = serde_json::to_vec_pretty(&manifest).expect("plain data serialises");
         s3.put_once(&manifest_key(&date), body.into())
             .await
             .map_err(|e| e.to_string())?;
     }
     let st = store.stats();
-    outcome.uploaded_objects = st.uploaded_objects;
-    outcome.uploaded_bytes = st.uploaded_bytes;
+    outcome.uploaded_objects = st.uploaded_objects + ran.uploaded_objects;
+    outcome.uploaded_bytes = st.uploaded_bytes + ran.uploaded_bytes;
     outcome.reused_objects = st.reused_objects;
     outcome.pruned = prune(&s3, job, started, refused).await?;
     let usage = outcome.pruned.usage;

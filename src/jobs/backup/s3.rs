@@ -43,6 +43,8 @@ pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
     pub last_modified: DateTime<Utc>,
+    /// The listed ETag, quotes removed (the S3 mirror compares it).
+    pub etag: Option<String>,
 }
 
 /// The bucket, for the length of one run or command.
@@ -283,10 +285,13 @@ impl S3 {
                     .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
                     .map(|d| d.with_timezone(&Utc));
                 if let (Some(key), Some(size), Some(last_modified)) = (key, size, lm) {
+                    let etag =
+                        xml_tag(c, "ETag").map(|e| xml_unescape(&e).trim_matches('"').to_string());
                     out.push(ObjectMeta {
                         key,
                         size,
                         last_modified,
+                        etag,
                     });
                 }
             }
