@@ -947,3 +947,156 @@ async fn the_bucket_lock_rule_is_ensured_and_other_rules_kept() {
     assert_eq!(rules.lock().unwrap()[1]["enabled"], json!(true));
     assert_eq!(puts(), 2);
 }
+
+fn started_at(name: &str) -> String {
+    docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", name])
+}
+
+/// `obsctl restore volume NAME --overwrite` into the live volume of a running owned
+/// service: refused while obsd runs (it would start the service mid-restore); then
+/// the service is stopped, the volume restored, the service started again; a failed
+/// restore (corrupted object) writes nothing and starts it again too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_overwrite_stops_restores_and_starts_the_live_service() {
+    let mut st = Stack::new("bkow");
+    let moto = moto("bk-ow").await;
+    let env_path = st.dir.join(".env");
+    std::fs::write(
+        &env_path,
+        format!("R2_ACCESS_KEY_ID={AKID}\nR2_SECRET_ACCESS_KEY={SECRET}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &env_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    st.stack_spec()["envFile"] = json!(env_path.to_string_lossy());
+    st.volume("bko");
+    st.service(
+        "so",
+        service(
+            json!({"volumes": [{"volume": "bko", "target": "/data"}], "restart": "unless-stopped"}),
+        ),
+    );
+    let spec = json!({
+        "bucket": "bk-ow",
+        "endpoint": moto.url,
+        "region": "us-east-1",
+        "volumes": ["bko"],
+        "quiesce": {"bko": "none"},
+    });
+    st.write();
+    st.file(
+        "job.yaml",
+        &json!({
+            "apiVersion": API,
+            "kind": "Job",
+            "metadata": {"name": "backup"},
+            "spec": {"schedule": "30 3 * * *", "backup": spec},
+        })
+        .to_string(),
+    );
+    st.apply().expect(0, "apply");
+    let vol = st.dname("bko");
+    let svc = st.cname("so");
+    docker_ok(&[
+        "run", "--rm", "-v", &format!("{vol}:/data"), IMAGE, "sh", "-c",
+        "set -e; cd /data; mkdir -p sub/empty; echo one > sub/one; echo keep > keep; head -c 9000000 /dev/urandom > big; ln -s sub/one l; chown 7:8 sub/one; chmod 640 keep",
+    ]);
+    let backed_up = listing(&vol);
+    let dir = tempfile::tempdir().unwrap();
+    let j: BackupJob = serde_json::from_value(spec).unwrap();
+    run(&ctx_at(dir.path(), 7, &[]), &j).await.unwrap();
+
+    // The live volume drifts: a file modified, one deleted, one added, a mode changed.
+    let drift = |extra: &str| {
+        docker_ok(&[
+            "run", "--rm", "-v", &format!("{vol}:/data"), IMAGE, "sh", "-c",
+            &format!("set -e; cd /data; echo changed > sub/one; rm keep big; chmod 700 sub; echo new > {extra}"),
+        ]);
+    };
+    drift("added");
+    assert_ne!(listing(&vol), backed_up);
+    let dirs = st.dir.to_string_lossy().into_owned();
+    let restore = [
+        "restore",
+        "volume",
+        "bko",
+        "--overwrite",
+        "--desired-state",
+        &dirs,
+    ];
+
+    // With obsd running on the state directory: refused, nothing stopped or written.
+    {
+        let _d = st.spawn_daemon();
+        let before = started_at(&svc);
+        let drifted = listing(&vol);
+        let r = st.obsctl(&restore).expect(1, "overwrite while obsd runs");
+        assert!(r.stderr.contains("stop obsd"), "{}", r.stderr);
+        assert_eq!(state(&svc), "running");
+        assert_eq!(started_at(&svc), before, "not stopped");
+        assert_eq!(listing(&vol), drifted, "nothing written");
+    }
+
+    // obsd stopped: the service is stopped, the volume restored, the service started.
+    let before = started_at(&svc);
+    let r = st.obsctl(&restore).expect(0, "overwrite");
+    assert!(
+        r.stderr.contains(&format!("stopping {svc}")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("starting {svc}")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains(&format!("into {vol}")), "{}", r.stdout);
+    assert_eq!(state(&svc), "running", "started again");
+    assert_ne!(started_at(&svc), before, "it was stopped and started");
+    // Every backed-up entry is back, byte for byte. A file the backup does not hold
+    // stays (documented: the overwrite writes the backup over the volume, it removes
+    // nothing); once it is gone the volume equals the backup.
+    let restored = listing(&vol);
+    assert!(restored.contains("./added "), "{restored}");
+    docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{vol}:/data"),
+        IMAGE,
+        "rm",
+        "/data/added",
+    ]);
+    assert_eq!(listing(&vol), backed_up);
+
+    // A corrupted object: the restore fails before writing anything, and the stopped
+    // service runs again.
+    drift("added-2");
+    let drifted = listing(&vol);
+    let s3 = bucket(&moto, "bk-ow");
+    let m = backup::load_manifest(&s3, "2026-12-07").await.unwrap();
+    let victim = m.sources[0]
+        .files
+        .iter()
+        .find(|f| f.path == "big")
+        .unwrap()
+        .chunks[0]
+        .clone();
+    overwrite_object(&moto, "bk-ow", &victim, b"not even zstd");
+    let before = started_at(&svc);
+    let r = st
+        .obsctl(&restore)
+        .expect(1, "overwrite from a corrupted backup");
+    assert!(r.stderr.contains("corrupt"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("starting {svc}")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(state(&svc), "running", "started again after the failure");
+    assert_ne!(started_at(&svc), before, "it was stopped and started");
+    assert_eq!(listing(&vol), drifted, "nothing written");
+}

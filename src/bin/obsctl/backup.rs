@@ -69,6 +69,8 @@ pub fn list(dir: &Path, job: Option<&str>, output: Output) -> anyhow::Result<Exi
                     json!({
                         "date": m.date,
                         "complete": true,
+                        // Complete (a manifest) but some source failed that day.
+                        "partial": !m.failed.is_empty(),
                         "obsdVersion": m.obsd_version,
                         "startedAt": m.started_at,
                         "finishedAt": m.finished_at,
@@ -82,30 +84,60 @@ pub fn list(dir: &Path, job: Option<&str>, output: Output) -> anyhow::Result<Exi
                             "files": s.files.len(),
                             "sha256": s.sha256,
                         })).collect::<Vec<_>>(),
+                        "exports": m.exports.iter().map(|e| json!({
+                            "kind": e.kind,
+                            "name": e.name,
+                            "bytes": e.bytes,
+                            "storedBytes": e.stored_bytes,
+                            "documents": e.documents.len(),
+                            "truncated": e.truncated,
+                            "sha256": e.sha256,
+                        })).collect::<Vec<_>>(),
                         "failed": m.failed.iter().map(|f| json!({"kind": f.kind, "name": f.name, "error": f.error})).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            out!("{}", serde_json::to_string_pretty(&v)?);
         } else {
-            println!(
-                "{:<12} {:<24} {:>14} {:>14} {:>7}  SHA256",
-                "DATE", "VOLUME", "BYTES", "STORED", "FILES"
+            out!(
+                "{:<12} {:<8} {:<24} {:>14} {:>14} {:>7}  SHA256",
+                "DATE", "KIND", "SOURCE", "BYTES", "STORED", "ITEMS"
             );
             for m in &rows {
                 for s in &m.sources {
-                    println!(
-                        "{:<12} {:<24} {:>14} {:>14} {:>7}  {}",
+                    out!(
+                        "{:<12} {:<8} {:<24} {:>14} {:>14} {:>7}  {}",
                         m.date,
+                        s.kind,
                         s.name,
                         s.bytes,
                         s.stored_bytes,
                         s.files.len(),
-                        &s.sha256[..16]
+                        &s.sha256[..16.min(s.sha256.len())]
+                    );
+                }
+                for e in &m.exports {
+                    let cut = if e.truncated.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  TRUNCATED: {}", e.truncated.join(", "))
+                    };
+                    out!(
+                        "{:<12} {:<8} {:<24} {:>14} {:>14} {:>7}  {}{cut}",
+                        m.date,
+                        e.kind,
+                        e.name,
+                        e.bytes,
+                        e.stored_bytes,
+                        e.documents.len(),
+                        &e.sha256[..16.min(e.sha256.len())]
                     );
                 }
                 for f in &m.failed {
-                    println!("{:<12} {:<24} FAILED: {}", m.date, f.name, f.error);
+                    out!(
+                        "{:<12} {:<8} {:<24} FAILED (the day is partial): {}",
+                        m.date, f.kind, f.name, f.error
+                    );
                 }
             }
         }
@@ -194,33 +226,39 @@ pub fn restore_volume(a: RestoreArgs<'_>) -> anyhow::Result<ExitCode> {
             if !vols.iter().any(|v| v.name == live) {
                 bail!("volume {live} does not exist; restore without --overwrite");
             }
+            // obsd's reconcile starts a stopped service (restart policy `always` or
+            // `unless-stopped`): it would start it again mid-restore. The state
+            // directory's lock is held for the whole restore: refused while obsd runs,
+            // and obsd cannot start until the services run again.
+            let state_dir = obsd::state::resolve_dir(None, Some(&d.stack.spec.state_dir));
+            obsd::state::ensure_dir(&state_dir)?;
+            let _lock = obsd::state::Lock::acquire(&state_dir).context(
+                "obsd is running on this state directory and would start the stopped services \
+                 mid-restore: stop obsd, run the restore, then start obsd again",
+            )?;
             let running: Vec<_> = users
                 .iter()
                 .filter(|c| c.state == obsd::docker::RunState::Running)
                 .collect();
-            for c in &running {
-                eprintln!("stopping {}", c.name);
-                docker.stop_container(&c.id, None).await?;
-            }
-            let r = backup::restore_volume(
-                &docker,
-                s3.clone(),
-                identity.as_ref(),
-                &src,
-                &RestoreTarget {
-                    volume: &live,
-                    image: &image,
-                    labels: BTreeMap::new(),
-                },
-                false,
-            )
-            .await;
-            for c in &running {
-                eprintln!("starting {}", c.name);
-                docker.start_container(&c.id).await?;
-            }
-            let n = r.map_err(|e| anyhow!(e))?;
-            println!("restored {} ({day}, {n} bytes checked) into {live}", a.name);
+            let r = overwrite(&docker, &running, async {
+                backup::restore_volume(
+                    &docker,
+                    s3.clone(),
+                    identity.as_ref(),
+                    &src,
+                    &RestoreTarget {
+                        volume: &live,
+                        image: &image,
+                        labels: BTreeMap::new(),
+                    },
+                    false,
+                )
+                .await
+                .map_err(|e| anyhow!(e))
+            })
+            .await
+            .with_context(|| format!("restoring {} ({day}) into {live}", a.name))?;
+            out!("restored {} ({day}, {r} bytes checked) into {live}", a.name);
             return Ok(ExitCode::SUCCESS);
         }
         let target = a
@@ -245,9 +283,49 @@ pub fn restore_volume(a: RestoreArgs<'_>) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow!(e))
         .with_context(|| format!("restoring {} ({day})", a.name))?;
-        println!("restored {} ({day}, {n} bytes checked) into new volume {target}", a.name);
+        out!("restored {} ({day}, {n} bytes checked) into new volume {target}", a.name);
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Stops `running`, runs `restore`, and starts every container it stopped again
+/// whatever happened (a failed stop, a failed restore): none is left stopped.
+async fn overwrite<F>(
+    docker: &Engine,
+    running: &[&obsd::docker::ContainerInfo],
+    restore: F,
+) -> anyhow::Result<u64>
+where
+    F: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let mut stopped = Vec::new();
+    let mut result = Ok(());
+    for c in running {
+        eprintln!("stopping {}", c.name);
+        // Recorded first: a stop that fails half-way is still started again.
+        stopped.push(*c);
+        if let Err(e) = docker.stop_container(&c.id, None).await {
+            result = Err(anyhow!("stopping {}: {e}", c.name));
+            break;
+        }
+    }
+    let restored = match result {
+        Ok(()) => restore.await,
+        Err(e) => Err(e),
+    };
+    let mut start_errors = Vec::new();
+    for c in &stopped {
+        eprintln!("starting {}", c.name);
+        if let Err(e) = docker.start_container(&c.id).await {
+            start_errors.push(format!("starting {}: {e}", c.name));
+        }
+    }
+    match (restored, start_errors.is_empty()) {
+        (Ok(n), true) => Ok(n),
+        (Ok(_), false) => bail!("restored, but {}", start_errors.join("; ")),
+        (Err(e), true) => Err(e),
+        (Err(e), false) => Err(e.context(start_errors.join("; "))),
+    }
 }
 
 /// No container names: the backup body does not use them.
@@ -309,7 +387,7 @@ pub fn run_now(dir: &Path, job: Option<&str>, as_of: Option<&str>) -> anyhow::Re
         .await
         {
             Ok(()) => {
-                println!("backup complete");
+                out!("backup complete");
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
