@@ -706,3 +706,138 @@ async fn with_an_age_recipient_documents_mirror_copies_and_bundles_are_encrypted
         }
     }
 }
+
+/// A desired-state directory holding `job` as the backup Job and the env file with
+/// every credential it names, for `obsctl backup list`.
+fn desired_state(root: &std::path::Path, p: &Peers, job: &BackupJob) -> std::path::PathBuf {
+    let dir = root.join("ds");
+    std::fs::create_dir_all(&dir).unwrap();
+    let env = root.join("backup.env");
+    let auth0 = p.auth0.base();
+    let lines: String = [
+        ("R2_ACCESS_KEY_ID", AKID),
+        ("R2_SECRET_ACCESS_KEY", S3_SECRET),
+        ("CF_BACKUP_API_TOKEN", CF_TOKEN),
+        ("CF_ACCOUNT_ID", CF_ACCOUNT),
+        ("STRIPE_BACKUP_KEY", STRIPE_KEY),
+        ("AUTH0_DOMAIN", auth0.as_str()),
+        ("AUTH0_BACKUP_CLIENT_ID", AUTH0_ID),
+        ("AUTH0_BACKUP_CLIENT_SECRET", AUTH0_SECRET),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{k}={v}\n"))
+    .collect();
+    std::fs::write(&env, lines).unwrap();
+    std::fs::set_permissions(&env, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let api = "obs.tlsstress.art/v1alpha1";
+    let stack = json!({"apiVersion": api, "kind": "Stack", "metadata": {"name": "test"},
+        "spec": {"project": format!("obsdt-{}-srclist", std::process::id()),
+                 "stateDir": root.join("state").to_string_lossy(),
+                 "envFile": env.to_string_lossy(),
+                 "textfileDir": root.join("textfile").to_string_lossy()}});
+    std::fs::write(dir.join("stack.yaml"), stack.to_string()).unwrap();
+    let j = json!({"apiVersion": api, "kind": "Job", "metadata": {"name": "backup"},
+        "spec": {"schedule": "30 3 * * *", "backup": serde_json::to_value(job).unwrap()}});
+    std::fs::write(dir.join("job.yaml"), j.to_string()).unwrap();
+    dir
+}
+
+fn obsctl(args: &[&str]) -> (i32, String, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_obsctl"))
+        .args(args)
+        .env_remove("OBSD_STATE_DIR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A day where Stripe failed is complete but partial; a same-day re-run with Stripe
+/// back does not turn it into a whole day (nothing is rewritten) and says so again;
+/// `obsctl backup list` shows the exports (kind, name, bytes, documents, truncated),
+/// the failed source and `partial`, as table and as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_day_and_its_same_day_rerun_are_listed_as_partial_with_exports() {
+    let p = peers("src-list").await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(&p, "src-list", 1);
+    let ctx = ctx_at(dir.path(), 11, &p);
+    p.stripe.broken.store(true, Ordering::SeqCst);
+    let err = run(&ctx, &job).await.expect_err("stripe fails");
+    assert!(matches!(err, JobError::Partial(_)), "{err}");
+    p.stripe.broken.store(false, Ordering::SeqCst);
+    let err = run(&ctx, &job)
+        .await
+        .expect_err("the re-run reports the day's failure again");
+    assert!(err.to_string().contains("stripe"), "{err}");
+    assert_eq!(
+        read_textfile(&ctx, "backup.prom").value("backup_r2_objects_uploaded", &[]),
+        Some(0.0),
+        "the re-run uploads nothing"
+    );
+
+    let ds = desired_state(dir.path(), &p, &job);
+    let ds = ds.to_string_lossy().into_owned();
+    let (code, out, err) = obsctl(&["backup", "list", "--desired-state", &ds, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_secret_free("backup list -o json", &out);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let day = &v.as_array().unwrap()[0];
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(day["date"], "2026-12-11");
+    assert_eq!(day["complete"], true);
+    assert_eq!(day["partial"], true);
+    assert_eq!(day["failed"][0]["kind"], "stripe");
+    assert_eq!(day["failed"][0]["name"], "stripe");
+    assert!(!day["failed"][0]["error"].as_str().unwrap().is_empty());
+    let m = manifest(&bucket(&p, "src-list"), "2026-12-11").await;
+    let exports = day["exports"].as_array().unwrap();
+    let kinds: Vec<&str> = exports
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["cloudflare", "auth0"]);
+    for (e, want) in exports.iter().zip(&m.exports) {
+        assert_eq!(e["name"], want.name.as_str());
+        assert_eq!(e["bytes"], want.bytes);
+        assert!(e["bytes"].as_u64().unwrap() > 0, "{e}");
+        assert_eq!(e["documents"], want.documents.len());
+        assert!(e["documents"].as_u64().unwrap() > 0, "{e}");
+        assert_eq!(e["truncated"], json!([]));
+        assert_eq!(e["sha256"].as_str().unwrap().len(), 64);
+    }
+    let (code, out, err) = obsctl(&["backup", "list", "--desired-state", &ds]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("cloudflare") && l.starts_with("2026-12-11")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("stripe") && l.contains("FAILED (the day is partial)")),
+        "{out}"
+    );
+
+    // A capped list shows as truncated.
+    let ctx = ctx_at(dir.path(), 12, &p);
+    run(&ctx, &job)
+        .await
+        .expect("a capped export still succeeds");
+    let (code, out, err) = obsctl(&["backup", "list", "--desired-state", &ds, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["date"], "2026-12-12", "newest first");
+    assert_eq!(v[0]["partial"], false);
+    let st = v[0]["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "stripe")
+        .unwrap();
+    assert_eq!(st["truncated"], json!(["products: more than 1 pages"]));
+}
