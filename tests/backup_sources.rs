@@ -823,6 +823,31 @@ async fn a_partial_day_and_its_same_day_rerun_are_listed_as_partial_with_exports
         "{out}"
     );
 
+    // Into a closed pipe (`obsctl backup list | head -0`): no panic, its own exit code.
+    for args in [
+        vec!["backup", "list", "--desired-state", &ds],
+        vec!["backup", "list", "--desired-state", &ds, "-o", "json"],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills two descriptors we own.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: closing the read end we own; writes now fail with EPIPE.
+        unsafe { libc::close(fds[0]) };
+        // SAFETY: the write end is ours and handed over exactly once.
+        let stdout =
+            unsafe { <std::process::Stdio as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_obsctl"))
+            .args(&args)
+            .env_remove("OBSD_STATE_DIR")
+            .stdin(std::process::Stdio::null())
+            .stdout(stdout)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+
     // A capped list shows as truncated.
     let ctx = ctx_at(dir.path(), 12, &p);
     run(&ctx, &job)
