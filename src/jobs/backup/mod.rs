@@ -18,6 +18,8 @@
 
 pub mod cloudflare;
 pub mod manifest;
+mod quiesce;
+mod restore;
 pub mod retention;
 pub mod s3;
 pub mod sources;
@@ -28,10 +30,12 @@ use super::textfile::Textfile;
 use super::{JobContext, JobError};
 use crate::desired::model::job::{BackupJob, Quiesce};
 use crate::desired::EnvFile;
-use crate::docker::{ContainerInfo, CreateContainer, Docker, Mount, RunState};
+use crate::docker::{ContainerInfo, CreateContainer, Docker, Mount};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use futures_util::TryStreamExt;
 use manifest::{date_of_manifest_key, manifest_key, FailedSource, Manifest, Source};
+use quiesce::Quiesced;
+pub use restore::{drill, restore_volume, RestoreTarget};
 use s3::S3;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -628,103 +632,6 @@ async fn prune(
     .await
 }
 
-/// Containers paused or stopped for a read; undone by [`Quiesced::release`], or by
-/// `Drop` (a spawned task) when the run is cancelled or times out.
-struct Quiesced<D: Docker + Clone> {
-    docker: D,
-    paused: Vec<String>,
-    stopped: Vec<String>,
-}
-
-impl<D: Docker + Clone> Quiesced<D> {
-    async fn apply(docker: &D, users: &[ContainerInfo], q: Quiesce) -> Result<Self, String> {
-        let mut g = Quiesced {
-            docker: docker.clone(),
-            paused: Vec::new(),
-            stopped: Vec::new(),
-        };
-        for c in users.iter().filter(|c| c.state == RunState::Running) {
-            match q {
-                Quiesce::None => {}
-                Quiesce::Pause => {
-                    docker
-                        .pause_container(&c.id)
-                        .await
-                        .map_err(|e| format!("pausing {}: {e}", c.name))?;
-                    g.paused.push(c.id.clone());
-                }
-                Quiesce::Stop => {
-                    // Recorded first: a stop that fails half-way is still started again.
-                    g.stopped.push(c.id.clone());
-                    docker
-                        .stop_container(&c.id, None)
-                        .await
-                        .map_err(|e| format!("stopping {}: {e}", c.name))?;
-                }
-            }
-        }
-        Ok(g)
-    }
-
-    async fn release(mut self) -> Result<(), String> {
-        let paused = std::mem::take(&mut self.paused);
-        let stopped = std::mem::take(&mut self.stopped);
-        undo(&self.docker, paused, stopped).await
-    }
-}
-
-async fn undo<D: Docker>(
-    docker: &D,
-    paused: Vec<String>,
-    stopped: Vec<String>,
-) -> Result<(), String> {
-    let mut errors = Vec::new();
-    for id in paused {
-        let mut last = None;
-        for attempt in 0..5u64 {
-            match docker.unpause_container(&id).await {
-                Ok(()) => {
-                    last = None;
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200 * (attempt + 1))).await;
-        }
-        if let Some(e) = last {
-            errors.push(format!("unpausing {id}: {e}"));
-        }
-    }
-    for id in stopped {
-        if let Err(e) = docker.start_container(&id).await {
-            errors.push(format!("starting {id} again: {e}"));
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
-}
-
-impl<D: Docker + Clone> Drop for Quiesced<D> {
-    fn drop(&mut self) {
-        if self.paused.is_empty() && self.stopped.is_empty() {
-            return;
-        }
-        let paused = std::mem::take(&mut self.paused);
-        let stopped = std::mem::take(&mut self.stopped);
-        let docker = self.docker.clone();
-        if let Ok(h) = tokio::runtime::Handle::try_current() {
-            h.spawn(async move {
-                if let Err(e) = undo(&docker, paused, stopped).await {
-                    warn!(error = %e, "undoing the backup's quiesce after cancellation");
-                }
-            });
-        }
-    }
-}
-
 /// Reads one Docker volume into the store: the helper container, quiesce, the
 /// archive stream, cleanup.
 async fn backup_volume<D: Docker + Clone>(
@@ -751,24 +658,14 @@ async fn backup_volume<D: Docker + Clone>(
         .ok_or_else(|| {
             "no container mounts it, so there is no local image to read it with (obsd pulls nothing for a backup)".to_string()
         })?;
-    let mut labels = BTreeMap::new();
-    labels.insert(HELPER_LABEL.to_string(), "backup".to_string());
     let helper = docker
-        .create_container(&CreateContainer {
-            name: format!("obsd-backup-{docker_vol}"),
+        .create_container(&helper_container(
+            "backup",
+            format!("obsd-backup-{docker_vol}"),
             image,
-            cmd: Some(vec!["/never-started".into()]),
-            labels,
-            mounts: vec![Mount {
-                kind: "volume",
-                source: docker_vol.to_string(),
-                target: format!("/{}", volume::ROOT),
-                read_only: true,
-                propagation: None,
-            }],
-            restart: "no".into(),
-            ..CreateContainer::default()
-        })
+            docker_vol.to_string(),
+            true,
+        ))
         .await
         .map_err(|e| format!("creating the helper container: {e}"))?;
     let result = async {
@@ -777,12 +674,7 @@ async fn backup_volume<D: Docker + Clone>(
             Ok(g) => g,
             Err(e) => return Err(e),
         };
-        let stream = Box::pin(
-            docker
-                .download_archive(&helper, &format!("/{}", volume::ROOT))
-                .map_err(|e| std::io::Error::other(e.to_string())),
-        );
-        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+        let reader = archive_reader(docker, &helper);
         let st = store.clone();
         let read = tokio::task::spawn_blocking(move || volume::read_volume(reader, &st))
             .await
@@ -798,218 +690,50 @@ async fn backup_volume<D: Docker + Clone>(
     result
 }
 
-/// Restore target for [`restore_volume`].
-pub struct RestoreTarget<'a> {
-    /// Docker volume to write into; created when missing (an existing one must be
-    /// empty unless `overwrite`).
-    pub volume: &'a str,
-    /// Image for the helper container (any image present locally).
-    pub image: &'a str,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// Checks every object and file of `src` (nothing written), then writes it into the
-/// target volume through a created-not-started helper and the engine's archive PUT.
-/// Returns the bytes restored.
-pub async fn restore_volume<D: Docker + Clone>(
-    docker: &D,
-    s3: Arc<S3>,
-    identity: Option<&age::x25519::Identity>,
-    src: &Source,
-    target: &RestoreTarget<'_>,
-    create_volume: bool,
-) -> Result<u64, String> {
-    let rt = tokio::runtime::Handle::current();
-    let (s3c, srcc, rtc, idc) = (s3.clone(), src.clone(), rt.clone(), identity.cloned());
-    tokio::task::spawn_blocking(move || {
-        volume::replay::<std::io::Sink>(&s3c, &rtc, idc.as_ref(), &srcc, None)
-    })
-    .await
-    .map_err(|e| format!("verify task: {e}"))??;
-    if create_volume {
-        docker
-            .create_volume(target.volume, None, &target.labels)
-            .await
-            .map_err(|e| format!("creating volume {}: {e}", target.volume))?;
-    }
+/// A helper container that is created and never started (`/never-started` need not
+/// exist): the engine reads and writes its mounts through the archive endpoints, so the
+/// image needs no shell or tar, and nothing runs beside the service. Labelled
+/// [`HELPER_LABEL`] (never the stack label), so the planner ignores it and the next run
+/// removes one an interrupted run left behind.
+fn helper_container(
+    purpose: &str,
+    name: String,
+    image: impl Into<String>,
+    volume_name: impl Into<String>,
+    read_only: bool,
+) -> CreateContainer {
     let mut labels = BTreeMap::new();
-    labels.insert(HELPER_LABEL.to_string(), "restore".to_string());
-    let helper = docker
-        .create_container(&CreateContainer {
-            name: format!("obsd-restore-{}", target.volume),
-            image: target.image.to_string(),
-            cmd: Some(vec!["/never-started".into()]),
-            labels,
-            mounts: vec![Mount {
-                kind: "volume",
-                source: target.volume.to_string(),
-                target: format!("/{}", volume::ROOT),
-                read_only: false,
-                propagation: None,
-            }],
-            restart: "no".into(),
-            ..CreateContainer::default()
-        })
-        .await
-        .map_err(|e| format!("creating the restore helper: {e}"))?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
-    let (srcc, s3c, idc) = (src.clone(), s3.clone(), identity.cloned());
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut b = tar::Builder::new(ChannelWriter {
-            tx,
-            buf: Vec::new(),
-        });
-        b.mode(tar::HeaderMode::Complete);
-        let n = volume::replay(&s3c, &rt, idc.as_ref(), &srcc, Some(&mut b))?;
-        let mut w = b
-            .into_inner()
-            .map_err(|e| format!("finishing the stream: {e}"))?;
-        std::io::Write::flush(&mut w).map_err(|e| e.to_string())?;
-        Ok::<u64, String>(n)
-    });
-    let body =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-    let up = docker.upload_archive(&helper, "/", body).await;
-    let written = writer.await.map_err(|e| format!("writer task: {e}"));
-    let _ = docker.remove_container(&helper).await;
-    up.map_err(|e| format!("writing into {}: {e}", target.volume))?;
-    written?
-}
-
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
-    buf: Vec<u8>,
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= 1 << 20 {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let b = bytes::Bytes::from(std::mem::take(&mut self.buf));
-        self.tx
-            .blocking_send(b)
-            .map_err(|_| std::io::Error::other("the engine closed the upload"))
+    labels.insert(HELPER_LABEL.to_string(), purpose.to_string());
+    CreateContainer {
+        name,
+        image: image.into(),
+        cmd: Some(vec!["/never-started".into()]),
+        labels,
+        mounts: vec![Mount {
+            kind: "volume",
+            source: volume_name.into(),
+            target: format!("/{}", volume::ROOT),
+            read_only,
+            propagation: None,
+        }],
+        restart: "no".into(),
+        ..CreateContainer::default()
     }
 }
 
-/// The restore drill: every source of the newest complete day restored into a scratch
-/// volume (checked before writing), read back through the engine and compared with the
-/// manifest; the scratch volumes are removed whatever happens. Returns the day and the
-/// bytes compared.
-pub async fn drill<D: Docker + Clone>(docker: &D, s3: Arc<S3>) -> Result<(String, u64), String> {
-    let days = complete_days(&s3).await?;
-    let day = days.last().ok_or("no complete day in the bucket")?.clone();
-    let m = load_manifest(&s3, &day).await?;
-    if m.encrypted {
-        return Err(format!(
-            "{day} is encrypted: the drill needs the age identity, which never lives on the host"
-        ));
-    }
-    let mut total = 0;
-    for src in &m.sources {
-        let scratch = format!("obsd-drill-{}", src.docker_name);
-        let users = docker
-            .containers_using_volume(&src.docker_name)
-            .await
-            .map_err(|e| format!("listing containers: {e}"))?;
-        let image = users
-            .iter()
-            .filter(|c| c.label(HELPER_LABEL).is_none())
-            .map(|c| c.image_id.clone())
-            .find(|i| !i.is_empty())
-            .ok_or_else(|| format!("{}: no local image for the drill's helper", src.name))?;
-        // A scratch volume left by a crash (ours: labelled) goes first.
-        if let Ok(vols) = docker.list_volumes().await {
-            if vols
-                .iter()
-                .any(|v| v.name == scratch && v.labels.contains_key(HELPER_LABEL))
-            {
-                remove_scratch(docker, &scratch).await;
-            }
-        }
-        let mut labels = BTreeMap::new();
-        labels.insert(HELPER_LABEL.to_string(), "drill".to_string());
-        let r = async {
-            let n = restore_volume(
-                docker,
-                s3.clone(),
-                None,
-                src,
-                &RestoreTarget {
-                    volume: &scratch,
-                    image: &image,
-                    labels,
-                },
-                true,
-            )
-            .await?;
-            let cmp = compare_volume(docker, &scratch, &image, src).await?;
-            Ok::<u64, String>(n.max(cmp))
-        }
-        .await;
-        remove_scratch(docker, &scratch).await;
-        total += r.map_err(|e| format!("{}: {e}", src.name))?;
-    }
-    Ok((day, total))
-}
+type ArchiveStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static>,
+>;
+type ArchiveReader =
+    tokio_util::io::SyncIoBridge<tokio_util::io::StreamReader<ArchiveStream, bytes::Bytes>>;
 
-async fn remove_scratch<D: Docker>(docker: &D, scratch: &str) {
-    if let Ok(cs) = docker.containers_using_volume(scratch).await {
-        for c in cs.iter().filter(|c| c.label(HELPER_LABEL).is_some()) {
-            let _ = docker.remove_container(&c.id).await;
-        }
-    }
-    if let Err(e) = docker.remove_volume(scratch).await {
-        warn!(volume = %scratch, error = %e, "removing the drill's scratch volume");
-    }
-}
-
-/// Reads a volume back through a created-not-started helper and compares it with `src`.
-async fn compare_volume<D: Docker + Clone>(
-    docker: &D,
-    vol: &str,
-    image: &str,
-    src: &Source,
-) -> Result<u64, String> {
-    let mut labels = BTreeMap::new();
-    labels.insert(HELPER_LABEL.to_string(), "drill".to_string());
-    let helper = docker
-        .create_container(&CreateContainer {
-            name: format!("obsd-drill-read-{vol}"),
-            image: image.to_string(),
-            cmd: Some(vec!["/never-started".into()]),
-            labels,
-            mounts: vec![Mount {
-                kind: "volume",
-                source: vol.to_string(),
-                target: format!("/{}", volume::ROOT),
-                read_only: true,
-                propagation: None,
-            }],
-            restart: "no".into(),
-            ..CreateContainer::default()
-        })
-        .await
-        .map_err(|e| format!("creating the drill's reader: {e}"))?;
-    let stream = Box::pin(
+/// The volume under a helper container as a blocking tar reader (for the
+/// `spawn_blocking` readers of [`volume`]).
+fn archive_reader<D: Docker>(docker: &D, helper: &str) -> ArchiveReader {
+    let stream: ArchiveStream = Box::pin(
         docker
-            .download_archive(&helper, &format!("/{}", volume::ROOT))
+            .download_archive(helper, &format!("/{}", volume::ROOT))
             .map_err(|e| std::io::Error::other(e.to_string())),
     );
-    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-    let srcc = src.clone();
-    let r = tokio::task::spawn_blocking(move || volume::compare(reader, &srcc))
-        .await
-        .map_err(|e| format!("compare task: {e}"))
-        .and_then(|r| r);
-    let _ = docker.remove_container(&helper).await;
-    r
+    tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream))
 }
