@@ -6,17 +6,19 @@
 
 mod common;
 mod jobs_support;
+mod moto_support;
 
 use chrono::{TimeZone, Utc};
 use common::*;
 use jobs_support::{context, read_textfile, serve, FixedClock, Reply};
+use moto_support::Moto;
 use obsd::desired::model::job::BackupJob;
 use obsd::docker::engine::Engine;
 use obsd::jobs::backup::{self, manifest::Manifest, s3::S3, RestoreTarget};
 use obsd::jobs::{JobContext, JobError};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -24,56 +26,8 @@ use tokio_util::sync::CancellationToken;
 const AKID: &str = "AKIDBACKUPTEST";
 const SECRET: &str = "backupSecretKeyCANARY0123456789";
 
-struct Moto {
-    url: String,
-    child: Child,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn moto(bucket: &str) -> Moto {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 runs (tests/setup.sh installs moto[server])");
-    let m = Moto {
-        url: format!("http://127.0.0.1:{port}"),
-        child,
-    };
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = http.get(format!("{}/moto-api/", m.url)).send().await {
-            if r.status().is_success() {
-                let r = http
-                    .put(format!("{}/{bucket}", m.url))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success(), "create bucket: {}", r.status());
-                return m;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("moto's server did not start");
+    Moto::with_bucket(bucket).await
 }
 
 /// Removes the test's containers and volumes, whatever happens.

@@ -6,6 +6,7 @@
 
 mod backup_sources_support;
 mod jobs_support;
+mod moto_support;
 
 use backup_sources_support::*;
 use chrono::{TimeZone, Utc};

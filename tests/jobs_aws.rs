@@ -7,6 +7,7 @@
 
 mod jobs_aws_support;
 mod jobs_support;
+mod moto_support;
 
 use chrono::{DateTime, TimeZone, Utc};
 use jobs_aws_support::*;

@@ -5,10 +5,9 @@
 
 use crate::jobs_support::{serve, FakeServer, Recorded, Reply};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const CF_TOKEN: &str = "CANARYcfTokenQ9x81";
 pub const CF_ACCOUNT: &str = "acct0123";
@@ -200,55 +199,9 @@ pub async fn auth0() -> Fake {
     Fake { server, broken }
 }
 
-pub struct Moto {
-    pub url: String,
-    child: Child,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use crate::moto_support::Moto;
 
 /// moto's S3 server on a free port, with `bucket` created.
 pub async fn moto(bucket: &str) -> Moto {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 runs (tests/setup.sh installs moto[server])");
-    let m = Moto {
-        url: format!("http://127.0.0.1:{port}"),
-        child,
-    };
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = http.get(format!("{}/moto-api/", m.url)).send().await {
-            if r.status().is_success() {
-                let r = http
-                    .put(format!("{}/{bucket}", m.url))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success(), "create bucket: {}", r.status());
-                return m;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("moto's server did not start");
+    Moto::with_bucket(bucket).await
 }

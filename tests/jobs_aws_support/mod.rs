@@ -26,9 +26,8 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub const AKID: &str = "AKIDLOGSSHIPPERTEST";
 pub const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYAWSJOBCANARY";
@@ -45,46 +44,9 @@ pub fn free_port() -> u16 {
 
 // ----------------------------------------------------------------------------- moto
 
-/// moto's server as a child process, killed on drop.
-pub struct Moto {
-    pub url: String,
-    child: Child,
-}
+pub use crate::moto_support::Moto;
 
 impl Moto {
-    pub async fn start() -> Moto {
-        let port = free_port();
-        // `python3 -m moto.server` is `moto_server` without depending on the console
-        // script being on PATH (a pyenv shim appears only after a rehash).
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs (tests/setup.sh installs moto[server])");
-        let moto = Moto {
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-        };
-        let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(r) = http.get(format!("{}/moto-api/", moto.url)).send().await {
-                if r.status().is_success() {
-                    return moto;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("moto's server did not answer on port {port} within 10s (is moto[server] installed? tests/setup.sh installs it)");
-    }
-
     /// Runs `seed.py` (boto3) against this server.
     pub fn seed(&self, spec: Value) {
         use std::io::Write;
@@ -108,13 +70,6 @@ impl Moto {
             "seeding moto failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
