@@ -1093,4 +1093,18 @@ fn start_first_failing_new_container_leaves_the_old_one_untouched() {
     assert_eq!(serves(&s, "web").as_deref(), Some("v1"));
     assert_eq!(copies(&s, "web"), [s.cname("web")], "leftovers");
     assert_eq!(d.metric("obsd_rollbacks_total{service=\"web\"}"), Some(1.0));
+
+    // `rollout undo` names the desired-state change to revert, changes nothing, exit 1.
+    let r = s
+        .obsctl(&["rollout", "undo", "web"])
+        .expect(1, "rollout undo");
+    println!("{}", r.stdout);
+    assert!(r.stdout.contains("never edits"), "{}", r.stdout);
+    let body = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("BODY"))
+        .unwrap_or_else(|| panic!("no env.BODY line: {}", r.stdout));
+    assert!(body.contains("v1 <- v2"), "{body}");
+    assert_eq!(s.must("web").id, v1.id, "undo touched the container");
 }
