@@ -208,6 +208,36 @@ impl Validator<'_> {
         self.service_ports(name, src, spec, ports);
         self.service_env(src, spec);
         self.service_runtime(src, spec);
+        self.service_update(src, spec);
+    }
+
+    /// `update.order: start-first` runs two copies at once: not with a published host
+    /// port (the second cannot bind it) nor a writable named volume (two writers).
+    fn service_update(&mut self, src: &Source, spec: &ServiceSpec) {
+        if !spec.start_first() {
+            return;
+        }
+        let at = keys(&["spec", "update", "order"]);
+        if !spec.ports.is_empty() {
+            self.err(
+                src,
+                &at,
+                format!(
+                    "start-first runs the new container beside the old one, which cannot bind the published host port {} twice; use stop-first (the default) or drop `ports`",
+                    spec.ports[0].host
+                ),
+            );
+        }
+        if let Some(v) = spec.volumes.iter().find(|v| !v.read_only) {
+            self.err(
+                src,
+                &at,
+                format!(
+                    "start-first would run two copies writing to volume `{}` at once; mount it `readOnly: true` or use stop-first (the default)",
+                    v.volume
+                ),
+            );
+        }
     }
 
     /// Volumes, bind mounts and config files: declared, absolute, valid options.

@@ -484,6 +484,17 @@ impl Docker for Engine {
             .map_err(map_err)
     }
 
+    async fn disconnect_network(&self, network: &str, id: &str) -> Result<()> {
+        let req = bollard::models::NetworkDisconnectRequest {
+            container: id.to_string(),
+            force: Some(true),
+        };
+        self.docker
+            .disconnect_network(network, req)
+            .await
+            .map_err(map_err)
+    }
+
     async fn inspect_state(&self, id: &str) -> Result<ContainerState> {
         use bollard::models::{ContainerStateStatusEnum as S, HealthStatusEnum as H};
         let r = self

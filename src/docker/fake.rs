@@ -295,6 +295,11 @@ impl Docker for FakeDocker {
         Ok(())
     }
 
+    async fn disconnect_network(&self, network: &str, id: &str) -> Result<()> {
+        self.record(format!("disconnect_network {network} {}", short(id)));
+        Ok(())
+    }
+
     async fn inspect_state(&self, id: &str) -> Result<ContainerState> {
         self.record(format!("inspect_state {}", short(id)));
         let g = self.inner.lock().unwrap();

@@ -277,6 +277,13 @@ pub trait Docker: Send + Sync + 'static {
     fn remove_container(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
     fn rename_container(&self, id: &str, new_name: &str)
         -> impl Future<Output = Result<()>> + Send;
+    /// Takes a container off a network (its DNS names there go with it); it keeps
+    /// running.
+    fn disconnect_network(
+        &self,
+        network: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// One inspect of a container's run state.
     fn inspect_state(&self, id: &str) -> impl Future<Output = Result<ContainerState>> + Send;
     /// The last `tail` lines of a container's stdout and stderr, interleaved as logged.

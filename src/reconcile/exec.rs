@@ -424,7 +424,7 @@ async fn run_service<D: Docker>(
                 Step::RemoveDuplicate { id } => stop_and_remove(docker, id).await,
                 Step::Adopt { id } => {
                     docker.rename_container(id, &cname).await?;
-                    docker.start_container(id).await
+                    ensure_started(docker, id).await
                 }
                 Step::Pull { image } => docker.pull_image(image).await,
                 Step::Create => {
@@ -434,6 +434,11 @@ async fn run_service<D: Docker>(
                         let _ = docker.remove_container(&id).await;
                         return Err(e);
                     }
+                    Ok(())
+                }
+                Step::Replace { old_id } if spec.start_first() => {
+                    rolled_back =
+                        replace_start_first(docker, spec, rendered, &cname, old_id).await?;
                     Ok(())
                 }
                 Step::Replace { old_id } => {
@@ -585,6 +590,70 @@ async fn replace<D: Docker>(
     finish_gate(docker, spec, rendered, cname, &new_id, old_id).await
 }
 
+/// The start-first replace: the new container is created as `<name>--next` and started
+/// beside the old one; only once it passed the gate is the old one renamed `--prev`,
+/// the new one renamed into place and the old one stopped and removed. A failing new
+/// container is removed; the old one was never stopped. `Ok(Some(_))`: rolled back.
+async fn replace_start_first<D: Docker>(
+    docker: &D,
+    spec: &ServiceSpec,
+    rendered: &Rendered,
+    cname: &str,
+    old_id: &str,
+) -> Result<Option<HeldSpec>, DockerError> {
+    let mut next = rendered.create.clone();
+    next.name = format!("{cname}{NEXT_SUFFIX}");
+    let new_id = docker.create_container(&next).await?;
+    let verdict = match docker.start_container(&new_id).await {
+        Err(e) => Err(format!("the new container did not start: {}", e.detail())),
+        Ok(()) => gate(docker, spec, &new_id).await?,
+    };
+    if let Err(reason) = verdict {
+        tracing::warn!(container = cname, %reason, "start-first: removing the new container");
+        let log_tail = docker
+            .container_logs(&new_id, LOG_TAIL_LINES)
+            .await
+            .map(|l| bounded_tail(&l, LOG_TAIL_BYTES))
+            .unwrap_or_else(|e| format!("(logs unavailable: {e})"));
+        stop_and_remove(docker, &new_id).await?;
+        return Ok(Some(HeldSpec {
+            spec_hash: rendered.spec_hash.clone(),
+            config_hashes: rendered.config_hashes.clone(),
+            reason,
+            log_tail,
+            at_ms: now_ms(),
+        }));
+    }
+    // The name always points at a running copy: old aside, new in place, then old gone.
+    docker
+        .rename_container(old_id, &format!("{cname}{PREV_SUFFIX}"))
+        .await?;
+    docker.rename_container(&new_id, cname).await?;
+    // Off the networks first: the engine's DNS stops naming the old container while it
+    // still answers what it was sent (it drains on its stop signal), so no client is
+    // sent to an address that is about to close.
+    for n in &rendered.create.networks {
+        // Best effort: the old container may not be on a network the new spec names.
+        if let Err(e) = docker.disconnect_network(&n.network, old_id).await {
+            tracing::debug!(container = cname, network = %n.network, %e, "disconnect");
+        }
+    }
+    docker
+        .stop_container(old_id, rendered.create.stop_timeout)
+        .await?;
+    docker.remove_container(old_id).await?;
+    Ok(None)
+}
+
+/// Starts a container unless it runs already (a start-first `--next` or `--prev` is
+/// running when a crash interrupted its rollout).
+async fn ensure_started<D: Docker>(docker: &D, id: &str) -> Result<(), DockerError> {
+    match docker.inspect_state(id).await?.state {
+        RunState::Running | RunState::Restarting => Ok(()),
+        _ => docker.start_container(id).await,
+    }
+}
+
 /// Resumes the gate of an interrupted replace: starts the new container if the crash
 /// came before its start, then watches it like [`replace`] does.
 async fn verify<D: Docker>(
@@ -616,6 +685,12 @@ async fn finish_gate<D: Docker>(
 ) -> Result<Option<HeldSpec>, DockerError> {
     match gate(docker, spec, new_id).await? {
         Ok(()) => {
+            // A start-first `--prev` still runs: stopped gracefully, not killed.
+            if docker.inspect_state(prev_id).await?.state == RunState::Running {
+                docker
+                    .stop_container(prev_id, rendered.create.stop_timeout)
+                    .await?;
+            }
             docker.remove_container(prev_id).await?;
             Ok(None)
         }
@@ -878,7 +953,7 @@ async fn roll_back<D: Docker>(
         .unwrap_or_else(|e| format!("(logs unavailable: {e})"));
     stop_and_remove(docker, new_id).await?;
     docker.rename_container(prev_id, cname).await?;
-    docker.start_container(prev_id).await?;
+    ensure_started(docker, prev_id).await?;
     Ok(HeldSpec {
         spec_hash: rendered.spec_hash.clone(),
         config_hashes: rendered.config_hashes.clone(),

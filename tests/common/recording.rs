@@ -35,6 +35,7 @@ pub const WRITES: &[&str] = &[
     "kill_container",
     "remove_container",
     "rename_container",
+    "disconnect_network",
     "exec",
     "pause_container",
     "unpause_container",
@@ -169,6 +170,10 @@ impl Docker for Recording {
     async fn rename_container(&self, id: &str, new_name: &str) -> DResult<()> {
         self.gate("rename_container").await;
         self.inner.rename_container(id, new_name).await
+    }
+    async fn disconnect_network(&self, network: &str, id: &str) -> DResult<()> {
+        self.gate("disconnect_network").await;
+        self.inner.disconnect_network(network, id).await
     }
     async fn containers_using_volume(&self, volume: &str) -> DResult<Vec<ContainerInfo>> {
         self.gate("containers_using_volume").await;

@@ -1,7 +1,7 @@
-//! `obsctl rollout status|history|retry NAME`: a Service's rollout through the daemon's API.
+//! `obsctl rollout status|history|retry|undo NAME`: a Service's rollout through the daemon's API.
 //! Exit codes (product.md): 0 answered (for `status` whatever the drift; scripts read
 //! `held`/`rolled_back` in `-o json`), `retry` 0 queued; 1 error (no daemon, no such
-//! Service).
+//! Service). `undo` exits 1 always: it changes nothing, it says what to revert.
 
 use crate::commands::{call, Socket};
 use crate::Output;
@@ -25,6 +25,10 @@ pub enum RolloutCmd {
     /// Try a held spec again (rolled back, refused by its check, or stopped after a crash
     /// loop); otherwise it is held until the spec changes.
     Retry { name: String },
+    /// Say which desired-state change to revert to get back to the last good spec (the
+    /// running one after a rollback): obsd never edits the desired-state files, so undo
+    /// is yours to make (e.g. `git revert`). Always exit 1: nothing was changed.
+    Undo { name: String },
 }
 
 pub fn run(socket: &Socket, cmd: RolloutCmd) -> anyhow::Result<ExitCode> {
@@ -66,6 +70,10 @@ pub fn run(socket: &Socket, cmd: RolloutCmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        RolloutCmd::Undo { name } => {
+            let v: wire::RolloutStatus = call(socket, "GET", &wire::rollout_path(&name))?;
+            Ok(undo(&v))
+        }
         RolloutCmd::Retry { name } => {
             let v: wire::RolloutRetry = call(socket, "POST", &wire::rollout_retry_path(&name))?;
             if v.held {
@@ -76,6 +84,39 @@ pub fn run(socket: &Socket, cmd: RolloutCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `obsctl rollout undo NAME`: the fields (secrets masked) that differ between the
+/// running container — after a rollback, the last good spec — and the desired state.
+fn undo(v: &wire::RolloutStatus) -> ExitCode {
+    let r = &v.status.resource;
+    let name = &v.service;
+    let good = v
+        .status
+        .rollouts
+        .iter()
+        .rev()
+        .find(|e| e.outcome == "applied");
+    out!("obsd never edits your desired-state files; undo is a change you make there.");
+    if let Some(g) = good {
+        out!(
+            "last good revision of {name}: spec {} ({}), the container running now{}",
+            g.spec_hash,
+            g.image,
+            if v.held { "" } else { " or before it" }
+        );
+    }
+    if !r.changes.is_empty() {
+        out!("to undo, set these fields of Service {name} back (running <- desired):");
+        for c in &r.changes {
+            out!("  {}: {} <- {}", c.path, c.applied, c.desired);
+        }
+        out!("then obsd rolls the running spec out again: nothing to replace, the held spec is forgotten");
+    } else {
+        out!("the desired state of {name} is what runs now: no rollout to undo here; revert its last change in your desired-state files (e.g. `git revert`) and obsd rolls that out");
+    }
+    eprintln!("obsctl: rollout undo changed nothing (by design); edit the desired state as shown");
+    ExitCode::from(1)
 }
 
 fn print_status(v: &wire::RolloutStatus) {

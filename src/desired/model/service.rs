@@ -157,6 +157,35 @@ pub struct UpdatePolicy {
     /// `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// `stop-first` (default): the old container is stopped before the new one starts.
+    /// `start-first`: the new one starts beside the old one (as `<container>--next`, on
+    /// the same networks) and the old one is stopped only once the new one passed the
+    /// gate; a failing new one is removed and the old one was never stopped. Refused
+    /// with published host ports or a writable named volume (two copies at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<UpdateOrder>,
+}
+
+/// Which copy a replacement stops first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// Stop the old container, then start the new one (a gap; no two copies at once).
+    #[default]
+    StopFirst,
+    /// Start the new container beside the old one; stop the old one once the new one
+    /// passed the gate (no gap).
+    StartFirst,
+}
+
+impl ServiceSpec {
+    /// Whether a replacement starts the new container before stopping the old one.
+    pub fn start_first(&self) -> bool {
+        self.update
+            .as_ref()
+            .and_then(|u| u.order)
+            .is_some_and(|o| o == UpdateOrder::StartFirst)
+    }
 }
 
 /// The health gate's settle period when `update.settle` is not set.

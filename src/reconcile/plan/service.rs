@@ -156,6 +156,19 @@ fn interrupted(
         if let Some(t) = temp {
             steps.push(Step::CleanupTemp { id: t.id.clone() });
         }
+        if prev.state == RunState::Running
+            && c.label(labels::SPEC_HASH) == Some(rendered.spec_hash.as_str())
+        {
+            // Only a start-first rollout leaves a running `--prev` beside the new
+            // container in place, and only after the new one passed its gate (the old
+            // one may already be off its networks): it is finished, not re-gated.
+            st.message = Some(format!(
+                "rollout finishing: removing the old container {}",
+                prev.name
+            ));
+            steps.push(Step::RemoveDuplicate { id: prev_id });
+            return;
+        }
         st.message = Some(format!(
             "rollout in progress: verifying the new container; the old one is kept as {}",
             prev.name
