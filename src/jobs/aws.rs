@@ -293,35 +293,60 @@ impl<'a> Client<'a> {
 
     /// The `x-amz-date` and `authorization` headers for this request.
     fn sign(&self, target: &str, payload: &[u8]) -> Result<Vec<(String, String)>, String> {
-        let now: SystemTime = self.ctx.clock.now().into();
-        let params = v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.region)
-            .name(self.service.signing_name)
-            .time(now)
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| e.to_string())?
-            .into();
         let headers = [
             ("content-type", self.service.content_type),
             ("x-amz-target", target),
         ];
-        let request = SignableRequest::new(
-            "POST",
-            self.url.as_str(),
-            headers.into_iter(),
-            SignableBody::Bytes(payload),
+        sigv4_headers(
+            &self.identity,
+            &self.region,
+            self.service.signing_name,
+            SigningSettings::default(),
+            self.ctx.clock.now().into(),
+            ("POST", self.url.as_str()),
+            &headers,
+            payload,
         )
-        .map_err(|e| e.to_string())?;
-        let (instructions, _signature) = sign(request, &params)
-            .map_err(|e| e.to_string())?
-            .into_parts();
-        Ok(instructions
-            .headers()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect())
     }
+}
+
+/// The headers `aws-sigv4` adds to sign one request (`x-amz-date`, `authorization`,
+/// and `x-amz-content-sha256` when the settings ask for it). Shared by the AWS JSON
+/// calls here and the backup's S3 client.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sigv4_headers(
+    identity: &Identity,
+    region: &str,
+    service: &str,
+    settings: SigningSettings,
+    time: SystemTime,
+    (method, url): (&str, &str),
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Vec<(String, String)>, String> {
+    let params = v4::SigningParams::builder()
+        .identity(identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(settings)
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let request = SignableRequest::new(
+        method,
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _signature) = sign(request, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
 }
 
 /// One failed attempt and whether it may be retried.

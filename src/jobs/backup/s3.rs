@@ -8,10 +8,7 @@
 //! bounded by the segment size.
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
-};
-use aws_sigv4::sign::v4;
+use aws_sigv4::http_request::{PayloadChecksumKind, SigningSettings};
 use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -101,29 +98,16 @@ impl S3 {
     ) -> Result<Vec<(String, String)>, String> {
         let mut settings = SigningSettings::default();
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let params = v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| e.to_string())?
-            .into();
-        let request = SignableRequest::new(
-            method,
-            url,
-            headers.iter().copied(),
-            SignableBody::Bytes(body),
+        crate::jobs::aws::sigv4_headers(
+            &self.identity,
+            &self.region,
+            "s3",
+            settings,
+            SystemTime::now(),
+            (method, url),
+            headers,
+            body,
         )
-        .map_err(|e| e.to_string())?;
-        let (instructions, _) = sign(request, &params)
-            .map_err(|e| e.to_string())?
-            .into_parts();
-        Ok(instructions
-            .headers()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect())
     }
 
     /// One signed request, retried (3 attempts) on transport errors and 5xx.

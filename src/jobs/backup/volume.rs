@@ -67,6 +67,24 @@ fn relative(p: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("path `{}` is not UTF-8", rest.display()))
 }
 
+/// A link entry's target as stored in the tar header, and as the manifest records it
+/// (hardlinks relative to the volume root, symlinks as written). `None`: no target.
+fn link_target<R: Read>(
+    e: &tar::Entry<'_, R>,
+    kind: &str,
+) -> Result<Option<(PathBuf, String)>, String> {
+    let Some(target) = e.link_name().map_err(io_err("link target"))? else {
+        return Ok(None);
+    };
+    let target = target.into_owned();
+    let shown = if kind == "hardlink" {
+        relative(&target)?
+    } else {
+        target.to_string_lossy().into_owned()
+    };
+    Ok(Some((target, shown)))
+}
+
 fn in_archive(rel: &str) -> String {
     if rel == "." {
         ROOT.to_string()
@@ -152,16 +170,9 @@ pub fn read_volume<R: Read>(tar_stream: R, store: &Store) -> Result<Source, Stri
                 fe.sha256 = Some(hex::encode(hasher.finalize()));
             }
             "symlink" | "hardlink" => {
-                let target = e
-                    .link_name()
-                    .map_err(io_err("link target"))?
-                    .ok_or_else(|| format!("link {rel} has no target"))?
-                    .into_owned();
-                fe.target = Some(if kind == "hardlink" {
-                    relative(&target)?
-                } else {
-                    target.to_string_lossy().into_owned()
-                });
+                let (target, shown) =
+                    link_target(&e, kind)?.ok_or_else(|| format!("link {rel} has no target"))?;
+                fe.target = Some(shown);
                 out.append_link(&mut h, &name, &target)
                     .map_err(io_err("writing the archive"))?;
             }
@@ -300,15 +311,8 @@ pub fn replay<W: Write>(
                 }
             }
             "symlink" | "hardlink" => {
-                let target = e
-                    .link_name()
-                    .map_err(io_err("link target"))?
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                let shown = if kind == "hardlink" {
-                    relative(&target)?
-                } else {
-                    target.to_string_lossy().into_owned()
+                let Some((target, shown)) = link_target(&e, kind)? else {
+                    return Err(mismatch("link target"));
                 };
                 if Some(shown) != f.target {
                     return Err(mismatch("link target"));
@@ -429,17 +433,8 @@ pub fn compare<R: Read>(tar_stream: R, src: &Source) -> Result<u64, String> {
                 checked += n;
             }
             "symlink" | "hardlink" => {
-                let target = e
-                    .link_name()
-                    .map_err(io_err("link target"))?
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                let shown = if kind == "hardlink" {
-                    relative(&target)?
-                } else {
-                    target.to_string_lossy().into_owned()
-                };
-                if Some(shown) != f.target {
+                let shown = link_target(&e, kind)?.map(|(_, shown)| shown);
+                if shown != f.target {
                     return Err(bad("link target"));
                 }
             }
