@@ -154,6 +154,11 @@ pub struct RolloutEntry {
     pub outcome: String,
     /// The actions taken, or why it failed.
     pub detail: String,
+    /// The rendered spec with secrets masked (keyed fingerprints, as in `obsctl diff`),
+    /// so `obsctl rollout undo` can name the fields that differ from an earlier
+    /// revision. Served by the rollout API only, not in `obsctl status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<serde_json::Value>,
 }
 
 /// How many rollouts per service the state directory keeps.

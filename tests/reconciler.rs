@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::recording::{Recording, WRITES};
+use common::recording::{load, with_rig, Recording, WRITES};
 use common::*;
 use obsd::docker::engine::Engine;
 use serde_json::{json, Value};
@@ -670,6 +670,44 @@ fn config_change_follows_on_change() {
     assert_eq!(names.len(), 4, "leftovers: {names:?}");
 }
 
+/// A config change whose `onChange` is a signal, on a container someone stopped: there
+/// is no process to signal (the engine answers 409), so the change is recorded and the
+/// start reads the new content — the pass does not fail on the signal.
+#[test]
+fn signal_on_change_for_a_stopped_container_starts_it() {
+    const HUP_LOOP: &str =
+        "trap 'exit 0' TERM; trap 'echo got-SIGHUP' HUP; while true; do sleep 1; done";
+    let mut s = Stack::new("sigstop");
+    s.file("config/sig/app.conf", "sig v1\n");
+    s.service(
+        "sig",
+        service(json!({
+            "command": ["sh", "-c", HUP_LOOP],
+            "configFiles": [{"source": "config/sig", "target": "/etc/app", "onChange": {"signal": "SIGHUP"}}],
+        })),
+    );
+    s.write();
+    s.apply().expect(0, "first apply");
+    let before = s.must("sig");
+    docker_ok(&["stop", "-t", "1", &s.cname("sig")]);
+
+    s.file("config/sig/app.conf", "sig v2\n");
+    let d = s.diff().expect(2, "diff: stopped and config changed");
+    assert!(
+        d.stdout
+            .contains("~ service sig: start (stopped,config_changed)"),
+        "{}",
+        d.stdout
+    );
+    s.apply().expect(0, "apply to a stopped container");
+    let now = s.must("sig");
+    assert_eq!(now.id, before.id, "the container was replaced");
+    assert!(now.running, "not started");
+    assert_eq!(exec_cat(&s.cname("sig"), "/etc/app/app.conf"), "sig v2");
+    assert!(!logs(&s.cname("sig")).contains("got-SIGHUP"));
+    s.diff().expect(0, "nothing left to do");
+}
+
 /// The daemon notices a config file change by itself (recursive, debounced watch) and
 /// applies its `onChange` (restart) without touching the other service.
 #[test]
@@ -1062,27 +1100,6 @@ fn sigterm_during_replace_is_graceful() {
     drop(d2);
 }
 
-/// Passes until the plan is empty; returns the write calls made.
-async fn converge_lib(
-    docker: &Recording,
-    desired: &obsd::desired::DesiredState,
-    key: &obsd::secret::HostKey,
-    persisted: &mut obsd::state::Persisted,
-) -> Vec<&'static str> {
-    let mut writes = Vec::new();
-    for _ in 0..5 {
-        let p = obsd::reconcile::pass(docker, desired, key, persisted, true, false)
-            .await
-            .expect("pass");
-        assert!(!p.failed(), "pass failed: {:?}", p.report);
-        writes.extend(docker.take().into_iter().filter(|c| WRITES.contains(c)));
-        if p.plan.is_noop() {
-            return writes;
-        }
-    }
-    panic!("no convergence in 5 passes; writes: {writes:?}");
-}
-
 /// The deterministic complement of the kill -9 test: a replace is cut after each of its
 /// steps (create `--next`, stop old, remove old, rename), and a fresh pass — with the
 /// state as it was on disk before the cut pass — must end with exactly one running,
@@ -1092,29 +1109,8 @@ fn crash_after_each_replace_step_is_repaired() {
     let mut s = Stack::new("crashstep");
     s.service("web", service(json!({"env": {"GEN": "0"}})));
     s.write();
-    let load = |s: &Stack| {
-        obsd::desired::load::load_dir(&s.dir, &obsd::desired::load::LoadOptions::default())
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
-    let key = obsd::state::host_key(&s.state_dir).expect("host key");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let engine = Engine::connect()
-            .expect("engine")
-            .negotiate()
-            .await
-            .expect("negotiate");
-        let mut persisted = obsd::state::Persisted::default();
-        converge_lib(
-            &Recording::new(engine.clone()),
-            &load(&s),
-            &key,
-            &mut persisted,
-        )
-        .await;
+    with_rig(&s.state_dir.clone(), async |rig| {
+        rig.converge(&load(&s), 5, true).await;
 
         for cut in 1..=4usize {
             let generation = cut.to_string();
@@ -1122,32 +1118,15 @@ fn crash_after_each_replace_step_is_repaired() {
             s.write();
             let desired = load(&s);
             let old = s.must("web");
-            let on_disk = persisted.clone();
+            let on_disk = rig.persisted.clone();
 
-            let rec = Recording::cut_after(engine.clone(), cut);
-            tokio::select! {
-                r = obsd::reconcile::pass(&rec, &desired, &key, &mut persisted, true, false) => {
-                    panic!("the pass ended before write #{}: {:?}", cut + 1, r.map(|p| p.report))
-                }
-                _ = rec.cut.notified() => {}
-            }
-            let before_crash: Vec<&str> = rec
-                .take()
-                .into_iter()
-                .filter(|c| WRITES.contains(c))
-                .collect();
+            let before_crash = rig.cut_pass(&desired, cut).await;
             let left = container_names_with_prefix(&s.cname("web"));
 
-            let mut restarted = on_disk;
-            let repair = converge_lib(
-                &Recording::new(engine.clone()),
-                &desired,
-                &key,
-                &mut restarted,
-            )
-            .await;
+            // The restarted daemon sees the state as it was on disk.
+            rig.persisted = on_disk;
+            let repair = rig.converge(&desired, 5, true).await;
             println!("crash after {before_crash:?}: left {left:?}; repaired with {repair:?}");
-            persisted = restarted;
 
             assert_eq!(
                 container_names_with_prefix(&s.cname("web")),

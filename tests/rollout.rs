@@ -8,9 +8,8 @@
 mod common;
 mod rollout_support;
 
-use common::recording::{Recording, WRITES};
+use common::recording::{load, with_rig};
 use common::*;
-use obsd::docker::engine::Engine;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -279,26 +278,6 @@ fn unhealthy_replacement_rolls_back_and_a_healthy_one_is_kept() {
 
 // ---------------------------------------------------------------------- crashes
 
-/// Passes until the plan is empty (a rollback holds its spec, so that ends too).
-async fn converge(
-    docker: &Recording,
-    desired: &obsd::desired::DesiredState,
-    key: &obsd::secret::HostKey,
-    persisted: &mut obsd::state::Persisted,
-) -> Vec<&'static str> {
-    let mut writes = Vec::new();
-    for _ in 0..6 {
-        let p = obsd::reconcile::pass(docker, desired, key, persisted, true, false)
-            .await
-            .expect("pass");
-        writes.extend(docker.take().into_iter().filter(|c| WRITES.contains(c)));
-        if p.plan.is_noop() {
-            return writes;
-        }
-    }
-    panic!("no convergence in 6 passes; writes: {writes:?}");
-}
-
 /// A replace is cut after each of its writes — on the path that keeps the new
 /// container and on the path that rolls back — and a fresh pass, with the state as it
 /// was on disk before the cut pass, must leave exactly one running copy: the new one
@@ -332,29 +311,9 @@ fn crash_cuts(tag: &str, update: Option<Value>, good_writes: usize, bad_writes: 
     let mut s = Stack::new(tag);
     s.service("web", with_update(web("g0"), &update));
     s.write();
-    let load = |s: &Stack| {
-        obsd::desired::load::load_dir(&s.dir, &obsd::desired::load::LoadOptions::default())
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
-    let key = obsd::state::host_key(&s.state_dir).expect("host key");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let engine = Engine::connect()
-            .expect("engine")
-            .negotiate()
-            .await
-            .expect("negotiate");
-        let mut persisted = obsd::state::Persisted::default();
-        converge(
-            &Recording::new(engine.clone()),
-            &load(&s),
-            &key,
-            &mut persisted,
-        )
-        .await;
+    // A rollback holds its spec, so a failing rollout converges too (not strict).
+    with_rig(&s.state_dir.clone(), async |rig| {
+        rig.converge(&load(&s), 6, false).await;
 
         let mut generation = 0;
         for good in [true, false] {
@@ -368,20 +327,9 @@ fn crash_cuts(tag: &str, update: Option<Value>, good_writes: usize, bad_writes: 
                 s.write();
                 let desired = load(&s);
                 let old = s.must("web");
-                let on_disk = persisted.clone();
+                let on_disk = rig.persisted.clone();
 
-                let rec = Recording::cut_after(engine.clone(), cut);
-                tokio::select! {
-                    r = obsd::reconcile::pass(&rec, &desired, &key, &mut persisted, true, false) => {
-                        panic!("the pass ended before write #{}: {:?}", cut + 1, r.map(|p| p.report))
-                    }
-                    _ = rec.cut.notified() => {}
-                }
-                let before: Vec<&str> = rec
-                    .take()
-                    .into_iter()
-                    .filter(|c| WRITES.contains(c))
-                    .collect();
+                let before = rig.cut_pass(&desired, cut).await;
                 let left = copies(&s, "web");
                 if update.is_some() {
                     // Start-first: a copy runs at every cut, the crash included.
@@ -391,19 +339,13 @@ fn crash_cuts(tag: &str, update: Option<Value>, good_writes: usize, bad_writes: 
                     );
                 }
 
-                let mut restarted = on_disk;
-                let repair = converge(
-                    &Recording::new(engine.clone()),
-                    &desired,
-                    &key,
-                    &mut restarted,
-                )
-                .await;
+                // The restarted daemon sees the state as it was on disk.
+                rig.persisted = on_disk;
+                let repair = rig.converge(&desired, 6, false).await;
                 println!(
                     "{} rollout, crash after {before:?}: left {left:?}; repaired with {repair:?}",
                     if good { "good" } else { "failing" }
                 );
-                persisted = restarted;
 
                 assert_eq!(
                     copies(&s, "web"),
@@ -420,7 +362,10 @@ fn crash_cuts(tag: &str, update: Option<Value>, good_writes: usize, bad_writes: 
                         now.env
                     );
                 } else {
-                    assert_eq!(now.id, old.id, "crash after {before:?}: the old one is gone");
+                    assert_eq!(
+                        now.id, old.id,
+                        "crash after {before:?}: the old one is gone"
+                    );
                     if update.is_some() {
                         assert_eq!(
                             now.started_at, old.started_at,
@@ -428,7 +373,7 @@ fn crash_cuts(tag: &str, update: Option<Value>, good_writes: usize, bad_writes: 
                         );
                     }
                     assert!(
-                        persisted.rollout.rollbacks.contains_key("web"),
+                        rig.persisted.rollout.rollbacks.contains_key("web"),
                         "crash after {before:?}: no rollback recorded"
                     );
                     // Back to a good spec for the next round.
@@ -436,14 +381,8 @@ fn crash_cuts(tag: &str, update: Option<Value>, good_writes: usize, bad_writes: 
                     generation += 1;
                     s.service("web", with_update(web(&format!("g{generation}")), &update));
                     s.write();
-                    converge(
-                        &Recording::new(engine.clone()),
-                        &load(&s),
-                        &key,
-                        &mut persisted,
-                    )
-                    .await;
-                    assert!(!persisted.rollout.rollbacks.contains_key("web"));
+                    rig.converge(&load(&s), 6, false).await;
+                    assert!(!rig.persisted.rollout.rollbacks.contains_key("web"));
                 }
             }
         }
@@ -849,6 +788,136 @@ fn prometheus_rules_edit_is_reloaded_over_http_and_a_broken_one_is_refused() {
     assert_eq!(s.must("prometheus").started_at, before.started_at);
 }
 
+// ---------------------------------------------------------------------- real Alertmanager
+
+/// The shipped Alertmanager Service as the desired state declares it: its `onChange`,
+/// its `configCheck` and its container arguments.
+fn shipped_alertmanager() -> obsd::desired::model::ServiceSpec {
+    let opts = obsd::desired::load::LoadOptions {
+        process_env: Some(Default::default()),
+        ..Default::default()
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("desired-state");
+    let mut d = obsd::desired::load::load_dir(&dir, &opts).unwrap_or_else(|e| panic!("{e}"));
+    d.services
+        .remove("alertmanager")
+        .expect("shipped alertmanager")
+        .spec
+}
+
+/// The shipped config, check and `onChange` of Alertmanager against the real binaries
+/// (Debian's `prometheus-alertmanager` and `amtool`): the shipped `alertmanager.yml`
+/// passes the shipped check and starts; an edit is checked and applied by the shipped
+/// signal without a restart; an edit `amtool` refuses is never signalled, and the
+/// running Alertmanager keeps the last good config.
+#[test]
+fn shipped_alertmanager_config_check_and_reload_against_the_real_binaries() {
+    rollout_support::ensure_alertmanager_image();
+    let shipped = shipped_alertmanager();
+    let check = shipped.config_check.as_ref().expect("shipped configCheck");
+    let cfg = &shipped.config_files[0];
+    let shipped_yml = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("desired-state")
+            .join(&cfg.source)
+            .join("alertmanager.yml"),
+    )
+    .expect("shipped alertmanager.yml");
+    assert!(
+        shipped_yml.contains("repeat_interval: 4h"),
+        "the edit below needs it"
+    );
+    // The shipped image is Alertmanager v0.27; Debian's is 0.25, which predates the
+    // webhook's `url_file` (its amtool refuses the field): the one line it cannot read
+    // becomes a plain URL, everything else is the shipped file.
+    let deadman = "url_file: /etc/alertmanager/secrets/deadman_url";
+    assert!(
+        shipped_yml.contains(deadman),
+        "shipped config changed: adapt"
+    );
+    let shipped_yml = shipped_yml.replacen(deadman, "url: http://127.0.0.1:9/deadman", 1);
+
+    let mut s = Stack::new("amreal");
+    s.file("config/alertmanager/alertmanager.yml", &shipped_yml);
+    // The image here has no entrypoint: the binary, then the shipped arguments.
+    let mut command = vec!["/usr/bin/prometheus-alertmanager".to_string()];
+    command.extend(shipped.command.clone().unwrap_or_default());
+    command.push("--web.listen-address=:9093".into());
+    s.service(
+        "alertmanager",
+        json!({
+            "image": rollout_support::ALERTMANAGER_IMAGE,
+            "command": command,
+            "stopGracePeriod": "2s",
+            "configFiles": [{"source": "config/alertmanager", "target": cfg.target,
+                             "onChange": serde_json::to_value(&cfg.on_change).unwrap()}],
+            "configCheck": serde_json::to_value(check).unwrap(),
+            "volumes": [{"volume": "amdata", "target": "/alertmanager"}],
+        }),
+    );
+    s.volume("amdata");
+    s.write();
+    let _d = s.spawn_daemon();
+    let config = |s: &Stack| {
+        let ip = ip_of(&s.cname("alertmanager"))?;
+        let body = rollout_support::get(&format!("{ip}:9093"), "/api/v2/status")?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        v["config"]["original"].as_str().map(str::to_string)
+    };
+    poll(DEADLINE, "Alertmanager serving the shipped config", || {
+        config(&s).filter(|c| c.contains("repeat_interval: 4h"))
+    });
+    poll(DEADLINE, "in sync", || {
+        (s.status_json().0 == 0).then_some(())
+    });
+    let before = s.must("alertmanager");
+
+    s.file(
+        "config/alertmanager/alertmanager.yml",
+        &shipped_yml.replacen("repeat_interval: 4h", "repeat_interval: 3h", 1),
+    );
+    poll(DEADLINE, "the edit applied by the shipped onChange", || {
+        config(&s).filter(|c| c.contains("repeat_interval: 3h"))
+    });
+    let last = poll(DEADLINE, "in sync after the edit", || {
+        let (code, st) = s.status_json();
+        let last = row(&st, "alertmanager")?["last_action"]
+            .as_str()?
+            .to_string();
+        (code == 0 && last.starts_with("preflight+")).then_some(last)
+    });
+    println!("applied with {last}");
+    assert_eq!(
+        s.must("alertmanager").started_at,
+        before.started_at,
+        "restarted, not reloaded"
+    );
+
+    // A route to a receiver that does not exist: amtool refuses it.
+    s.file(
+        "config/alertmanager/alertmanager.yml",
+        &shipped_yml.replacen("receiver: slack", "receiver: nowhere", 1),
+    );
+    let st = poll(DEADLINE, "preflight_failed", || {
+        let (_, st) = s.status_json();
+        drift(&st, "alertmanager")
+            .contains(&"preflight_failed".to_string())
+            .then_some(st)
+    });
+    let tail = row(&st, "alertmanager").unwrap()["log_tail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("amtool said: {tail}");
+    assert!(
+        tail.contains("nowhere"),
+        "the output names the receiver: {tail}"
+    );
+    let now = config(&s).expect("still serving");
+    assert!(now.contains("repeat_interval: 3h") && !now.contains("nowhere"));
+    assert_eq!(s.must("alertmanager").started_at, before.started_at);
+}
+
 // ---------------------------------------------------------------------- crash loop
 
 #[test]
@@ -1095,10 +1164,10 @@ fn start_first_failing_new_container_leaves_the_old_one_untouched() {
     assert_eq!(copies(&s, "web"), [s.cname("web")], "leftovers");
     assert_eq!(d.metric("obsd_rollbacks_total{service=\"web\"}"), Some(1.0));
 
-    // `rollout undo` names the desired-state change to revert, changes nothing, exit 1.
+    // `rollout undo` names the desired-state change to revert and changes nothing.
     let r = s
         .obsctl(&["rollout", "undo", "web"])
-        .expect(1, "rollout undo");
+        .expect(0, "rollout undo");
     println!("{}", r.stdout);
     assert!(r.stdout.contains("never edits"), "{}", r.stdout);
     let body = r
@@ -1108,4 +1177,45 @@ fn start_first_failing_new_container_leaves_the_old_one_untouched() {
         .unwrap_or_else(|| panic!("no env.BODY line: {}", r.stdout));
     assert!(body.contains("v1 <- v2"), "{body}");
     assert_eq!(s.must("web").id, v1.id, "undo touched the container");
+
+    // A good v3 rolls out; undo now names the way back to v1, the revision before it,
+    // from the masked spec the history keeps.
+    let mut good = web("v3");
+    good["update"] = json!({"order": "start-first"});
+    s.remove("Service", "web");
+    s.service("web", good);
+    s.write();
+    poll(DEADLINE, "v3 serving, in sync", || {
+        let (code, _) = s.status_json();
+        (code == 0 && serves(&s, "web").as_deref() == Some("v3")).then_some(())
+    });
+    let r = s
+        .obsctl(&["rollout", "undo", "web", "-o", "json"])
+        .expect(0, "rollout undo -o json");
+    let plan: Value = serde_json::from_str(&r.stdout).expect("undo json");
+    assert_eq!(plan["changed"], json!(false));
+    let fields = plan["fields"].as_array().expect("fields");
+    assert!(
+        fields.contains(&json!(["env.BODY", "v1", "v3"])),
+        "{}",
+        r.stdout
+    );
+    let history = s
+        .obsctl(&["rollout", "history", "web", "-o", "json"])
+        .expect(0, "rollout history");
+    let h: Value = serde_json::from_str(&history.stdout).expect("history json");
+    let first = h[0]["spec_hash"].as_str().expect("spec hash").to_string();
+    assert_eq!(plan["to"]["spec_hash"], json!(first), "{}", history.stdout);
+    // `obsctl status` does not carry the specs.
+    let (_, st) = s.status_json();
+    assert!(row(&st, "web").unwrap()["rollouts"][0]
+        .get("spec")
+        .is_none());
+    s.obsctl(&["rollout", "undo", "web", "--to", "ffffffffffff"])
+        .expect(1, "undo to an unknown revision");
+    assert_eq!(
+        serves(&s, "web").as_deref(),
+        Some("v3"),
+        "undo changed something"
+    );
 }

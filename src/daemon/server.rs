@@ -95,6 +95,13 @@ pub(super) async fn serve_api(
 
 async fn status(State((s, _)): ApiState) -> Json<wire::Status> {
     let mut status = s.status.read().expect("status").clone();
+    // The specs of past rollouts are for `obsctl rollout undo` (the rollout API);
+    // `obsctl status` stays small.
+    for r in &mut status.resources {
+        for e in &mut r.rollouts {
+            e.spec = None;
+        }
+    }
     status.jobs = s
         .jobs
         .status()

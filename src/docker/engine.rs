@@ -421,10 +421,18 @@ impl Docker for Engine {
     }
 
     async fn start_container(&self, id: &str) -> Result<()> {
-        self.docker
+        match self
+            .docker
             .start_container(id, None::<qp::StartContainerOptions>)
             .await
-            .map_err(map_err)
+        {
+            Ok(()) => Ok(()),
+            // 304: already running (a reload that fell back to a restart started it).
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
     }
 
     async fn stop_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()> {

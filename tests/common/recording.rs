@@ -209,3 +209,96 @@ impl Docker for Recording {
         self.inner.events()
     }
 }
+
+// ------------------------------------------------------------ library-level crash rig
+
+/// What the crash-cut tests share: the state as a library caller holds it (desired
+/// state loaded from a `Stack`'s directory, the host key, the persisted records) and a
+/// negotiated engine to wrap in `Recording`s.
+pub struct Rig {
+    pub engine: Engine,
+    pub key: obsd::secret::HostKey,
+    pub persisted: obsd::state::Persisted,
+}
+
+/// Loads the stack's directory as the daemon would (panics with the diagnostics).
+pub fn load(stack: &super::Stack) -> obsd::desired::DesiredState {
+    obsd::desired::load::load_dir(&stack.dir, &obsd::desired::load::LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `body` on a current-thread runtime with a fresh `Rig` whose host key lives in
+/// `state_dir` (a `Stack`'s).
+pub fn with_rig(state_dir: &std::path::Path, body: impl AsyncFnOnce(&mut Rig)) {
+    let key = obsd::state::host_key(state_dir).expect("host key");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let engine = Engine::connect()
+            .expect("engine")
+            .negotiate()
+            .await
+            .expect("negotiate");
+        let mut rig = Rig {
+            engine,
+            key,
+            persisted: obsd::state::Persisted::default(),
+        };
+        body(&mut rig).await;
+    });
+}
+
+impl Rig {
+    /// Passes (at most `max`) until the plan is empty; returns the writes made. With
+    /// `strict`, a pass that reports a failure fails the test (a rollback is a failure
+    /// of the pass, so rollout tests are not strict).
+    pub async fn converge(
+        &mut self,
+        desired: &obsd::desired::DesiredState,
+        max: usize,
+        strict: bool,
+    ) -> Vec<&'static str> {
+        let docker = Recording::new(self.engine.clone());
+        let mut writes = Vec::new();
+        for _ in 0..max {
+            let p = obsd::reconcile::pass(
+                &docker,
+                desired,
+                &self.key,
+                &mut self.persisted,
+                true,
+                false,
+            )
+            .await
+            .expect("pass");
+            assert!(!strict || !p.failed(), "pass failed: {:?}", p.report);
+            writes.extend(docker.take().into_iter().filter(|c| WRITES.contains(c)));
+            if p.plan.is_noop() {
+                return writes;
+            }
+        }
+        panic!("no convergence in {max} passes; writes: {writes:?}");
+    }
+
+    /// A pass that "crashes" at write number `cut + 1` (never reaching the engine);
+    /// returns the writes made before the crash. The pass must not end by itself.
+    pub async fn cut_pass(
+        &mut self,
+        desired: &obsd::desired::DesiredState,
+        cut: usize,
+    ) -> Vec<&'static str> {
+        let rec = Recording::cut_after(self.engine.clone(), cut);
+        tokio::select! {
+            r = obsd::reconcile::pass(&rec, desired, &self.key, &mut self.persisted, true, false) => {
+                panic!("the pass ended before write #{}: {:?}", cut + 1, r.map(|p| p.report))
+            }
+            _ = rec.cut.notified() => {}
+        }
+        rec.take()
+            .into_iter()
+            .filter(|c| WRITES.contains(c))
+            .collect()
+    }
+}

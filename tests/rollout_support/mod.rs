@@ -34,8 +34,29 @@ pub fn ensure_prometheus_image() {
     });
 }
 
-/// `FROM scratch` + the binaries at their paths + the libraries `ldd` names + static
-/// busybox (installed as `/bin/sh`, `wget`, …).
+pub const ALERTMANAGER_IMAGE: &str = "obsd-test/alertmanager:1";
+
+/// Builds [`ALERTMANAGER_IMAGE`]: Debian's `prometheus-alertmanager` and `amtool`, their
+/// libraries, the default templates, busybox.
+pub fn ensure_alertmanager_image() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        scratch_image(
+            ALERTMANAGER_IMAGE,
+            &[
+                "/usr/bin/prometheus-alertmanager",
+                "/usr/bin/amtool",
+                // Debian's build reads its default notification templates from here.
+                "/usr/share/prometheus/alertmanager/default.tmpl",
+                "/usr/share/prometheus/alertmanager/email.tmpl",
+            ],
+            "prometheus-alertmanager",
+        )
+    });
+}
+
+/// `FROM scratch` + the binaries (and data files) at their paths + the libraries `ldd`
+/// names + static busybox (installed as `/bin/sh`, `wget`, …).
 fn scratch_image(tag: &str, binaries: &[&str], package: &str) {
     let ctx = tempfile::tempdir().expect("tempdir");
     let root = ctx.path().join("root");

@@ -638,6 +638,7 @@ fn note_rollout(persisted: &mut Persisted, sp: &ServicePlan, res: &ServiceResult
         image: r.create.image.clone(),
         outcome: outcome.into(),
         detail,
+        spec: Some(r.masked.clone()),
     });
     let excess = h.len().saturating_sub(crate::state::ROLLOUT_HISTORY);
     h.drain(..excess);

@@ -400,10 +400,25 @@ fn present(
     }
     let held =
         st.drift.contains(&Reason::RolledBack) || st.drift.contains(&Reason::PreflightFailed);
-    if let (false, ConfigChange::InPlace(step)) = (held, config) {
+    if let (false, ConfigChange::InPlace(mut step)) = (held, config) {
+        // The start of a container that is not running applies changed files as a
+        // reload would: checked first all the same.
+        let mut applied_by_start = false;
+        if !matches!(c.state, RunState::Running | RunState::Paused)
+            && matches!(step, Step::Signal { .. } | Step::Reload { .. })
+        {
+            // Nothing runs to signal or reload (the engine refuses both): the next
+            // start (below, or the container's own) reads the new content; only the
+            // record is needed.
+            step = Step::RecordConfig {
+                id: c.id.clone(),
+                hashes: rendered.config_hashes.clone(),
+            };
+            applied_by_start = true;
+        }
         let restarts = matches!(step, Step::Restart { .. });
         let records = matches!(step, Step::RecordConfig { .. });
-        if check && !records {
+        if check && (!records || applied_by_start) {
             steps.push(Step::Preflight);
         }
         steps.push(step);

@@ -428,6 +428,30 @@ fn service_rows() -> std::collections::BTreeSet<Reason> {
             vec!["signal SIGHUP", "record"],
         ),
         (
+            "config changed on a stopped container, onChange signal: the start reads it",
+            "sig",
+            |_, o| {
+                with(o, "t-sig", |c| {
+                    c.labels.insert(labels::CONFIG_HASH.into(), "old".into());
+                    c.state = RunState::Exited;
+                })
+            },
+            vec![Stopped, ConfigChanged],
+            vec!["record", "start"],
+        ),
+        (
+            "config changed on a stopped container, onChange exec: no reload, a start",
+            "rel",
+            |_, o| {
+                with(o, "t-rel", |c| {
+                    c.labels.insert(labels::CONFIG_HASH.into(), "old".into());
+                    c.state = RunState::Exited;
+                })
+            },
+            vec![Stopped, ConfigChanged],
+            vec!["record", "start"],
+        ),
+        (
             "config changed, onChange recreate",
             "rec",
             |_, o| {
