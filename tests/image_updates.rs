@@ -186,6 +186,7 @@ fn moved_tag(
     let v2 = build(&image, "v2", broken);
     assert_ne!(v1, v2);
     push(&image);
+    reg.images.extend([v1.clone(), v2.clone()]);
     // The host has not pulled: its tag names v1 (which carries v1's registry digest).
     docker_ok(&["tag", &v1, &image]);
     (image, v1, v2)
@@ -315,6 +316,27 @@ fn auto_rolls_back_a_failing_image_and_does_not_retry_it() {
         drift(&st, "app").contains(&"rolled_back".to_string()),
         "{st:#}"
     );
+
+    // A newer, good image under the tag is pulled and gets its rollout: the pull clears
+    // the hold of the image that failed.
+    let mut d = d;
+    let v3 = build(&image, "v3", false);
+    reg.images.push(v3.clone());
+    push(&image);
+    docker_ok(&["tag", &v2, &image]);
+    d.term(Duration::from_secs(20));
+    std::fs::remove_file(s.state_dir.join("image-checks.json")).unwrap();
+    let _d = s.spawn_daemon();
+    poll(DEADLINE, "v3 rolled out", || {
+        inspect(&s.cname("app"))
+            .filter(|c| c["Image"] == v3.as_str() && c["State"]["Running"] == true)
+            .map(|_| ())
+    });
+    poll(DEADLINE, "in sync on v3", || {
+        let (code, _) = s.status_json();
+        (code == 0 && copies(&s, "app").len() == 1).then_some(())
+    });
+    assert_eq!(version_in(&s.cname("app")), "v3");
 }
 
 /// Containers of the service: its name, `--next`, `--prev`.

@@ -142,6 +142,10 @@ pub(super) async fn run(
                 if let Err(e) = checks.save(&state_dir) {
                     warn!(error = %e, "cannot save image checks");
                 }
+            }
+            // The loop hears of checks made and of what the planner reads changing,
+            // not of postponements (an image not present locally yet).
+            if !round.results.is_empty() || planner_view(&checks) != planner_view(&before) {
                 round.checks = checks.images.clone();
                 if tx.send(Event::ImageChecks(Box::new(round))).await.is_err() {
                     return;
@@ -175,6 +179,14 @@ pub(super) async fn run(
             _ = tokio::time::sleep(wake) => {}
         }
     }
+}
+
+/// What the planner reads of the checks (not when they were made).
+fn planner_view(c: &ImageChecks) -> Vec<(&String, &Option<String>, bool, &Option<String>)> {
+    c.images
+        .iter()
+        .map(|(image, k)| (image, &k.local_id, k.outdated, &k.error))
+        .collect()
 }
 
 fn engine_missing(engine: &EngineSlot) -> bool {

@@ -108,6 +108,8 @@ pub struct Metrics {
     pub image_check_errors_total: Family<ErrorLabel, Counter>,
     /// Resources that currently have series, to remove the ones that go away.
     known: Mutex<BTreeSet<(String, String)>>,
+    /// (service, image) pairs that have an `obsd_image_update_available` series.
+    known_images: Mutex<BTreeSet<(String, String)>>,
 }
 
 impl Metrics {
@@ -131,6 +133,7 @@ impl Metrics {
             image_checks_total: Family::default(),
             image_check_errors_total: Family::default(),
             known: Mutex::new(BTreeSet::new()),
+            known_images: Mutex::new(BTreeSet::new()),
         };
         registry.register("obsd_build_info", "obsd version", m.build_info.clone());
         registry.register(
@@ -342,24 +345,46 @@ impl Metrics {
             .inc();
     }
 
-    /// `obsd_image_update_available` for every service with `update.image`: 1 while
-    /// its image's latest check found another image in the registry than the local
-    /// one. Series of services that stopped watching are removed.
-    pub fn set_image_updates(
-        &self,
-        d: &DesiredState,
-        checks: &std::collections::BTreeMap<String, crate::state::ImageCheck>,
-    ) {
-        self.image_update_available.clear();
-        for (name, r) in &d.services {
-            if r.spec.image_updates().is_none() {
-                continue;
-            }
-            let outdated = checks.get(&r.spec.image).is_some_and(|c| c.outdated);
+    /// A desired state loaded: `obsd_image_update_available` exists (at 0 until a pass
+    /// says otherwise) for every service with `update.image`; the series of services
+    /// that stopped watching (or changed image) are removed.
+    pub fn seed_image_updates(&self, d: &DesiredState) {
+        let want: BTreeSet<(String, String)> = d
+            .services
+            .iter()
+            .filter(|(_, r)| r.spec.image_updates().is_some())
+            .map(|(n, r)| (n.clone(), r.spec.image.clone()))
+            .collect();
+        let mut known = self.known_images.lock().expect("metrics lock");
+        for (service, image) in known.difference(&want) {
+            self.image_update_available.remove(&ImageLabels {
+                service: service.clone(),
+                image: image.clone(),
+            });
+        }
+        for (service, image) in &want {
+            let _ = self.image_update_available.get_or_create(&ImageLabels {
+                service: service.clone(),
+                image: image.clone(),
+            });
+        }
+        *known = want;
+    }
+
+    /// After a pass: 1 for each watched service whose status shows `image_outdated`
+    /// (the planner's decision, so the gauge and the drift never disagree).
+    pub fn set_image_updates(&self, resources: &[ResourceStatus]) {
+        let known = self.known_images.lock().expect("metrics lock");
+        for (service, image) in known.iter() {
+            let outdated = resources.iter().any(|r| {
+                r.kind == Kind::Service
+                    && r.name == *service
+                    && r.drift.contains(&Reason::ImageOutdated)
+            });
             self.image_update_available
                 .get_or_create(&ImageLabels {
-                    service: name.clone(),
-                    image: r.spec.image.clone(),
+                    service: service.clone(),
+                    image: image.clone(),
                 })
                 .set(outdated as i64);
         }

@@ -491,9 +491,7 @@ impl Daemon {
             }
         }
         self.shared.metrics.seed_resources(&d);
-        self.shared
-            .metrics
-            .set_image_updates(&d, &self.image_checks);
+        self.shared.metrics.seed_image_updates(&d);
         self.image_targets
             .send_replace(Some(image_updates::targets(&d)));
         self.desired = Some(Arc::new(d));
@@ -512,9 +510,6 @@ impl Daemon {
             m.image_check_error(e);
         }
         self.image_checks = c.checks;
-        if let Some(d) = &self.desired {
-            m.set_image_updates(d, &self.image_checks);
-        }
         if !c.pulled.is_empty() {
             let mut retries = self.shared.rollout_retries.lock().expect("retries");
             retries.extend(c.pulled);
@@ -633,6 +628,7 @@ impl Daemon {
                 m.applied_generation
                     .set(persisted.applied_generation as i64);
                 m.set_resources(&pass.plan.resources);
+                m.set_image_updates(&pass.plan.resources);
                 let mut st = self.shared.status.write().expect("status");
                 st.last_reconcile_ms = Some(now);
                 st.passes_since_start += 1;
