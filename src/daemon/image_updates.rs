@@ -314,3 +314,67 @@ async fn check_one<D: Docker>(
     }
     checks.images.insert(image.into(), rec);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(minutes: u64) -> Target {
+        Target {
+            interval: Duration::from_secs(minutes * 60),
+            auto: false,
+            services: vec!["app".into()],
+        }
+    }
+
+    #[test]
+    fn an_image_is_due_once_per_interval_or_at_its_retry_time() {
+        let t = target(10);
+        assert_eq!(due_at(None, &t), 0, "never checked: now");
+        let ok = ImageCheck {
+            checked_at_ms: 1_000,
+            ..Default::default()
+        };
+        assert_eq!(due_at(Some(&ok), &t), 1_000 + 600_000);
+        let limited = ImageCheck {
+            checked_at_ms: 1_000,
+            error: Some("rate-limited".into()),
+            retry_at_ms: Some(4_000),
+            ..Default::default()
+        };
+        assert_eq!(
+            due_at(Some(&limited), &t),
+            4_000,
+            "the registry's Retry-After"
+        );
+    }
+
+    #[test]
+    fn services_sharing_an_image_share_one_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = |name: &str, image: &str, update: &str| {
+            format!("---\napiVersion: obs.tlsstress.art/v1alpha1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{image: \"{image}\"{update}}}\n")
+        };
+        let yaml = format!(
+            "apiVersion: obs.tlsstress.art/v1alpha1\nkind: Stack\nmetadata: {{name: t}}\nspec: {{project: t, defaultNetwork: default}}\n---\napiVersion: obs.tlsstress.art/v1alpha1\nkind: Network\nmetadata: {{name: default}}\nspec: {{}}\n{}{}{}{}",
+            svc("a", "app:1", ", update: {image: {policy: notify, checkInterval: 2h}}"),
+            svc("b", "app:1", ", update: {image: {policy: auto, checkInterval: 30m}}"),
+            svc("c", "other:1", ", update: {image: {policy: notify}}"),
+            svc("d", "plain:1", ""),
+        );
+        std::fs::write(dir.path().join("s.yaml"), yaml).unwrap();
+        let d = crate::desired::load::load_dir(dir.path(), &Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t = targets(&d);
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(
+            t["app:1"].interval,
+            Duration::from_secs(1800),
+            "the shortest"
+        );
+        assert!(t["app:1"].auto, "auto wins: the tag is shared");
+        assert_eq!(t["app:1"].services, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(t["other:1"].interval, Duration::from_secs(6 * 3600));
+        assert!(!t["other:1"].auto);
+    }
+}
