@@ -457,6 +457,11 @@ fn rate_limits_tokens_and_the_check_interval_are_honoured() {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.heads.len(), 2);
         let waited = seen.heads[1] - seen.heads[0];
+        eprintln!(
+            "measured: second authorised HEAD {waited:?} after the 429 (Retry-After: 3); {} token request(s), {} unauthorised HEAD(s)",
+            seen.tokens.len(),
+            seen.unauthorised
+        );
         assert!(
             waited >= Duration::from_millis(2900),
             "asked again after {waited:?}, before Retry-After (3 s)"
