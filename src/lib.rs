@@ -10,6 +10,7 @@
 //! * [`daemon`] — the event loop, watchers, HTTP servers, metrics, alerting.
 //! * [`jobs`] — scheduled reconcilers.
 //! * [`api`] — the obsd ↔ obsctl wire types and the unix-socket client.
+//! * [`registry`] — the anonymous registry client of image update checks.
 //! * [`state`], [`secret`], [`fsutil`] — shared ground: the state directory, secrets and
 //!   the host key, atomic file writes.
 
@@ -21,5 +22,6 @@ pub mod export;
 pub mod fsutil;
 pub mod jobs;
 pub mod reconcile;
+pub mod registry;
 pub mod secret;
 pub mod state;

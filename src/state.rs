@@ -209,6 +209,68 @@ pub struct Persisted {
     pub rollout: Box<RolloutState>,
     pub resources: BTreeMap<String, ResourceRecord>,
     pub last_success_ms: Option<i64>,
+    /// The latest registry checks (`update.image`), for the planner's `image_outdated`.
+    /// Not in `state.json`: the daemon's checker owns its own file ([`ImageChecks`]),
+    /// and [`Persisted::load`] reads it so `obsctl diff` sees the same.
+    #[serde(skip)]
+    pub image_checks: BTreeMap<String, ImageCheck>,
+}
+
+/// The last registry check of one image reference (`update.image`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageCheck {
+    /// When the registry was last asked (Unix ms), successfully or not.
+    pub checked_at_ms: i64,
+    /// The manifest digest the tag named at the last successful check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_digest: Option<String>,
+    /// The local image ID the check compared against: the result holds while the local
+    /// tag still names this image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<String>,
+    /// The registry has another manifest under the tag than the local image.
+    #[serde(default)]
+    pub outdated: bool,
+    /// Why the last check failed (not drift: a status message and a metric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// After a failed (or postponed) check: when the next one is due (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at_ms: Option<i64>,
+}
+
+/// The checker's file: per image reference its last check, per registry host the time
+/// before which it must not be asked again (`429`/`503` with `Retry-After`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageChecks {
+    #[serde(default)]
+    pub images: BTreeMap<String, ImageCheck>,
+    #[serde(default)]
+    pub not_before_ms: BTreeMap<String, i64>,
+}
+
+impl ImageChecks {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("image-checks.json")
+    }
+
+    /// The file, or nothing recorded when it is absent; a corrupt file is an error.
+    pub fn load(state_dir: &Path) -> Result<ImageChecks, StateError> {
+        let path = Self::path(state_dir);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| StateError::Corrupt {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ImageChecks::default()),
+            Err(e) => Err(StateError::Io { path, source: e }),
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("serializable");
+        write_atomic(&Self::path(state_dir), &bytes, 0o600)
+    }
 }
 
 impl Persisted {
@@ -219,13 +281,26 @@ impl Persisted {
     pub fn load(state_dir: &Path) -> Result<Persisted, StateError> {
         let path = Self::path(state_dir);
         match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| StateError::Corrupt {
-                path,
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Persisted::default()),
+            Ok(b) => serde_json::from_slice::<Persisted>(&b)
+                .map_err(|e| StateError::Corrupt {
+                    path,
+                    message: e.to_string(),
+                })
+                .map(|p| p.with_image_checks(state_dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Persisted::default().with_image_checks(state_dir))
+            }
             Err(e) => Err(StateError::Io { path, source: e }),
         }
+    }
+
+    /// Adds the registry checks; an unreadable checker file only loses them (the
+    /// checker asks again).
+    fn with_image_checks(mut self, state_dir: &Path) -> Persisted {
+        self.image_checks = ImageChecks::load(state_dir)
+            .map(|c| c.images)
+            .unwrap_or_default();
+        self
     }
 
     pub fn save(&self, state_dir: &Path) -> Result<(), StateError> {

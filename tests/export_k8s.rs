@@ -1746,6 +1746,7 @@ spec:
   user: nobody
   restart: on-failure
   stopSignal: SIGINT
+  update: {{image: {{policy: notify}}}}
 ---
 apiVersion: obs.tlsstress.art/v1alpha1
 kind: Service
@@ -1806,6 +1807,7 @@ spec:
     assert!(warned("Service/agent", "spec.user", "numeric"));
     assert!(warned("Service/agent", "spec.restart", "on-failure"));
     assert!(warned("Service/agent", "spec.stopSignal", "SIGINT"));
+    assert!(warned("Service/agent", "spec.update.image", "registries"));
     assert!(warned(&format!("Service/{long}"), "metadata.name", "52"));
     assert!(warned(
         &format!("Service/{long}"),

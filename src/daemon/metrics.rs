@@ -46,6 +46,20 @@ pub struct ServiceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImageLabels {
+    pub service: String,
+    pub image: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub error: String,
+}
+
+/// Every `result` of `obsd_image_checks_total`.
+pub const IMAGE_CHECK_RESULTS: [&str; 4] = ["current", "outdated", "pulled", "error"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub action: String,
     pub result: String,
@@ -85,8 +99,17 @@ pub struct Metrics {
     /// Preflight checks (`configCheck`) that failed, per service.
     pub preflight_failures_total: Family<ServiceLabel, Counter>,
     pub docker_up: Gauge,
+    /// 1 while the registry has a newer image under a watched service's tag
+    /// (`update.image`), per service and image.
+    pub image_update_available: Family<ImageLabels, Gauge>,
+    /// Registry checks by result.
+    pub image_checks_total: Family<ResultLabel, Counter>,
+    /// Failed registry checks by error class (`registry::ERROR_CLASSES`).
+    pub image_check_errors_total: Family<ErrorLabel, Counter>,
     /// Resources that currently have series, to remove the ones that go away.
     known: Mutex<BTreeSet<(String, String)>>,
+    /// (service, image) pairs that have an `obsd_image_update_available` series.
+    known_images: Mutex<BTreeSet<(String, String)>>,
 }
 
 impl Metrics {
@@ -106,7 +129,11 @@ impl Metrics {
             rollbacks_total: Family::default(),
             preflight_failures_total: Family::default(),
             docker_up: Gauge::default(),
+            image_update_available: Family::default(),
+            image_checks_total: Family::default(),
+            image_check_errors_total: Family::default(),
             known: Mutex::new(BTreeSet::new()),
+            known_images: Mutex::new(BTreeSet::new()),
         };
         registry.register("obsd_build_info", "obsd version", m.build_info.clone());
         registry.register(
@@ -169,6 +196,31 @@ impl Metrics {
             "1 when the Docker engine answers",
             m.docker_up.clone(),
         );
+        registry.register(
+            "obsd_image_update_available",
+            "1 while the registry has another image under the tag of a service with update.image",
+            m.image_update_available.clone(),
+        );
+        registry.register(
+            "obsd_image_checks",
+            "Registry checks of update.image tags by result",
+            m.image_checks_total.clone(),
+        );
+        registry.register(
+            "obsd_image_check_errors",
+            "Registry checks of update.image tags that failed, by error class",
+            m.image_check_errors_total.clone(),
+        );
+        for r in IMAGE_CHECK_RESULTS {
+            let _ = m
+                .image_checks_total
+                .get_or_create(&ResultLabel { result: r.into() });
+        }
+        for e in crate::registry::ERROR_CLASSES {
+            let _ = m
+                .image_check_errors_total
+                .get_or_create(&ErrorLabel { error: e.into() });
+        }
         registry.register_collector(Box::new(ProcessCollector));
         m.build_info
             .get_or_create(&VersionLabel {
@@ -289,6 +341,67 @@ impl Metrics {
         self.preflight_failures_total
             .get_or_create(&ServiceLabel {
                 service: service.into(),
+            })
+            .inc();
+    }
+
+    /// A desired state loaded: `obsd_image_update_available` exists (at 0 until a pass
+    /// says otherwise) for every service with `update.image`; the series of services
+    /// that stopped watching (or changed image) are removed.
+    pub fn seed_image_updates(&self, d: &DesiredState) {
+        let want: BTreeSet<(String, String)> = d
+            .services
+            .iter()
+            .filter(|(_, r)| r.spec.image_updates().is_some())
+            .map(|(n, r)| (n.clone(), r.spec.image.clone()))
+            .collect();
+        let mut known = self.known_images.lock().expect("metrics lock");
+        for (service, image) in known.difference(&want) {
+            self.image_update_available.remove(&ImageLabels {
+                service: service.clone(),
+                image: image.clone(),
+            });
+        }
+        for (service, image) in &want {
+            let _ = self.image_update_available.get_or_create(&ImageLabels {
+                service: service.clone(),
+                image: image.clone(),
+            });
+        }
+        *known = want;
+    }
+
+    /// After a pass: 1 for each watched service whose status shows `image_outdated`
+    /// (the planner's decision, so the gauge and the drift never disagree).
+    pub fn set_image_updates(&self, resources: &[ResourceStatus]) {
+        let known = self.known_images.lock().expect("metrics lock");
+        for (service, image) in known.iter() {
+            let outdated = resources.iter().any(|r| {
+                r.kind == Kind::Service
+                    && r.name == *service
+                    && r.drift.contains(&Reason::ImageOutdated)
+            });
+            self.image_update_available
+                .get_or_create(&ImageLabels {
+                    service: service.clone(),
+                    image: image.clone(),
+                })
+                .set(outdated as i64);
+        }
+    }
+
+    pub fn image_check(&self, result: &str) {
+        self.image_checks_total
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn image_check_error(&self, error: &str) {
+        self.image_check_errors_total
+            .get_or_create(&ErrorLabel {
+                error: error.into(),
             })
             .inc();
     }

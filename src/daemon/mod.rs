@@ -11,6 +11,7 @@
 //! `--once` is [`once`]: one pass, no loop.
 
 pub(crate) mod alerting;
+mod image_updates;
 mod jobs_feed;
 pub mod jobs_only;
 pub(crate) mod metrics;
@@ -87,6 +88,8 @@ enum Event {
     ApiReconcile,
     /// A pass finished.
     Done(Box<Finished>),
+    /// The image update checker made checks (`update.image`).
+    ImageChecks(Box<image_updates::Checked>),
 }
 
 /// A finished pass, with the persisted state it carried.
@@ -163,6 +166,10 @@ struct Daemon {
     docker_hint_at: Option<tokio::time::Instant>,
     /// Container address per service, from the latest pass (job URL resolution).
     service_ips: BTreeMap<String, String>,
+    /// The images the checker watches (`update.image`), from the last good load.
+    image_targets: tokio::sync::watch::Sender<Option<image_updates::Targets>>,
+    /// The checker's latest results, handed to every pass.
+    image_checks: BTreeMap<String, state::ImageCheck>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled (or one pass with `--once`).
@@ -280,6 +287,14 @@ impl Daemon {
             shutdown.clone(),
         ));
         tracker.spawn(watch::signals(tx.clone(), shutdown.clone()));
+        let (image_targets, targets_rx) = tokio::sync::watch::channel(None);
+        tracker.spawn(image_updates::run(
+            state_dir.clone(),
+            engine.clone(),
+            targets_rx,
+            tx.clone(),
+            shutdown.clone(),
+        ));
 
         let resync_period = Duration::from_secs(300);
         let daemon = Daemon {
@@ -298,6 +313,8 @@ impl Daemon {
             runner,
             alerter: Alerter::new(AlertConfig::default()),
             desired: None,
+            image_targets,
+            image_checks: persisted.image_checks.clone(),
             filter,
             engine,
             down_logged: false,
@@ -395,6 +412,7 @@ impl Daemon {
             }
             Event::ApiReconcile => self.pending = true,
             Event::Done(f) => self.finished(*f),
+            Event::ImageChecks(c) => self.image_checked(*c),
         }
     }
 
@@ -473,9 +491,30 @@ impl Daemon {
             }
         }
         self.shared.metrics.seed_resources(&d);
+        self.shared.metrics.seed_image_updates(&d);
+        self.image_targets
+            .send_replace(Some(image_updates::targets(&d)));
         self.desired = Some(Arc::new(d));
         self.pending = true;
         self.pull_next = true;
+    }
+
+    /// Takes a round of registry checks: metrics, the next pass's input, and for images
+    /// `auto` pulled, the services' holds cleared (a new image gets its one rollout).
+    fn image_checked(&mut self, c: image_updates::Checked) {
+        let m = &self.shared.metrics;
+        for r in &c.results {
+            m.image_check(r);
+        }
+        for e in &c.errors {
+            m.image_check_error(e);
+        }
+        self.image_checks = c.checks;
+        if !c.pulled.is_empty() {
+            let mut retries = self.shared.rollout_retries.lock().expect("retries");
+            retries.extend(c.pulled);
+        }
+        self.pending = true;
     }
 
     /// Re-runs the docker-names jobs now: container names changed.
@@ -507,6 +546,7 @@ impl Daemon {
             p.rollout.preflight_failures.remove(&name);
             p.rollout.crash_loops.remove(&name);
         }
+        p.image_checks = self.image_checks.clone();
         let pull = std::mem::replace(&mut self.pull_next, false);
         let generation = note_generation(&mut p, &d, &self.shared);
         let key = self.key.clone();
@@ -588,6 +628,7 @@ impl Daemon {
                 m.applied_generation
                     .set(persisted.applied_generation as i64);
                 m.set_resources(&pass.plan.resources);
+                m.set_image_updates(&pass.plan.resources);
                 let mut st = self.shared.status.write().expect("status");
                 st.last_reconcile_ms = Some(now);
                 st.passes_since_start += 1;

@@ -4,7 +4,9 @@
 use crate::desired::diag::{did_you_mean, Diagnostic};
 use crate::desired::diag::{err_at, k, keys};
 use crate::desired::env::valid_env_name;
-use crate::desired::model::service::{parse_memory, DependencyCondition, OnChange};
+use crate::desired::model::service::{
+    parse_memory, DependencyCondition, OnChange, MIN_IMAGE_CHECK_INTERVAL,
+};
 use crate::desired::model::Kind;
 use crate::desired::model::ServiceSpec;
 use crate::desired::names::{check_image, valid_docker_object_name, valid_name};
@@ -214,6 +216,7 @@ impl Validator<'_> {
     /// `update.order: start-first` runs two copies at once: not with a published host
     /// port (the second cannot bind it) nor a writable named volume (two writers).
     fn service_update(&mut self, src: &Source, spec: &ServiceSpec) {
+        self.service_image_updates(src, spec);
         if !spec.start_first() {
             return;
         }
@@ -237,6 +240,37 @@ impl Validator<'_> {
                     v.volume
                 ),
             );
+        }
+    }
+
+    /// `update.image`: only a tag can move, and the registry is asked at most every
+    /// minute.
+    fn service_image_updates(&mut self, src: &Source, spec: &ServiceSpec) {
+        let Some(iu) = spec.image_updates() else {
+            return;
+        };
+        if spec.image.contains('@') {
+            self.err(
+                src,
+                &keys(&["spec", "update", "image"]),
+                format!(
+                    "image `{}` is pinned by digest and can never move; drop the `@sha256:` part to follow its tag, or drop `update.image`",
+                    spec.image
+                ),
+            );
+        }
+        if let Some(d) = &iu.check_interval {
+            if d.0 < MIN_IMAGE_CHECK_INTERVAL {
+                self.err(
+                    src,
+                    &keys(&["spec", "update", "image", "checkInterval"]),
+                    format!(
+                        "checkInterval {} is too short: registries rate-limit; use at least {}s",
+                        humantime::format_duration(d.0),
+                        MIN_IMAGE_CHECK_INTERVAL.as_secs()
+                    ),
+                );
+            }
         }
     }
 

@@ -160,6 +160,19 @@ impl Docker for Engine {
         }
     }
 
+    async fn inspect_image(&self, reference: &str) -> Result<Option<LocalImage>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => Ok(Some(LocalImage {
+                id: i.id.unwrap_or_default(),
+                repo_digests: i.repo_digests.unwrap_or_default(),
+            })),
+            Err(e) => match map_err(e) {
+                DockerError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     async fn pull_image(&self, reference: &str) -> Result<()> {
         let opts = qp::CreateImageOptionsBuilder::default()
             .from_image(reference)

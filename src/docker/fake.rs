@@ -27,6 +27,7 @@ const READS: &[&str] = &[
     "container_by_name",
     "list_all_containers",
     "image_id",
+    "inspect_image",
     "list_volumes",
     "list_networks",
     "inspect_state",
@@ -131,6 +132,15 @@ impl Docker for FakeDocker {
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
         self.record(format!("image_id {reference}"));
         Ok(self.inner.lock().unwrap().images.get(reference).cloned())
+    }
+
+    async fn inspect_image(&self, reference: &str) -> Result<Option<LocalImage>> {
+        self.record(format!("inspect_image {reference}"));
+        let g = self.inner.lock().unwrap();
+        Ok(g.images.get(reference).map(|id| LocalImage {
+            id: id.clone(),
+            repo_digests: Vec::new(),
+        }))
     }
 
     async fn pull_image(&self, reference: &str) -> Result<()> {

@@ -233,12 +233,25 @@ pub struct EngineEvent {
 
 /// The operations obsd performs on the engine. Every method is one API call (or a
 /// stream), so a recording fake can assert exactly which calls a scenario makes.
+/// A local image: its ID and the `repo@sha256:…` digests it was pulled or pushed as.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LocalImage {
+    pub id: String,
+    pub repo_digests: Vec<String>,
+}
+
 pub trait Docker: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
     /// All containers (for docker-names and name-conflict checks).
     fn list_all_containers(&self) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send;
     /// Image ID a reference resolves to locally, `None` when absent.
     fn image_id(&self, reference: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// The local image a reference names with its registry digests (`RepoDigests`),
+    /// `None` when absent: what a registry check (`update.image`) compares against.
+    fn inspect_image(
+        &self,
+        reference: &str,
+    ) -> impl Future<Output = Result<Option<LocalImage>>> + Send;
     fn pull_image(&self, reference: &str) -> impl Future<Output = Result<()>> + Send;
     fn list_volumes(&self) -> impl Future<Output = Result<Vec<VolumeInfo>>> + Send;
     fn create_volume(

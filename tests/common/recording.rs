@@ -90,6 +90,10 @@ impl Docker for Recording {
         self.gate("image_id").await;
         self.inner.image_id(reference).await
     }
+    async fn inspect_image(&self, reference: &str) -> DResult<Option<obsd::docker::LocalImage>> {
+        self.gate("inspect_image").await;
+        self.inner.inspect_image(reference).await
+    }
     async fn pull_image(&self, reference: &str) -> DResult<()> {
         self.gate("pull_image").await;
         self.inner.pull_image(reference).await

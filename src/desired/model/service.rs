@@ -164,6 +164,54 @@ pub struct UpdatePolicy {
     /// with published host ports or a writable named volume (two copies at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<UpdateOrder>,
+    /// Watch the registry for a new image under the service's tag (off by default).
+    /// Not for digest-pinned images (`@sha256:`), which cannot move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageUpdates>,
+}
+
+/// Registry checks for a moved tag: obsd asks the image's registry (one `HEAD` of the
+/// tag's manifest, at most every `checkInterval`, honouring `429` and `Retry-After`)
+/// whether the tag now names another manifest than the local image. The last check
+/// of each image is kept in the state directory, so a restart does not ask again early.
+/// A check that fails (registry unreachable, 5xx, rate-limited) is not drift: it is
+/// reported in the service's status message and in `obsd_image_check_errors_total`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImageUpdates {
+    /// `notify`: report `image_outdated` drift and `obsd_image_update_available`, change
+    /// nothing. `auto`: pull the tag; the moved local tag is then `image_changed` and
+    /// rolls out through the health gate like any replacement (a failing new image is
+    /// rolled back and held; the same image is not pulled and tried again).
+    pub policy: ImageUpdatePolicy,
+    /// How often the registry is asked (default `6h`, at least `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_interval: Option<Duration>,
+}
+
+/// What a moved tag does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageUpdatePolicy {
+    /// Report it (`image_outdated` drift); change nothing.
+    Notify,
+    /// Pull it and roll it out through the health gate.
+    Auto,
+}
+
+/// `update.image.checkInterval` when not set.
+pub const DEFAULT_IMAGE_CHECK_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(6 * 3600);
+/// The shortest `update.image.checkInterval` accepted: registries rate-limit.
+pub const MIN_IMAGE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl ImageUpdates {
+    /// The interval between two checks of the image.
+    pub fn interval(&self) -> std::time::Duration {
+        self.check_interval
+            .as_ref()
+            .map_or(DEFAULT_IMAGE_CHECK_INTERVAL, |d| d.0)
+    }
 }
 
 /// Which copy a replacement stops first.
@@ -179,6 +227,11 @@ pub enum UpdateOrder {
 }
 
 impl ServiceSpec {
+    /// The service's registry-check settings (`update.image`), if it opted in.
+    pub fn image_updates(&self) -> Option<&ImageUpdates> {
+        self.update.as_ref().and_then(|u| u.image.as_ref())
+    }
+
     /// Whether a replacement starts the new container before stopping the old one.
     pub fn start_first(&self) -> bool {
         self.update

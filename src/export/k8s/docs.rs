@@ -30,6 +30,7 @@ pub const SERVICE_FIELDS: &[(&str, &str, &str)] = &[
     ("`logging`", "—", "log rotation is the kubelet's, per node"),
     ("`extraHosts`", "`hostAliases`", "`host-gateway`"),
     ("`labels`", "pod-template annotations", "keys that are not valid annotation keys"),
+    ("`update.image`", "—", "registry checks and `auto` pulls (a warning: use an image automation tool)"),
     ("`stopSignal`, `stopGracePeriod`", "`terminationGracePeriodSeconds`", "a stop signal other than SIGTERM"),
 ];
 

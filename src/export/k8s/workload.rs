@@ -94,6 +94,9 @@ impl<'a> Svc<'a> {
         if s.kind == WorkloadKind::StatefulSet && name.len() > 52 {
             s.warn("metadata.name", "longer than 52 characters: a StatefulSet's pods carry the label `controller-revision-hash: <name>-<hash>`, which must fit in 63; Kubernetes will not create its pods — shorten the name");
         }
+        if r.spec.image_updates().is_some() {
+            s.warn("spec.update.image", "not mapped: Kubernetes does not watch registries for a moved tag; use an image automation tool (e.g. Flux image automation) or bump the tag in the manifests");
+        }
         for (k, v) in &r.labels {
             if names::is_qualified_key(k) && names::is_label_value(v) && !s.labels.contains_key(k) {
                 s.labels.insert(k.clone(), v.clone());

@@ -72,6 +72,7 @@ pub async fn observe<D: Docker>(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         rollbacks: persisted.rollout.rollbacks.clone(),
+        image_checks: persisted.image_checks.clone(),
         preflight_failures: persisted.rollout.preflight_failures.clone(),
         containers,
         volumes,

@@ -47,10 +47,11 @@ pub enum Reason {
     RolledBack,
     PreflightFailed,
     CrashLoop,
+    ImageOutdated,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Missing,
         Reason::Stopped,
         Reason::Unhealthy,
@@ -63,6 +64,7 @@ impl Reason {
         Reason::RolledBack,
         Reason::PreflightFailed,
         Reason::CrashLoop,
+        Reason::ImageOutdated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +81,7 @@ impl Reason {
             Reason::RolledBack => "rolled_back",
             Reason::PreflightFailed => "preflight_failed",
             Reason::CrashLoop => "crash_loop",
+            Reason::ImageOutdated => "image_outdated",
         }
     }
 }
@@ -103,6 +106,9 @@ pub struct Observed {
     pub crash_loops: BTreeMap<String, crate::state::HeldSpec>,
     /// Engine restart count of each crash-looping (`restarting`) container, by ID.
     pub restart_counts: BTreeMap<String, i64>,
+    /// The latest registry check per image reference (`update.image`; from the state
+    /// directory, or the daemon's checker).
+    pub image_checks: BTreeMap<String, crate::state::ImageCheck>,
 }
 
 /// One step of a service's repair, executed in order.

@@ -301,6 +301,7 @@ fn present(
             short_id(&c.image_id)
         ));
     }
+    registry_check(st, svc, observed, image);
     let config = config_change(&applied_config(c, observed), rendered, c);
     if !matches!(config, ConfigChange::None) {
         st.drift.push(Reason::ConfigChanged);
@@ -450,6 +451,36 @@ fn present(
         steps.push(Step::Start { id: c.id.clone() });
     } else if unhealthy {
         steps.push(Step::Restart { id: c.id.clone() });
+    }
+}
+
+/// `update.image`: the registry's tag names another manifest than the local image
+/// (`image_outdated`, while the local tag still names the image the check compared
+/// against). A failed check is not drift: only the status message says so.
+fn registry_check(
+    st: &mut ResourceStatus,
+    svc: &ServiceSpec,
+    observed: &Observed,
+    image: &ImageState,
+) {
+    if svc.image_updates().is_none() {
+        return;
+    }
+    let Some(check) = observed.image_checks.get(&svc.image) else {
+        return;
+    };
+    let current = image.id.is_some() && check.local_id == image.id;
+    if current && check.outdated {
+        st.drift.push(Reason::ImageOutdated);
+        st.message = Some(format!(
+            "the registry has a newer {} ({}); the local image is {}",
+            svc.image,
+            short_id(check.remote_digest.as_deref().unwrap_or("")),
+            short_id(image.id.as_deref().unwrap_or(""))
+        ));
+    }
+    if let (Some(e), None) = (&check.error, &st.message) {
+        st.message = Some(format!("image update check failed: {e}"));
     }
 }
 

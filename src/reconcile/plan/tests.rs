@@ -94,6 +94,13 @@ metadata: {name: sec}
 spec:
   image: img:1
   secretEnv: {PASSWORD: DB_PASSWORD}
+---
+apiVersion: obs.tlsstress.art/v1alpha1
+kind: Service
+metadata: {name: watched}
+spec:
+  image: remote:1
+  update: {image: {policy: notify, checkInterval: 1h}}
 "#;
 
 const KEY: HostKey = HostKey([7; 32]);
@@ -160,7 +167,7 @@ impl Fixture {
             ..Default::default()
         };
         for svc in [
-            "web", "sig", "rec", "rel", "relfile", "chk", "oneshot", "pulled",
+            "web", "sig", "rec", "rel", "relfile", "chk", "oneshot", "pulled", "watched",
         ] {
             o.containers.push(self.ctr(svc));
         }
@@ -176,6 +183,18 @@ fn rolled_back(r: &crate::reconcile::render::Rendered) -> crate::state::HeldSpec
         reason: "the new container exited (code 1, state exited) within 0.3s".into(),
         log_tail: "starting\nError: bad config line 3\n".into(),
         at_ms: 1,
+    }
+}
+
+/// A registry check that compared against the local image `local_id`.
+fn check(local_id: &str, outdated: bool, error: Option<&str>) -> crate::state::ImageCheck {
+    crate::state::ImageCheck {
+        checked_at_ms: 1,
+        remote_digest: Some("sha256:bbbb".into()),
+        local_id: Some(local_id.into()),
+        outdated,
+        error: error.map(str::to_string),
+        retry_at_ms: None,
     }
 }
 
@@ -380,6 +399,43 @@ fn service_rows() -> std::collections::BTreeSet<Reason> {
             |_, o| with(o, "t-web", |c| c.image_id = "sha256:old".into()),
             vec![ImageChanged],
             vec!["recreate"],
+        ),
+        (
+            "the registry has a newer image (notify): reported, nothing done",
+            "watched",
+            |_, o| {
+                o.image_checks.insert("remote:1".into(), check(IMAGE_ID, true, None));
+            },
+            vec![ImageOutdated],
+            vec![],
+        ),
+        (
+            "the registry check is for an image no longer local: not outdated",
+            "watched",
+            |_, o| {
+                o.image_checks.insert("remote:1".into(), check("sha256:old", true, None));
+            },
+            vec![],
+            vec![],
+        ),
+        (
+            "the registry check failed: not drift",
+            "watched",
+            |_, o| {
+                let failed = check(IMAGE_ID, false, Some("registry unreachable"));
+                o.image_checks.insert("remote:1".into(), failed);
+            },
+            vec![],
+            vec![],
+        ),
+        (
+            "a service without update.image ignores the check",
+            "pulled",
+            |_, o| {
+                o.image_checks.insert("remote:1".into(), check(IMAGE_ID, true, None));
+            },
+            vec![],
+            vec![],
         ),
         (
             "the tag moved and must be pulled first",
