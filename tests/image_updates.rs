@@ -8,107 +8,15 @@
 
 mod common;
 
+use common::registry::{build, Registry};
 use common::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Debian's `docker-registry` on 127.0.0.1, killed on drop with the images it served.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-    images: Vec<String>,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        assert!(
-            std::path::Path::new("/usr/bin/docker-registry").exists(),
-            "apt-get install docker-registry (tests/setup.sh does)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        std::fs::create_dir(dir.path().join("data")).unwrap();
-        let cfg = dir.path().join("registry.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        poll(Duration::from_secs(20), "the registry to listen", || {
-            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-        });
-        Registry {
-            child,
-            port,
-            _dir: dir,
-            images: Vec::new(),
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for i in &self.images {
-            let _ = docker(&["rmi", "-f", i]);
-        }
-    }
-}
-
-/// Builds a busybox image tagged `tag` whose `/version` says `version` (and that has
-/// `/broken` when `broken`); returns its ID.
-fn build(tag: &str, version: &str, broken: bool) -> String {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::copy("/bin/busybox", ctx.path().join("busybox")).expect("busybox-static");
-    std::fs::write(ctx.path().join("version"), version).unwrap();
-    let mut df = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY version /version\n".to_string();
-    if broken {
-        df.push_str("COPY version /broken\n");
-    }
-    std::fs::write(ctx.path().join("Dockerfile"), df).unwrap();
-    let out = Command::new("docker")
-        .args(["build", "-q", "-t", tag])
-        .arg(ctx.path())
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with("sha256:"))
-        .expect("image id")
-        .to_string()
-}
 
 fn push(tag: &str) {
     docker_ok(&["push", tag]);
@@ -128,21 +36,11 @@ fn version_in(container: &str) -> String {
 }
 
 fn row<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
-    status["resources"]
-        .as_array()?
-        .iter()
-        .find(|r| r["kind"] == "Service" && r["name"] == name)
+    status_row(status, "Service", name)
 }
 
 fn drift(status: &Value, name: &str) -> Vec<String> {
-    row(status, name)
-        .and_then(|r| r["drift"].as_array())
-        .map(|d| {
-            d.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    status_drift(status, "Service", name)
 }
 
 fn message(status: &Value, name: &str) -> String {

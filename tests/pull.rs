@@ -3,10 +3,11 @@
 
 mod common;
 
+use common::registry::{build, Registry};
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 fn docker(args: &[&str]) -> (bool, String) {
     let out = Command::new("docker")
@@ -23,42 +24,13 @@ fn docker(args: &[&str]) -> (bool, String) {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Builds a busybox image whose /version file says `tag`, returns its ID.
-fn build(tag: &str, version: &str) -> String {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::copy("/bin/busybox", ctx.path().join("busybox")).expect("install busybox-static");
-    std::fs::write(ctx.path().join("version"), version).unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY version /version\n",
-    )
-    .unwrap();
-    let (ok, out) = docker(&["build", "-q", "-t", tag, ctx.path().to_str().unwrap()]);
-    assert!(ok, "{out}");
-    out.lines()
-        .find(|l| l.starts_with("sha256:"))
-        .expect("image id")
-        .to_string()
-}
-
 struct Cleanup {
-    registry: Child,
     project: String,
     images: Vec<String>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = self.registry.kill();
-        let _ = self.registry.wait();
         common::remove_project(&self.project);
         for i in &self.images {
             docker(&["rmi", "-f", i]);
@@ -91,47 +63,19 @@ fn running_image(container: &str) -> String {
 
 #[test]
 fn pull_policies_and_moved_tags() {
-    assert!(
-        Path::new("/usr/bin/docker-registry").exists(),
-        "apt-get install docker-registry (.ci/run does)"
-    );
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let reg_dir = tmp.path().join("registry");
-    std::fs::create_dir(&reg_dir).unwrap();
-    std::fs::write(
-        tmp.path().join("registry.yml"),
-        format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            reg_dir.display()
-        ),
-    )
-    .unwrap();
-    let start_registry = || {
-        Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(tmp.path().join("registry.yml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let mut registry = Registry::start();
+    let port = registry.port;
     let project = format!("obsdt-{}-pull", std::process::id());
     let image = format!("127.0.0.1:{port}/obsdt/app:1");
     let local = format!("obsdt-pull-local-{}:1", std::process::id());
-    let mut guard = Cleanup {
-        registry: start_registry(),
+    let _guard = Cleanup {
         project: project.clone(),
         images: vec![image.clone(), local.clone()],
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "registry did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 
     // v1 in the registry only (removed locally, so the first apply must pull).
-    let v1 = build(&image, "v1");
+    let v1 = build(&image, "v1", false);
     let (ok, out) = docker(&["push", &image]);
     assert!(ok, "{out}");
     docker(&["rmi", "-f", &image]);
@@ -162,7 +106,7 @@ fn pull_policies_and_moved_tags() {
     assert_eq!(running_image(&c_remote), v1);
 
     // The tag moves in the registry: the next apply pulls it and replaces the container.
-    let v2 = build(&image, "v2");
+    let v2 = build(&image, "v2", false);
     assert_ne!(v1, v2);
     let (ok, out) = docker(&["push", &image]);
     assert!(ok, "{out}");
@@ -180,11 +124,11 @@ fn pull_policies_and_moved_tags() {
     );
 
     // IfNotPresent: a local tag moved by hand is image_changed drift.
-    build(&local, "local-a");
+    build(&local, "local-a", false);
     write(svc("local", &local, "IfNotPresent"));
     let (code, out) = obsctl(&["apply", "--desired-state", dsp], &state);
     assert_eq!(code, 0, "{out}");
-    let moved = build(&local, "local-b");
+    let moved = build(&local, "local-b", false);
     let (code, out) = obsctl(&["diff", "--desired-state", dsp], &state);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("image_changed"), "{out}");
@@ -194,8 +138,7 @@ fn pull_policies_and_moved_tags() {
 
     // Registry unreachable: a service whose image is nowhere fails with a clear error;
     // the one whose image is already present keeps running.
-    let _ = guard.registry.kill();
-    let _ = guard.registry.wait();
+    registry.stop();
     let missing = format!("127.0.0.1:{port}/obsdt/never-pushed:1");
     write(format!(
         "{}{}",
@@ -213,6 +156,4 @@ fn pull_policies_and_moved_tags() {
         moved,
         "the healthy service is untouched"
     );
-    // Restart the registry only so Drop can kill something.
-    guard.registry = start_registry();
 }

@@ -21,25 +21,6 @@ fn has_label(c: &Ctr, key: &str, value: &str) -> bool {
     c.label(key) == Some(value)
 }
 
-/// Status row of one resource in `obsctl status -o json`.
-fn row<'a>(status: &'a Value, kind: &str, name: &str) -> Option<&'a Value> {
-    status["resources"]
-        .as_array()?
-        .iter()
-        .find(|r| r["kind"] == kind && r["name"] == name)
-}
-
-fn drift_of(status: &Value, kind: &str, name: &str) -> Vec<String> {
-    row(status, kind, name)
-        .and_then(|r| r["drift"].as_array())
-        .map(|d| {
-            d.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Polls `obsctl status` until it exits 0 (everything in sync), returns the status.
 fn wait_in_sync(s: &Stack, what: &str) -> Value {
     poll(DEADLINE, what, || {
@@ -370,14 +351,14 @@ fn name_conflict_is_reported_and_left_alone() {
     let daemon = s.spawn_daemon();
     let (code, st) = poll(DEADLINE, "obsctl status reports name_conflict", || {
         let (code, v) = s.status_json();
-        drift_of(&v, "Service", "web")
+        status_drift(&v, "Service", "web")
             .iter()
             .any(|r| r == "name_conflict")
             .then_some((code, v))
     });
     assert_eq!(code, 2, "status exit code with a name conflict");
     assert!(
-        row(&st, "Service", "web").expect("web row")["message"]
+        status_row(&st, "Service", "web").expect("web row")["message"]
             .as_str()
             .is_some_and(|m| m.contains("not managed by obsd")),
         "{st}"
@@ -391,7 +372,7 @@ fn name_conflict_is_reported_and_left_alone() {
         s.ctr("api").filter(|c| c.running)
     });
     let (_, st) = s.status_json();
-    assert!(drift_of(&st, "Service", "web").contains(&"name_conflict".to_string()));
+    assert!(status_drift(&st, "Service", "web").contains(&"name_conflict".to_string()));
 
     let after = ctr(&id).expect("the hand-made container still exists");
     assert_eq!(after.id, before.id);
@@ -427,7 +408,7 @@ fn name_conflict_removed_by_hand_converges_promptly() {
     let d = s.spawn_daemon();
     poll(DEADLINE, "obsctl status reports name_conflict", || {
         let (_, v) = s.status_json();
-        drift_of(&v, "Service", "web")
+        status_drift(&v, "Service", "web")
             .iter()
             .any(|r| r == "name_conflict")
             .then_some(())
@@ -1222,17 +1203,17 @@ fn missing_image_fails_only_that_service() {
     let d = s.spawn_daemon();
     let (code, st) = poll(DEADLINE, "obsctl status reports bad as failed", || {
         let (code, v) = s.status_json();
-        drift_of(&v, "Service", "bad")
+        status_drift(&v, "Service", "bad")
             .iter()
             .any(|r| r == "failed")
             .then_some((code, v))
     });
     assert_eq!(code, 2, "status exit code with a failing service");
-    let bad = row(&st, "Service", "bad").expect("bad row");
+    let bad = status_row(&st, "Service", "bad").expect("bad row");
     let said = format!("{} {}", bad["last_error"], bad["message"]);
     assert!(said.contains("obsd-test/missing:1"), "unclear: {bad}");
     assert_eq!(
-        row(&st, "Service", "good").expect("good row")["in_sync"],
+        status_row(&st, "Service", "good").expect("good row")["in_sync"],
         json!(true),
         "{st}"
     );

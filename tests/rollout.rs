@@ -50,21 +50,11 @@ fn serves(s: &Stack, svc: &str) -> Option<String> {
 }
 
 fn row<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
-    status["resources"]
-        .as_array()?
-        .iter()
-        .find(|r| r["kind"] == "Service" && r["name"] == name)
+    status_row(status, "Service", name)
 }
 
 fn drift(status: &Value, name: &str) -> Vec<String> {
-    row(status, name)
-        .and_then(|r| r["drift"].as_array())
-        .map(|d| {
-            d.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    status_drift(status, "Service", name)
 }
 
 /// Containers of the service: its name, `--next`, `--prev`.

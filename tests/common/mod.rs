@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod recording;
+pub mod registry;
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -389,6 +390,28 @@ pub fn poll<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>)
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+// ------------------------------------------------------------------- status JSON reading
+
+/// The row of `kind`/`name` in `obsctl status -o json`.
+pub fn status_row<'a>(status: &'a Value, kind: &str, name: &str) -> Option<&'a Value> {
+    status["resources"]
+        .as_array()?
+        .iter()
+        .find(|r| r["kind"] == kind && r["name"] == name)
+}
+
+/// The drift reasons of `kind`/`name` in `obsctl status -o json` (empty when absent).
+pub fn status_drift(status: &Value, kind: &str, name: &str) -> Vec<String> {
+    status_row(status, kind, name)
+        .and_then(|r| r["drift"].as_array())
+        .map(|d| {
+            d.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 // ------------------------------------------------------------------------------ commands
