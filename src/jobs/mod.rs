@@ -31,6 +31,7 @@ pub(crate) mod http;
 pub mod logs_shipper;
 pub(crate) mod loki;
 pub(crate) mod metrics;
+pub mod quiesced;
 pub(crate) mod scheduler;
 pub mod self_heal;
 pub mod status_page;

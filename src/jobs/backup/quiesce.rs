@@ -2,10 +2,12 @@
 //! stopped for the read only, and put back on every path — on success and error by
 //! [`Quiesced::release`], on timeout or cancellation by `Drop` (a spawned task), and
 //! after an obsd crash by the next reconcile pass (a paused owned container is `stopped`
-//! drift, repaired by an unpause).
+//! drift, repaired by an unpause). Meanwhile each container is held in
+//! [`crate::jobs::quiesced`], so the daemon's own passes leave it alone mid-read.
 
 use crate::desired::model::job::Quiesce;
 use crate::docker::{ContainerInfo, Docker, RunState};
+use crate::jobs::quiesced;
 use tracing::warn;
 
 /// Containers paused or stopped for a read; undone by [`Quiesced::release`], or by
@@ -31,14 +33,17 @@ impl<D: Docker + Clone> Quiesced<D> {
             match q {
                 Quiesce::None => {}
                 Quiesce::Pause => {
-                    docker
-                        .pause_container(&c.id)
-                        .await
-                        .map_err(|e| format!("pausing {}: {e}", c.name))?;
+                    // Held before the pause: the daemon's pass must not unpause it.
+                    quiesced::hold(&c.id);
+                    if let Err(e) = docker.pause_container(&c.id).await {
+                        quiesced::release(&c.id);
+                        return Err(format!("pausing {}: {e}", c.name));
+                    }
                     g.paused.push(c.id.clone());
                 }
                 Quiesce::Stop => {
                     // Recorded first: a stop that fails half-way is still started again.
+                    quiesced::hold(&c.id);
                     g.stopped.push(c.id.clone());
                     docker
                         .stop_container(&c.id, None)
@@ -75,12 +80,15 @@ async fn undo<D: Docker>(
             }
             tokio::time::sleep(std::time::Duration::from_millis(200 * (attempt + 1))).await;
         }
+        quiesced::release(&id);
         if let Some(e) = last {
             errors.push(format!("unpausing {id}: {e}"));
         }
     }
     for id in stopped {
-        if let Err(e) = docker.start_container(&id).await {
+        let r = docker.start_container(&id).await;
+        quiesced::release(&id);
+        if let Err(e) = r {
             errors.push(format!("starting {id} again: {e}"));
         }
     }
@@ -105,6 +113,12 @@ impl<D: Docker + Clone> Drop for Quiesced<D> {
                     warn!(error = %e, "undoing the backup's quiesce after cancellation");
                 }
             });
+        } else {
+            // Nothing can undo it here: the next pass repairs it.
+            paused
+                .iter()
+                .chain(&stopped)
+                .for_each(|id| quiesced::release(id));
         }
     }
 }

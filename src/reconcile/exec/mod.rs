@@ -74,6 +74,7 @@ pub async fn observe<D: Docker>(
         rollbacks: persisted.rollout.rollbacks.clone(),
         image_checks: persisted.image_checks.clone(),
         preflight_failures: persisted.rollout.preflight_failures.clone(),
+        quiesced: crate::jobs::quiesced::snapshot(),
         containers,
         volumes,
         networks,

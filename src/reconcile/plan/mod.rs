@@ -109,6 +109,9 @@ pub struct Observed {
     /// The latest registry check per image reference (`update.image`; from the state
     /// directory, or the daemon's checker).
     pub image_checks: BTreeMap<String, crate::state::ImageCheck>,
+    /// Containers a backup of this process has paused or stopped for a read, by ID
+    /// ([`crate::jobs::quiesced`]): not `stopped` drift while held.
+    pub quiesced: std::collections::BTreeSet<String>,
 }
 
 /// One step of a service's repair, executed in order.

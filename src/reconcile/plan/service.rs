@@ -336,12 +336,15 @@ fn present(
         RestartPolicy::Always | RestartPolicy::UnlessStopped
     ) || c.state == RunState::Created;
     // A paused container is never wanted (only a backup's quiesce pauses, and it
-    // unpauses): whatever the policy, it is unpaused.
-    let stopped = c.state == RunState::Paused
-        || (!matches!(
-            c.state,
-            RunState::Running | RunState::Restarting | RunState::Removing
-        ) && keep_running);
+    // unpauses): whatever the policy, it is unpaused — except while a backup of this
+    // process holds it paused or stopped for a read (it puts it back itself).
+    let quiesced = observed.quiesced.contains(&c.id);
+    let stopped = !quiesced
+        && (c.state == RunState::Paused
+            || (!matches!(
+                c.state,
+                RunState::Running | RunState::Restarting | RunState::Removing
+            ) && keep_running));
     if stopped {
         st.drift.push(Reason::Stopped);
     }

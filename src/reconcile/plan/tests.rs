@@ -312,6 +312,28 @@ fn service_rows() -> std::collections::BTreeSet<Reason> {
             vec!["unpause"],
         ),
         (
+            "paused by a backup of this process mid-read: left alone",
+            "web",
+            |_, o| {
+                with(o, "t-web", |c| c.state = RunState::Paused);
+                let id = o.containers.iter().find(|c| c.name == "t-web").unwrap().id.clone();
+                o.quiesced.insert(id);
+            },
+            vec![],
+            vec![],
+        ),
+        (
+            "stopped by a backup of this process mid-read: not started",
+            "web",
+            |_, o| {
+                with(o, "t-web", |c| c.state = RunState::Exited);
+                let id = o.containers.iter().find(|c| c.name == "t-web").unwrap().id.clone();
+                o.quiesced.insert(id);
+            },
+            vec![],
+            vec![],
+        ),
+        (
             "paused one-shot: unpaused too",
             "oneshot",
             |_, o| with(o, "t-oneshot", |c| c.state = RunState::Paused),
