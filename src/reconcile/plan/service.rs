@@ -112,6 +112,16 @@ pub(super) fn plan_service(
             present(&mut st, &mut steps, c, &rendered, observed, svc, &image);
         }
     }
+    if current.is_some_and(|c| observed.quiesced.contains(&c.id)) && !steps.is_empty() {
+        // A backup of this process is reading the container's volume with the container
+        // paused or stopped: no replace, restart or reload under its feet. The drift
+        // stays visible; the pass its unpause (or start) wakes does the work.
+        steps.clear();
+        st.message.get_or_insert_with(|| {
+            "a backup is reading its volume (quiesced): changes wait until the read ends"
+                .to_string()
+        });
+    }
     let sp = (!steps.is_empty()).then(|| ServicePlan {
         service: name.to_string(),
         steps,

@@ -334,6 +334,20 @@ fn service_rows() -> std::collections::BTreeSet<Reason> {
             vec![],
         ),
         (
+            "spec changed while a backup holds it for a read: the replace waits",
+            "web",
+            |_, o| {
+                with(o, "t-web", |c| {
+                    c.state = RunState::Paused;
+                    c.labels.insert(labels::SPEC_HASH.into(), "old".into());
+                });
+                let id = o.containers.iter().find(|c| c.name == "t-web").unwrap().id.clone();
+                o.quiesced.insert(id);
+            },
+            vec![SpecChanged],
+            vec![],
+        ),
+        (
             "paused one-shot: unpaused too",
             "oneshot",
             |_, o| with(o, "t-oneshot", |c| c.state = RunState::Paused),
