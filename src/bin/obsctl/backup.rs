@@ -153,6 +153,8 @@ pub struct RestoreArgs<'a> {
     pub into: Option<&'a str>,
     pub identity: Option<&'a Path>,
     pub overwrite: bool,
+    /// `--state-dir` (or `OBSD_STATE_DIR`): whose lock an overwrite holds.
+    pub state_dir: Option<&'a Path>,
 }
 
 pub fn restore_volume(a: RestoreArgs<'_>) -> anyhow::Result<ExitCode> {
@@ -230,7 +232,7 @@ pub fn restore_volume(a: RestoreArgs<'_>) -> anyhow::Result<ExitCode> {
             // `unless-stopped`): it would start it again mid-restore. The state
             // directory's lock is held for the whole restore: refused while obsd runs,
             // and obsd cannot start until the services run again.
-            let state_dir = obsd::state::resolve_dir(None, Some(&d.stack.spec.state_dir));
+            let state_dir = obsd::state::resolve_dir(a.state_dir, Some(&d.stack.spec.state_dir));
             obsd::state::ensure_dir(&state_dir)?;
             let _lock = obsd::state::Lock::acquire(&state_dir).context(
                 "obsd is running on this state directory and would start the stopped services \
@@ -345,7 +347,12 @@ impl obsd::jobs::ContainerNames for NoNames {
 /// `obsctl backup run`: one run of the backup Job's body in this process (no daemon):
 /// the same code, metrics and dead-man pings as the scheduled run. `as_of` (hidden,
 /// for the benchmark's simulated days) runs it as if it were 03:30 UTC that day.
-pub fn run_now(dir: &Path, job: Option<&str>, as_of: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn run_now(
+    dir: &Path,
+    job: Option<&str>,
+    as_of: Option<&str>,
+    state_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let d = load(dir)?;
     let b = backup_job(&d, job)?.clone();
     let name = d
@@ -354,7 +361,7 @@ pub fn run_now(dir: &Path, job: Option<&str>, as_of: Option<&str>) -> anyhow::Re
         .find(|(n, r)| r.spec.backup.is_some() && job.is_none_or(|j| j == n.as_str()))
         .map(|(n, _)| n.clone())
         .unwrap_or_else(|| "backup".into());
-    let state_dir = obsd::state::resolve_dir(None, Some(&d.stack.spec.state_dir));
+    let state_dir = obsd::state::resolve_dir(state_dir, Some(&d.stack.spec.state_dir));
     rt()?.block_on(async {
         let mut ctx = obsd::jobs::JobContext::new(
             Arc::new(d.env.clone()),

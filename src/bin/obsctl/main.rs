@@ -282,6 +282,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let state_dir = cli.state_dir.clone();
     let socket = commands::Socket::new(cli.socket, cli.state_dir);
     match cli.cmd {
         Cmd::Validate { dir, output } => commands::validate(&dir.path(), output),
@@ -329,7 +330,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     job,
                     as_of,
                 },
-        } => backup::run_now(&desired_state, job.as_deref(), as_of.as_deref()),
+        } => backup::run_now(
+            &desired_state,
+            job.as_deref(),
+            as_of.as_deref(),
+            state_dir.as_deref(),
+        ),
         Cmd::Backup {
             cmd:
                 BackupCmd::List {
@@ -357,6 +363,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             into: into.as_deref(),
             identity: identity.as_deref(),
             overwrite,
+            state_dir: state_dir.as_deref(),
         }),
         Cmd::Export { cmd } => export::run(cmd),
         Cmd::Rollout { cmd } => rollout::run(&socket, cmd),
