@@ -184,6 +184,25 @@ async fn the_readme_restores_the_whole_stack_on_a_new_vm() {
     poll(Duration::from_secs(120), "old VM: obsctl status 0", || {
         (obsctl(cwd.path(), &["--state-dir", &state_dir, "status"]).code == 0).then_some(())
     });
+    // A backup in another process would have its quiesce undone by the daemon's passes:
+    // refused while obsd runs, pointing at the way that works.
+    let r = obsctl(
+        cwd.path(),
+        &[
+            "--state-dir",
+            &state_dir,
+            "backup",
+            "run",
+            "--desired-state",
+            &ds,
+        ],
+    )
+    .expect(1, "obsctl backup run while obsd runs");
+    assert!(
+        r.stderr.contains("obsctl jobs run backup --wait"),
+        "{}",
+        r.stderr
+    );
     let t = Instant::now();
     obsctl(
         cwd.path(),

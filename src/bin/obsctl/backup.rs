@@ -362,6 +362,16 @@ pub fn run_now(
         .map(|(n, _)| n.clone())
         .unwrap_or_else(|| "backup".into());
     let state_dir = obsd::state::resolve_dir(state_dir, Some(&d.stack.spec.state_dir));
+    // A running obsd would undo the quiesce mid-read (its passes unpause and start the
+    // containers a backup of *another* process holds) and writes the same job state:
+    // with obsd up, the backup runs inside it. The lock is held for the whole run.
+    obsd::state::ensure_dir(&state_dir)?;
+    let _lock = obsd::state::Lock::acquire(&state_dir).with_context(|| {
+        format!(
+            "obsd is running on {}: run the backup through it, `obsctl jobs run {name} --wait`",
+            state_dir.display()
+        )
+    })?;
     rt()?.block_on(async {
         let mut ctx = obsd::jobs::JobContext::new(
             Arc::new(d.env.clone()),
