@@ -226,6 +226,8 @@ pub struct Outcome {
     pub failed: Vec<String>,
     /// Non-volume sources ([`sources`]).
     pub exports: Vec<sources::Report>,
+    /// Where each volume's time went, volumes backed up by this run only.
+    pub timings: Vec<(String, store::Timings)>,
 }
 
 /// One run against `docker` (the engine, or a test's).
@@ -366,6 +368,26 @@ pub async fn run_with<D: Docker + Clone>(
                 &[("source", src), ("kind", "volume")],
                 s.objects().collect::<BTreeSet<_>>().len() as f64,
             );
+        }
+        let timings = result.as_ref().ok().and_then(|(o, _, _)| {
+            o.timings
+                .iter()
+                .find(|(name, _)| name == src)
+                .map(|(_, t)| t)
+        });
+        if let Some(t) = timings {
+            tf.gauge(
+                "backup_r2_source_duration_seconds",
+                "Wall time of the source's backup in the last run.",
+            )
+            .sample(&[("source", src), ("kind", "volume")], t.wall.as_secs_f64());
+            for (stage, secs) in t.stages() {
+                tf.gauge(
+                    "backup_r2_source_stage_seconds",
+                    "Time of the source's last backup by stage: read (waiting on the engine's archive stream), hash, compress (zstd and age), upload (sum of the PUTs, which overlap), upload_wait (reading stopped for a free upload slot).",
+                )
+                .sample(&[("source", src), ("kind", "volume"), ("stage", stage)], secs);
+            }
         }
         if let Some(t) = state.source_last_success.get(src) {
             tf.gauge(
@@ -549,6 +571,7 @@ async fn backup_day<D: Docker + Clone>(
         }
         let q = job.quiesce.get(v).copied().unwrap_or_default();
         let t0 = ctx.clock.now();
+        let wall = std::time::Instant::now();
         let r = match docker_volume(docker, v).await {
             Ok(dv) => backup_volume(docker, store.clone(), &dv, q)
                 .await
@@ -559,12 +582,27 @@ async fn backup_day<D: Docker + Clone>(
                 }),
             Err(e) => Err(e),
         };
+        let mut t = store.take_timings();
+        t.wall = wall.elapsed();
         match r {
             Ok(mut s) => {
                 s.quiesce = q.as_str().into();
                 s.started_at = t0;
                 s.finished_at = ctx.clock.now();
-                info!(volume = %v, bytes = s.bytes, stored = s.stored_bytes, "volume backed up");
+                let [read, hash, compress, upload, upload_wait] = t.stages().map(|(_, x)| x);
+                info!(
+                    volume = %v,
+                    bytes = s.bytes,
+                    stored = s.stored_bytes,
+                    seconds = t.wall.as_secs_f64(),
+                    read,
+                    hash,
+                    compress,
+                    upload,
+                    upload_wait,
+                    "volume backed up"
+                );
+                outcome.timings.push((v.clone(), t));
                 sources.push((v.clone(), Some(s)));
             }
             Err(e) => {

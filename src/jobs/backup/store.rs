@@ -2,16 +2,25 @@
 //! of one plain segment (at most [`SEGMENT`] bytes), named by the SHA-256 of the plain
 //! content and the UTC day of its upload.
 //!
-//! Called from the blocking thread that reads a tar stream: every S3 call is
-//! `block_on` on the runtime handle, so memory is one segment plus its compressed copy.
+//! Called from the blocking thread that reads a tar stream, which hashes and compresses
+//! each object and hands it to one of [`PUT_SLOTS`] upload tasks on the runtime: the
+//! read of the next segment overlaps the PUTs of the previous ones. A slot is taken
+//! before the object is handed over and freed when its PUT has finished, so memory is the
+//! segment being filled plus at most [`PUT_SLOTS`] compressed objects. [`Store::flush`]
+//! waits for every PUT handed over and reports the first that failed; a source is
+//! complete (and may enter the manifest) only after it.
 
 use super::manifest::sha_of_object_key;
 use super::s3::{Put, S3};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 /// Plain bytes per object (large-file chunk or archive segment).
 pub const SEGMENT: usize = 8 << 20;
@@ -20,6 +29,60 @@ pub const SEGMENT: usize = 8 << 20;
 pub const LARGE_FILE: u64 = 4 << 20;
 /// zstd level (the floor in `bench/backup.sh` uses `zstd -3` too).
 pub const ZSTD_LEVEL: i32 = 3;
+/// PUTs in flight at once (each holds one compressed object, at most [`SEGMENT`] bytes
+/// plus zstd's few bytes of overhead).
+pub const PUT_SLOTS: usize = 3;
+
+/// Where one source's time went. `read`, `hash`, `compress` and `slot_wait` are spent on
+/// the reading thread one after another; `upload` is the sum of every PUT's duration
+/// (several run at once, so it can exceed the wall time); `slot_wait` is the reader
+/// waiting for a free upload slot, i.e. the part of the uploads that did not overlap.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// The source's whole backup (helper container, quiesce, read, last PUT).
+    pub wall: Duration,
+    /// Waiting on the input stream (the engine's archive endpoint for a volume).
+    pub read: Duration,
+    /// SHA-256 of files and objects.
+    pub hash: Duration,
+    /// zstd, and age when the job encrypts.
+    pub compress: Duration,
+    /// Sum of the PUTs' durations (waiting on the server).
+    pub upload: Duration,
+    /// The reader blocked because every upload slot was busy.
+    pub slot_wait: Duration,
+}
+
+impl Timings {
+    /// `(stage, seconds)` in a fixed order, for logs and metrics.
+    pub fn stages(&self) -> [(&'static str, f64); 5] {
+        [
+            ("read", self.read.as_secs_f64()),
+            ("hash", self.hash.as_secs_f64()),
+            ("compress", self.compress.as_secs_f64()),
+            ("upload", self.upload.as_secs_f64()),
+            ("upload_wait", self.slot_wait.as_secs_f64()),
+        ]
+    }
+}
+
+/// Nanosecond counters behind [`Timings`] (added to from several threads).
+#[derive(Default)]
+struct Clocks {
+    read: AtomicU64,
+    hash: AtomicU64,
+    compress: AtomicU64,
+    upload: AtomicU64,
+    slot_wait: AtomicU64,
+}
+
+fn add(c: &AtomicU64, d: Duration) {
+    c.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+}
+
+fn take(c: &AtomicU64) -> Duration {
+    Duration::from_nanos(c.swap(0, Ordering::Relaxed))
+}
 
 #[derive(Debug, Clone)]
 struct Known {
@@ -39,16 +102,22 @@ pub struct Stats {
 pub struct Store {
     pub s3: Arc<S3>,
     rt: Handle,
-    known: Mutex<HashMap<String, Known>>,
+    known: Arc<Mutex<HashMap<String, Known>>>,
     /// Objects uploaded on or before this day are not reused (lock window).
     reuse_after: DateTime<Utc>,
     /// `YYYYMMDD` of this run.
     day: String,
     today: DateTime<Utc>,
-    stats: Mutex<Stats>,
+    stats: Arc<Mutex<Stats>>,
     cancel: tokio_util::sync::CancellationToken,
     /// Objects are age-encrypted to it after compression.
     recipient: Option<age::x25519::Recipient>,
+    slots: Arc<Semaphore>,
+    /// PUTs handed over since the last [`Store::flush`].
+    pending: Mutex<Vec<JoinHandle<()>>>,
+    /// The first PUT that failed since the last [`Store::flush`].
+    failed: Arc<Mutex<Option<String>>>,
+    clocks: Arc<Clocks>,
 }
 
 impl Store {
@@ -86,13 +155,17 @@ impl Store {
         Store {
             s3,
             rt,
-            known: Mutex::new(known),
+            known: Arc::new(Mutex::new(known)),
             reuse_after,
             day: now.format("%Y%m%d").to_string(),
             today: start_of_day(now),
-            stats: Mutex::new(Stats::default()),
+            stats: Arc::new(Mutex::new(Stats::default())),
             cancel,
             recipient: None,
+            slots: Arc::new(Semaphore::new(PUT_SLOTS)),
+            pending: Mutex::new(Vec::new()),
+            failed: Arc::new(Mutex::new(None)),
+            clocks: Arc::new(Clocks::default()),
         }
     }
 
@@ -106,13 +179,48 @@ impl Store {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Adds time spent waiting on the input stream (see [`Timings::read`]).
+    pub fn note_read(&self, d: Duration) {
+        add(&self.clocks.read, d);
+    }
+
+    /// Adds time spent hashing outside [`Store::put`] (the files' own SHA-256).
+    pub fn note_hash(&self, d: Duration) {
+        add(&self.clocks.hash, d);
+    }
+
+    /// The time split since the last call (one source's), and resets it.
+    pub fn take_timings(&self) -> Timings {
+        let c = &self.clocks;
+        Timings {
+            wall: Duration::ZERO,
+            read: take(&c.read),
+            hash: take(&c.hash),
+            compress: take(&c.compress),
+            upload: take(&c.upload),
+            slot_wait: take(&c.slot_wait),
+        }
+    }
+
     /// Stores `plain` (or finds it stored recently enough); returns the key and the
-    /// stored (compressed) size.
+    /// stored (compressed) size. The PUT may still be running when this returns: the
+    /// object counts as stored only after [`Store::flush`] returned `Ok`. Fails at once
+    /// when an earlier PUT since the last flush failed.
     pub fn put(&self, plain: &[u8]) -> Result<(String, u64), String> {
         if self.cancel.is_cancelled() {
             return Err("cancelled".into());
         }
+        if let Some(e) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Err(e);
+        }
+        let t = Instant::now();
         let sha = hex::encode(Sha256::digest(plain));
+        add(&self.clocks.hash, t.elapsed());
         if let Some(k) = self
             .known
             .lock()
@@ -128,37 +236,101 @@ impl Store {
             }
         }
         let key = format!("objects/{sha}-{}", self.day);
+        let t = Instant::now();
         let mut packed = zstd::bulk::compress(plain, ZSTD_LEVEL)
             .map_err(|e| format!("compressing {key}: {e}"))?;
         if let Some(r) = &self.recipient {
             packed = age::encrypt(r, &packed).map_err(|e| format!("encrypting {key}: {e}"))?;
         }
+        packed.shrink_to_fit();
+        add(&self.clocks.compress, t.elapsed());
         let size = packed.len() as u64;
-        let put = self
+        let t = Instant::now();
+        let slot = self
             .rt
-            .block_on(self.s3.put_once(&key, bytes::Bytes::from(packed)))
-            .map_err(|e| e.to_string())?;
+            .block_on(self.slots.clone().acquire_owned())
+            .map_err(|_| "the upload slots are closed".to_string())?;
+        add(&self.clocks.slot_wait, t.elapsed());
+        if let Some(e) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
         {
-            let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-            match put {
-                Put::Created => {
-                    st.uploaded_objects += 1;
-                    st.uploaded_bytes += size;
-                }
-                // Uploaded by an earlier (interrupted) run of the same day: same name,
-                // same content.
-                Put::AlreadyThere => st.reused_objects += 1,
-            }
+            return Err(e);
         }
+        // Known from now on, so a repeat within the run is not uploaded twice; removed
+        // again if the PUT fails (the flush that reports it fails the source).
         self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            sha,
+            sha.clone(),
             Known {
                 key: key.clone(),
                 size,
                 at: self.today,
             },
         );
+        let (s3, stats, failed, clocks) = (
+            self.s3.clone(),
+            self.stats.clone(),
+            self.failed.clone(),
+            self.clocks.clone(),
+        );
+        let known = self.known.clone();
+        let k = key.clone();
+        let task = self.rt.spawn(async move {
+            let t = Instant::now();
+            let put = s3.put_once(&k, bytes::Bytes::from(packed)).await;
+            add(&clocks.upload, t.elapsed());
+            match put {
+                Ok(put) => {
+                    let mut st = stats.lock().unwrap_or_else(|e| e.into_inner());
+                    match put {
+                        Put::Created => {
+                            st.uploaded_objects += 1;
+                            st.uploaded_bytes += size;
+                        }
+                        // Uploaded by an earlier (interrupted) run of the same day: same
+                        // name, same content.
+                        Put::AlreadyThere => st.reused_objects += 1,
+                    }
+                }
+                Err(e) => {
+                    let mut kn = known.lock().unwrap_or_else(|e| e.into_inner());
+                    if kn.get(&sha).is_some_and(|x| x.key == k) {
+                        kn.remove(&sha);
+                    }
+                    drop(kn);
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(e.to_string());
+                }
+            }
+            // Freed only now, so a reader waiting for this slot sees the failure.
+            drop(slot);
+        });
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
         Ok((key, size))
+    }
+
+    /// Waits for every PUT handed over since the last flush (blocking: call it from the
+    /// thread that called [`Store::put`]); the first failure, if any, and resets it.
+    pub fn flush(&self) -> Result<(), String> {
+        let tasks = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut panicked = None;
+        for t in tasks {
+            if let Err(e) = self.rt.block_on(t) {
+                panicked.get_or_insert(format!("upload task: {e}"));
+            }
+        }
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match failed.or(panicked) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -175,20 +347,33 @@ pub fn parse_identity(text: &str) -> Result<age::x25519::Identity, String> {
 }
 
 /// Downloads an object, decompresses it and checks its content against the SHA-256 in
-/// its name. Nothing from an object is used before this check passes.
-pub fn fetch(
+/// its name (on a blocking thread). Nothing from an object is used before this check
+/// passes.
+pub async fn fetch(
     s3: &S3,
-    rt: &Handle,
     key: &str,
     identity: Option<&age::x25519::Identity>,
 ) -> Result<Vec<u8>, String> {
     let Some(sha) = sha_of_object_key(key) else {
         return Err(format!("`{key}` is not an object key"));
     };
-    let raw = rt
-        .block_on(s3.get(key))
+    let raw = s3
+        .get(key)
+        .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("object {key} is missing from the bucket"))?;
+    let (key, sha, identity) = (key.to_string(), sha.to_string(), identity.cloned());
+    tokio::task::spawn_blocking(move || decode(&key, &sha, raw, identity.as_ref()))
+        .await
+        .map_err(|e| format!("decoding task: {e}"))?
+}
+
+fn decode(
+    key: &str,
+    sha: &str,
+    raw: bytes::Bytes,
+    identity: Option<&age::x25519::Identity>,
+) -> Result<Vec<u8>, String> {
     let encrypted = raw.starts_with(AGE_MAGIC);
     let raw = match (encrypted, identity) {
         (true, Some(id)) => bytes::Bytes::from(
@@ -204,6 +389,7 @@ pub fn fetch(
     };
     let plain = zstd::bulk::decompress(&raw, SEGMENT)
         .map_err(|e| format!("object {key} is corrupt (cannot decompress: {e})"))?;
+    drop(raw);
     let got = hex::encode(Sha256::digest(&plain));
     if got != sha {
         return Err(format!(

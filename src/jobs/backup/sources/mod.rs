@@ -267,7 +267,13 @@ async fn store_docs(
         for (path, value) in &c.docs {
             let plain = serde_json::to_vec_pretty(value).expect("JSON values serialise");
             let sha = hex::encode(Sha256::digest(&plain));
-            let (object, size) = store.put(&plain).map_err(|e| format!("{path}: {e}"))?;
+            let (object, size) = match store.put(&plain) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = store.flush();
+                    return Err(format!("{path}: {e}"));
+                }
+            };
             list.update(format!("{path}\0{}\0{sha}\n", plain.len()).as_bytes());
             bytes += plain.len() as u64;
             stored += size;
@@ -278,6 +284,8 @@ async fn store_docs(
                 object,
             });
         }
+        // Every document's PUT has finished before the export enters the manifest.
+        store.flush()?;
         Ok(Export {
             kind,
             name,
