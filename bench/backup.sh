@@ -28,7 +28,7 @@
 # Needs docker, zstd, GNU time (/usr/bin/time), python3 with moto[server] and boto3
 # (tests/setup.sh), the AWS CLI (else boto3's upload_file, the same transfer code), and
 # a built obsctl: OBSD_BIN_DIR (default target/release; `cargo build --release`).
-# Settings: BENCH_MB (1024), DAYS (14), BASE_MB (256), BLOCKS (2), BLOCK_MB (24),
+# Settings: BENCH_MB (1024), DAYS (14; 0 skips part 2), BASE_MB (256), BLOCKS (2), BLOCK_MB (24),
 # WAL_MB (16). Everything it creates is removed at the end, on error and on Ctrl-C.
 set -euo pipefail
 export LC_ALL=C
@@ -231,6 +231,7 @@ read -r secs what <<<"$(moto_alone 3)"
 fmt_row "moto alone: boto3 PUTs, 3 at a time" "$secs" "$what"
 docker rm -f "$P-user" >/dev/null; docker volume rm -f "$P-data" "$P-restored" >/dev/null
 
+[ "$DAYS" -gt 0 ] || exit 0
 echo
 echo "== part 2: $DAYS days of a TSDB-like volume (${BASE_MB} MiB of blocks, +$BLOCKS x ${BLOCK_MB} MiB blocks and a ${WAL_MB} MiB WAL rewrite per day, lock 7 days) =="
 docker volume create "$P-tsdb" >/dev/null

@@ -6,8 +6,9 @@
 //! volume mounted read-only at `/data`; the engine's archive endpoint
 //! (`GET /containers/{id}/archive`) is the tar stream, read on a blocking thread
 //! ([`volume::read_volume`]) and cut into content-addressed, zstd-compressed objects
-//! ([`store`]), each one PUT with `If-None-Match: *` ([`s3`]). Nothing touches the disk;
-//! memory is one segment ([`store::SEGMENT`]) and its compressed copy. The day's
+//! ([`store`]), each one PUT with `If-None-Match: *` ([`s3`]); reading, compression and
+//! PUTs overlap. Nothing touches the disk; memory is a few segments
+//! ([`store::SEGMENT`], [`store::PUT_SLOTS`]) whatever the volume size. The day's
 //! manifest ([`manifest`]) is written last; a day without one is incomplete and the next
 //! run finishes it.
 //!
@@ -762,16 +763,81 @@ fn helper_container(
 type ArchiveStream = std::pin::Pin<
     Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static>,
 >;
-type ArchiveReader =
-    tokio_util::io::SyncIoBridge<tokio_util::io::StreamReader<ArchiveStream, bytes::Bytes>>;
+
+/// Bytes of the archive stream read ahead of the tar reader: [`PUMP_DEPTH`] buffers of
+/// up to [`PUMP_BUF`] bytes.
+const PUMP_BUF: usize = 256 << 10;
+const PUMP_DEPTH: usize = 4;
 
 /// The volume under a helper container as a blocking tar reader (for the
-/// `spawn_blocking` readers of [`volume`]).
+/// `spawn_blocking` readers of [`volume`]). A task on the runtime keeps reading the
+/// engine's stream into a few buffers while the reader hashes and compresses, so the
+/// engine is never left waiting on obsd's CPU work.
 fn archive_reader<D: Docker>(docker: &D, helper: &str) -> ArchiveReader {
-    let stream: ArchiveStream = Box::pin(
+    let mut stream: ArchiveStream = Box::pin(
         docker
             .download_archive(helper, &format!("/{}", volume::ROOT))
             .map_err(|e| std::io::Error::other(e.to_string())),
     );
-    tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream))
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(PUMP_DEPTH);
+    tokio::spawn(async move {
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            match stream.try_next().await {
+                Ok(Some(b)) => {
+                    if buf.is_empty() && b.len() >= PUMP_BUF {
+                        if tx.send(Ok(b)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    buf.extend_from_slice(&b);
+                    if buf.len() >= PUMP_BUF && tx.send(Ok(buf.split().freeze())).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    if !buf.is_empty() {
+                        let _ = tx.send(Ok(buf.split().freeze())).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    ArchiveReader {
+        rx,
+        cur: bytes::Bytes::new(),
+        done: false,
+    }
+}
+
+/// The blocking end of [`archive_reader`].
+struct ArchiveReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    cur: bytes::Bytes,
+    done: bool,
+}
+
+impl std::io::Read for ArchiveReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => self.done = true,
+            }
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur[..n]);
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
+    }
 }

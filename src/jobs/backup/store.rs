@@ -29,9 +29,11 @@ pub const SEGMENT: usize = 8 << 20;
 pub const LARGE_FILE: u64 = 4 << 20;
 /// zstd level (the floor in `bench/backup.sh` uses `zstd -3` too).
 pub const ZSTD_LEVEL: i32 = 3;
-/// PUTs in flight at once (each holds one compressed object, at most [`SEGMENT`] bytes
-/// plus zstd's few bytes of overhead).
-pub const PUT_SLOTS: usize = 3;
+/// Objects between the reader and the bucket: each is compressed on a blocking thread
+/// (one at a time) and PUT; a slot is held from hand-over until the PUT has finished.
+/// Memory: at most this many plain segments waiting or compressed objects in flight,
+/// plus the one compression's output.
+pub const PUT_SLOTS: usize = 2;
 
 /// Where one source's time went. `read`, `hash`, `compress` and `slot_wait` are spent on
 /// the reading thread one after another; `upload` is the sum of every PUT's duration
@@ -87,7 +89,8 @@ fn take(c: &AtomicU64) -> Duration {
 #[derive(Debug, Clone)]
 struct Known {
     key: String,
-    size: u64,
+    /// Stored (compressed) size; set by the upload task for an object of this run.
+    size: Arc<AtomicU64>,
     at: DateTime<Utc>,
 }
 
@@ -111,13 +114,34 @@ pub struct Store {
     stats: Arc<Mutex<Stats>>,
     cancel: tokio_util::sync::CancellationToken,
     /// Objects are age-encrypted to it after compression.
-    recipient: Option<age::x25519::Recipient>,
+    recipient: Option<Arc<age::x25519::Recipient>>,
     slots: Arc<Semaphore>,
+    /// One compression at a time (its output is the only extra copy in memory).
+    compressing: Arc<Semaphore>,
+    /// The stored size of every object referenced since the last flush.
+    window: Mutex<Vec<Arc<AtomicU64>>>,
     /// PUTs handed over since the last [`Store::flush`].
     pending: Mutex<Vec<JoinHandle<()>>>,
     /// The first PUT that failed since the last [`Store::flush`].
     failed: Arc<Mutex<Option<String>>>,
     clocks: Arc<Clocks>,
+}
+
+/// Segment-sized buffers are allocated and freed on several threads (the reader,
+/// compression, uploads, a restore's fetches). glibc raises its mmap threshold after the
+/// first such buffer is freed and from then on keeps freed buffers in per-thread arenas,
+/// so a run's RSS grew with the number of threads that had touched one. A fixed
+/// threshold makes every allocation from 1 MiB up a mapping of its own, returned to the
+/// kernel when freed: RSS follows what is live. Process-wide, set once.
+pub fn return_freed_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: `mallopt` only tunes the allocator and takes its own locks.
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        });
+    }
 }
 
 impl Store {
@@ -131,6 +155,7 @@ impl Store {
         reuse_after: DateTime<Utc>,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Store {
+        return_freed_buffers();
         let mut known: HashMap<String, Known> = HashMap::new();
         for o in existing {
             let Some(sha) = sha_of_object_key(&o.key) else {
@@ -142,7 +167,7 @@ impl Store {
             };
             let k = Known {
                 key: o.key.clone(),
-                size: o.size,
+                size: Arc::new(AtomicU64::new(o.size)),
                 at,
             };
             match known.get(sha) {
@@ -163,6 +188,8 @@ impl Store {
             cancel,
             recipient: None,
             slots: Arc::new(Semaphore::new(PUT_SLOTS)),
+            compressing: Arc::new(Semaphore::new(1)),
+            window: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             failed: Arc::new(Mutex::new(None)),
             clocks: Arc::new(Clocks::default()),
@@ -171,7 +198,7 @@ impl Store {
 
     /// Encrypt every object stored from now on to `r`.
     pub fn with_recipient(mut self, r: Option<age::x25519::Recipient>) -> Store {
-        self.recipient = r;
+        self.recipient = r.map(Arc::new);
         self
     }
 
@@ -202,24 +229,18 @@ impl Store {
         }
     }
 
-    /// Stores `plain` (or finds it stored recently enough); returns the key and the
-    /// stored (compressed) size. The PUT may still be running when this returns: the
-    /// object counts as stored only after [`Store::flush`] returned `Ok`. Fails at once
-    /// when an earlier PUT since the last flush failed.
-    pub fn put(&self, plain: &[u8]) -> Result<(String, u64), String> {
+    /// Stores `plain` (or finds it stored recently enough); returns its key. Hashing is
+    /// done here; compression and the PUT run behind (the reader goes on), so the object
+    /// counts as stored, and its size is known, only after [`Store::flush`] returned.
+    /// Blocks while every upload slot is busy; fails at once when a PUT since the last
+    /// flush failed.
+    pub fn put(&self, plain: Vec<u8>) -> Result<String, String> {
         if self.cancel.is_cancelled() {
             return Err("cancelled".into());
         }
-        if let Some(e) = self
-            .failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            return Err(e);
-        }
+        self.check_failed()?;
         let t = Instant::now();
-        let sha = hex::encode(Sha256::digest(plain));
+        let sha = hex::encode(Sha256::digest(&plain));
         add(&self.clocks.hash, t.elapsed());
         if let Some(k) = self
             .known
@@ -232,93 +253,121 @@ impl Store {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .reused_objects += 1;
-                return Ok((k.key.clone(), k.size));
+                self.window
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(k.size.clone());
+                return Ok(k.key.clone());
             }
         }
         let key = format!("objects/{sha}-{}", self.day);
-        let t = Instant::now();
-        let mut packed = zstd::bulk::compress(plain, ZSTD_LEVEL)
-            .map_err(|e| format!("compressing {key}: {e}"))?;
-        if let Some(r) = &self.recipient {
-            packed = age::encrypt(r, &packed).map_err(|e| format!("encrypting {key}: {e}"))?;
-        }
-        packed.shrink_to_fit();
-        add(&self.clocks.compress, t.elapsed());
-        let size = packed.len() as u64;
         let t = Instant::now();
         let slot = self
             .rt
             .block_on(self.slots.clone().acquire_owned())
             .map_err(|_| "the upload slots are closed".to_string())?;
         add(&self.clocks.slot_wait, t.elapsed());
-        if let Some(e) = self
-            .failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            return Err(e);
-        }
+        self.check_failed()?;
         // Known from now on, so a repeat within the run is not uploaded twice; removed
         // again if the PUT fails (the flush that reports it fails the source).
+        let size = Arc::new(AtomicU64::new(0));
         self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(
             sha.clone(),
             Known {
                 key: key.clone(),
-                size,
+                size: size.clone(),
                 at: self.today,
             },
         );
-        let (s3, stats, failed, clocks) = (
+        self.window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(size.clone());
+        let (s3, stats, failed, clocks, known) = (
             self.s3.clone(),
             self.stats.clone(),
             self.failed.clone(),
             self.clocks.clone(),
+            self.known.clone(),
         );
-        let known = self.known.clone();
-        let k = key.clone();
+        let (compressing, recipient, k) = (
+            self.compressing.clone(),
+            self.recipient.clone(),
+            key.clone(),
+        );
         let task = self.rt.spawn(async move {
-            let t = Instant::now();
-            let put = s3.put_once(&k, bytes::Bytes::from(packed)).await;
-            add(&clocks.upload, t.elapsed());
-            match put {
-                Ok(put) => {
-                    let mut st = stats.lock().unwrap_or_else(|e| e.into_inner());
-                    match put {
-                        Put::Created => {
-                            st.uploaded_objects += 1;
-                            st.uploaded_bytes += size;
-                        }
-                        // Uploaded by an earlier (interrupted) run of the same day: same
-                        // name, same content.
-                        Put::AlreadyThere => st.reused_objects += 1,
+            let r = async {
+                let turn = compressing
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| "the compression slot is closed".to_string())?;
+                let (c, k2) = (clocks.clone(), k.clone());
+                let packed = tokio::task::spawn_blocking(move || {
+                    let t = Instant::now();
+                    let r = pack(plain, recipient.as_deref(), &k2);
+                    add(&c.compress, t.elapsed());
+                    drop(turn);
+                    r
+                })
+                .await
+                .map_err(|e| format!("compression task: {e}"))??;
+                let n = packed.len() as u64;
+                let t = Instant::now();
+                let put = s3.put_once(&k, bytes::Bytes::from(packed)).await;
+                add(&clocks.upload, t.elapsed());
+                let put = put.map_err(|e| e.to_string())?;
+                size.store(n, Ordering::Relaxed);
+                let mut st = stats.lock().unwrap_or_else(|e| e.into_inner());
+                match put {
+                    Put::Created => {
+                        st.uploaded_objects += 1;
+                        st.uploaded_bytes += n;
                     }
+                    // Uploaded by an earlier (interrupted) run of the same day: same
+                    // name, same content.
+                    Put::AlreadyThere => st.reused_objects += 1,
                 }
-                Err(e) => {
-                    let mut kn = known.lock().unwrap_or_else(|e| e.into_inner());
-                    if kn.get(&sha).is_some_and(|x| x.key == k) {
-                        kn.remove(&sha);
-                    }
-                    drop(kn);
-                    failed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(e.to_string());
-                }
+                Ok::<(), String>(())
             }
-            // Freed only now, so a reader waiting for this slot sees the failure.
+            .await;
+            if let Err(e) = r {
+                let mut kn = known.lock().unwrap_or_else(|e| e.into_inner());
+                if kn.get(&sha).is_some_and(|x| x.key == k) {
+                    kn.remove(&sha);
+                }
+                drop(kn);
+                failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e);
+            }
+            // Freed only now, so a reader waiting for this slot sees a failure.
             drop(slot);
         });
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(task);
-        Ok((key, size))
+        Ok(key)
+    }
+
+    fn check_failed(&self) -> Result<(), String> {
+        match self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Waits for every PUT handed over since the last flush (blocking: call it from the
-    /// thread that called [`Store::put`]); the first failure, if any, and resets it.
-    pub fn flush(&self) -> Result<(), String> {
+    /// thread that called [`Store::put`]). Returns the stored (compressed) bytes of every
+    /// object referenced since the last flush, or the first failure; starts a new window
+    /// either way.
+    pub fn flush(&self) -> Result<u64, String> {
         let tasks = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let mut panicked = None;
         for t in tasks {
@@ -326,12 +375,29 @@ impl Store {
                 panicked.get_or_insert(format!("upload task: {e}"));
             }
         }
+        let window = std::mem::take(&mut *self.window.lock().unwrap_or_else(|e| e.into_inner()));
         let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner()).take();
         match failed.or(panicked) {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(window.iter().map(|s| s.load(Ordering::Relaxed)).sum()),
         }
     }
+}
+
+/// zstd, then age when there is a recipient.
+fn pack(
+    plain: Vec<u8>,
+    recipient: Option<&age::x25519::Recipient>,
+    key: &str,
+) -> Result<Vec<u8>, String> {
+    let mut packed =
+        zstd::bulk::compress(&plain, ZSTD_LEVEL).map_err(|e| format!("compressing {key}: {e}"))?;
+    drop(plain);
+    if let Some(r) = recipient {
+        packed = age::encrypt(r, &packed).map_err(|e| format!("encrypting {key}: {e}"))?;
+    }
+    packed.shrink_to_fit();
+    Ok(packed)
 }
 
 const AGE_MAGIC: &[u8] = b"age-encryption.org/v1";

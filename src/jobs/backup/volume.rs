@@ -27,17 +27,15 @@ struct Segments<'a> {
     store: &'a Store,
     buf: Vec<u8>,
     keys: Vec<String>,
-    stored: u64,
 }
 
 impl Segments<'_> {
-    /// Stores the buffer as one object (its PUT may still be running) and empties it;
-    /// the buffer's memory is kept for the next segment.
+    /// Hands the buffer over as one object (compressed and PUT behind) and starts a new
+    /// one.
     fn flush_segment(&mut self) -> io::Result<()> {
-        let (key, size) = self.store.put(&self.buf).map_err(io::Error::other)?;
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(SEGMENT));
+        let key = self.store.put(full).map_err(io::Error::other)?;
         self.keys.push(key);
-        self.stored += size;
-        self.buf.clear();
         Ok(())
     }
 }
@@ -139,8 +137,8 @@ pub fn read_volume<R: Read>(tar_stream: R, store: &Store) -> Result<Source, Stri
     let read = read_entries(tar_stream, store);
     // Whatever happened, no PUT of this volume is left running behind the caller.
     let flushed = store.flush();
-    let src = read?;
-    flushed.map_err(|e| format!("storing the volume: {e}"))?;
+    let mut src = read?;
+    src.stored_bytes = flushed.map_err(|e| format!("storing the volume: {e}"))?;
     Ok(src)
 }
 
@@ -153,14 +151,10 @@ fn read_entries<R: Read>(tar_stream: R, store: &Store) -> Result<Source, String>
         store,
         buf: Vec::with_capacity(SEGMENT),
         keys: Vec::new(),
-        stored: 0,
     });
     out.mode(tar::HeaderMode::Complete);
     let mut files = Vec::new();
     let mut bytes = 0u64;
-    let mut chunk_stored = 0u64;
-    // One buffer for every large file's chunks, allocated on the first one.
-    let mut chunk = Vec::new();
     for entry in input.entries().map_err(io_err("reading the archive"))? {
         let mut e = entry.map_err(io_err("reading the archive"))?;
         let raw = e.path().map_err(io_err("entry path"))?.into_owned();
@@ -187,19 +181,19 @@ fn read_entries<R: Read>(tar_stream: R, store: &Store) -> Result<Source, String>
                 bytes += size;
                 let mut hasher = Sha256::new();
                 if size > LARGE_FILE {
-                    chunk.resize(SEGMENT, 0);
                     loop {
+                        // A new buffer per chunk: the store owns it until compressed.
+                        let mut chunk = vec![0u8; SEGMENT];
                         let n = read_full(&mut e, &mut chunk)
                             .map_err(io_err(&format!("reading {rel}")))?;
                         if n == 0 {
                             break;
                         }
+                        chunk.truncate(n);
                         let t = Instant::now();
-                        hasher.update(&chunk[..n]);
+                        hasher.update(&chunk);
                         store.note_hash(t.elapsed());
-                        let (key, stored) = store.put(&chunk[..n])?;
-                        chunk_stored += stored;
-                        fe.chunks.push(key);
+                        fe.chunks.push(store.put(chunk)?);
                     }
                 } else {
                     let mut data = Vec::with_capacity(size as usize);
@@ -241,7 +235,7 @@ fn read_entries<R: Read>(tar_stream: R, store: &Store) -> Result<Source, String>
         started_at: now,
         finished_at: now,
         bytes,
-        stored_bytes: seg.stored + chunk_stored,
+        stored_bytes: 0,
         sha256: list_digest(&files),
         archive: seg.keys,
         files,
