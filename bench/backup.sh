@@ -10,6 +10,7 @@
 #   floor+PUTs     the same stream cut into 8 MiB objects, each PUT by curl (one at a
 #                  time): obsd's object size, nothing but the upload added
 #   floor+aws cp   the same stream into `aws s3 cp -` (multipart, 8 MiB parts, threads)
+#   engine alone   the engine's archive endpoint (what obsd reads) into /dev/null by curl
 #   obsd           obsctl backup run (the Job body: engine archive stream → chunks →
 #                  zstd → PUT), then its time split from the job's textfile
 #                  (backup_r2_source_stage_seconds)
@@ -52,7 +53,7 @@ SINK_PID=
 [ -x "$OBSCTL" ] || { echo "no obsctl at $OBSCTL (cargo build --release, or set OBSD_BIN_DIR)" >&2; exit 1; }
 
 cleanup() {
-    docker rm -f "$P-user" "$P-tsdb-user" >/dev/null 2>&1 || true
+    docker rm -f "$P-user" "$P-tsdb-user" "$P-probe" >/dev/null 2>&1 || true
     docker rm -f "obsd-backup-$P-data" "obsd-backup-$P-tsdb" >/dev/null 2>&1 || true
     docker volume rm -f "$P-data" "$P-tsdb" "$P-restored" >/dev/null 2>&1 || true
     [ -n "$MOTO_PID" ] && kill "$MOTO_PID" 2>/dev/null || true
@@ -186,6 +187,10 @@ if aws --version >/dev/null 2>&1; then
 else
     UPLOAD="python3 -c \"import boto3; boto3.client('s3', endpoint_url='$URL').upload_file('$WORK/legacy.tar.zst', 'legacy', 'legacy.tar.zst')\""
 fi
+# What any reader through the engine waits for: the archive endpoint obsd reads, alone.
+docker create --name "$P-probe" -v "$P-data:/data:ro" "$IMAGE" /never-started >/dev/null
+timed "engine archive stream alone (curl)" curl -sf --unix-socket /var/run/docker.sock -o /dev/null "http://localhost/containers/$P-probe/archive?path=/data"
+docker rm "$P-probe" >/dev/null
 timed "obsd: obsctl backup run" "$OBSCTL" backup run --desired-state "$WORK/ds" --as-of 2026-01-01
 # The time split, from the job's textfile (the same series the daemon writes).
 split_line() { # $1 textfile
