@@ -29,7 +29,7 @@
 # Needs docker, zstd, GNU time (/usr/bin/time), python3 with moto[server] and boto3
 # (tests/setup.sh), the AWS CLI (else boto3's upload_file, the same transfer code), and
 # a built obsctl: OBSD_BIN_DIR (default target/release; `cargo build --release`).
-# Settings: BENCH_MB (1024), DAYS (14; 0 skips part 2), BASE_MB (256), BLOCKS (2), BLOCK_MB (24),
+# Settings: BENCH_MB (1024), LEGACY (1; 0 skips the legacy line), DAYS (14; 0 skips part 2), BASE_MB (256), BLOCKS (2), BLOCK_MB (24),
 # WAL_MB (16). Everything it creates is removed at the end, on error and on Ctrl-C.
 set -euo pipefail
 export LC_ALL=C
@@ -212,10 +212,14 @@ timed "obsd → sink (stores nothing)" "$OBSCTL" backup run --desired-state "$WO
 split_line "$WORK/tf/backup.prom"
 rm -rf "$WORK/state"
 desired_state "$WORK/ds" "$P-data" obsd
-timed "legacy: docker run tar|zstd + upload" bash -c "docker run --rm -v '$P-data:/data:ro' '$IMAGE' tar -C /data -cf - . | zstd -3 -q -T1 > '$WORK/legacy.tar.zst' && $UPLOAD"
+if [ "${LEGACY:-1}" = 1 ]; then
+    timed "legacy: docker run tar|zstd + upload" bash -c "docker run --rm -v '$P-data:/data:ro' '$IMAGE' tar -C /data -cf - . | zstd -3 -q -T1 > '$WORK/legacy.tar.zst' && $UPLOAD"
+fi
 timed "obsd: obsctl restore volume" "$OBSCTL" restore volume "$P-data" --desired-state "$WORK/ds" --into "$P-restored"
-fmt_row "bucket bytes: obsd / legacy file" "$(bucket_bytes obsd)" "$(stat -c %s "$WORK/legacy.tar.zst")"
-rm -f "$WORK/legacy.tar.zst"
+if [ "${LEGACY:-1}" = 1 ]; then
+    fmt_row "bucket bytes: obsd / legacy file" "$(bucket_bytes obsd)" "$(stat -c %s "$WORK/legacy.tar.zst")"
+    rm -f "$WORK/legacy.tar.zst"
+fi
 # moto alone: as many objects of the same sizes as obsd stored, PUT by boto3.
 moto_alone() { # $1 threads
     python3 - "$URL" "$1" <<'EOF'
