@@ -244,6 +244,25 @@ async fn full_backup_restores_byte_identical_and_a_rerun_uploads_nothing() {
         .is_some());
     assert!(tf.value("backup_r2_objects_uploaded", &[]).unwrap() >= 25.0);
     assert!(tf.value("backup_r2_bucket_usage_bytes", &[]).unwrap() > 200e6);
+    // Where the volume's time went: every stage measured; the reader's own stages
+    // (read, hash, waiting for an upload slot) happen one after another inside the
+    // volume's wall time, and so do the compressions (one at a time).
+    let stage = |s: &str| {
+        tf.value(
+            "backup_r2_source_stage_seconds",
+            &[("source", &vol), ("stage", s)],
+        )
+        .unwrap_or_else(|| panic!("stage {s}"))
+    };
+    let wall = tf
+        .value("backup_r2_source_duration_seconds", &[("source", &vol)])
+        .unwrap();
+    for s in ["read", "hash", "compress", "upload"] {
+        assert!(stage(s) > 0.0, "stage {s}: {}", stage(s));
+    }
+    let serial = stage("read") + stage("hash") + stage("upload_wait");
+    assert!(serial <= wall, "{serial} s of serial stages in {wall} s");
+    assert!(stage("compress") <= wall, "{} s", stage("compress"));
 
     // Same day again: nothing uploaded, the bucket unchanged.
     run(&ctx, &j).await.unwrap();
@@ -471,7 +490,83 @@ async fn child_backup_process() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let ctx = ctx_at(std::path::Path::new(&dir), 8, &env);
     let j: BackupJob = serde_json::from_str(&spec).unwrap();
-    let _ = run(&ctx, &j).await;
+    let r = run(&ctx, &j).await;
+    // For the memory test: the run's result and this process's peak RSS.
+    if let Ok(out) = std::env::var("BK_CHILD_HWM") {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        std::fs::write(out, format!("{}\n{hwm}\n", r.is_ok())).unwrap();
+    }
+}
+
+/// Peak memory of a whole run stays under 64 MiB whatever the volume holds: here
+/// ~190 MB of incompressible data (large files in chunks and small files in segments),
+/// so every object in flight is as large as it gets. Measured in a child process (the
+/// test harness's own threads stay out of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_memory_of_a_run_stays_under_64_mib() {
+    ensure_image();
+    let p = prefix("rss");
+    let (vol, user) = (format!("{p}-data"), format!("{p}-user"));
+    let _c = Cleanup {
+        containers: vec![user.clone()],
+        volumes: vec![vol.clone()],
+    };
+    volume_with(
+        &vol,
+        &user,
+        "set -e; cd /data; for i in 1 2 3 4 5 6; do head -c 24000000 /dev/urandom > blob-$i; done;\
+         mkdir s; for i in $(seq 1 1200); do head -c 40000 /dev/urandom > s/f-$i; done",
+    );
+    let moto = moto("bk-rss").await;
+    let spec = job(&moto, "bk-rss", &[&vol], json!({}));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hwm");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_backup_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("BK_CHILD_SPEC", serde_json::to_string(&spec).unwrap())
+        .env("BK_CHILD_DIR", dir.path())
+        .env("BK_CHILD_ENV", "[]")
+        .env("BK_CHILD_HWM", &out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let report = std::fs::read_to_string(&out).unwrap();
+    let mut lines = report.lines();
+    assert_eq!(lines.next(), Some("true"), "the child's run succeeded");
+    let kib: u64 = lines
+        .next()
+        .unwrap()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    let s3 = bucket(&moto, "bk-rss");
+    assert_eq!(backup::complete_days(&s3).await.unwrap(), ["2026-12-08"]);
+    let stored: u64 = s3
+        .list("objects/")
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.size)
+        .sum();
+    assert!(
+        stored > 180_000_000,
+        "incompressible: {stored} bytes stored"
+    );
+    assert!(kib < 64 * 1024, "peak RSS {} MiB", kib / 1024);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -742,6 +837,141 @@ async fn retention_by_count_then_size_never_inside_the_lock_and_refusals_reporte
     for k in &first {
         assert!(!second.contains(k), "{k} retried");
     }
+}
+
+/// In front of moto: answers the `fail_at`-th PUT of an object (1-based) with 403
+/// `AccessDenied` (not retried) while `failing` is set; forwards everything else.
+/// Counts the object PUTs it saw.
+async fn failing_put_proxy(
+    upstream: String,
+    fail_at: usize,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::body::{to_bytes, Body};
+    use axum::extract::Request;
+    use axum::response::Response;
+    use std::sync::atomic::Ordering;
+    let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = puts.clone();
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (http, upstream, seen, failing) =
+            (http.clone(), upstream.clone(), seen.clone(), failing.clone());
+        async move {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            if req.method() == axum::http::Method::PUT && path.contains("/objects/") {
+                let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                if n == fail_at && failing.load(Ordering::SeqCst) {
+                    return Response::builder()
+                        .status(403)
+                        .body(Body::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"))
+                        .unwrap();
+                }
+            }
+            let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
+            let mut fwd = http.request(method, format!("{upstream}{path}"));
+            for (k, v) in req.headers() {
+                if k != "host" {
+                    fwd = fwd.header(k.as_str(), v.as_bytes());
+                }
+            }
+            let body = to_bytes(req.into_body(), usize::MAX).await.unwrap();
+            let r = fwd.body(body).send().await.unwrap();
+            let mut out = Response::builder().status(r.status().as_u16());
+            for (k, v) in r.headers() {
+                out = out.header(k.as_str(), v.as_bytes());
+            }
+            out.body(Body::from(r.bytes().await.unwrap())).unwrap()
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, puts)
+}
+
+/// Several PUTs run at once; one refused in the middle fails the volume (no manifest,
+/// no success), the PUTs already handed over are waited for, and the next run completes
+/// the day with every referenced object present, the refused one uploaded afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_failing_mid_volume_fails_it_and_the_next_run_completes_the_day() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    ensure_image();
+    let p = prefix("putfail");
+    let (vol, user, restored) = (
+        format!("{p}-data"),
+        format!("{p}-user"),
+        format!("{p}-restored"),
+    );
+    let _c = Cleanup {
+        containers: vec![user.clone()],
+        volumes: vec![vol.clone(), restored.clone()],
+    };
+    // 12 chunks of large files and a segment of small ones.
+    volume_with(
+        &vol,
+        &user,
+        "set -e; cd /data; for i in 1 2 3 4 5 6; do head -c 12000000 /dev/urandom > blob-$i; done;\
+         for i in $(seq 1 50); do echo row $i > s-$i; done",
+    );
+    let moto = moto("bk-putfail").await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let (proxy, puts) = failing_put_proxy(moto.url.clone(), 4, failing.clone()).await;
+    let s3 = bucket(&moto, "bk-putfail");
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx_at(dir.path(), 10, &[]);
+    let j = job_at(&proxy, "bk-putfail", &[&vol]);
+
+    let e = run(&ctx, &j).await.unwrap_err().to_string();
+    assert!(e.contains(&vol) && e.contains("403"), "{e}");
+    assert!(backup::complete_days(&s3).await.unwrap().is_empty());
+    assert!(!keys(&s3).await.iter().any(|k| k.starts_with("daily/")));
+    let tf = read_textfile(&ctx, "backup.prom");
+    assert_eq!(
+        tf.value("backup_r2_source_success", &[("source", &vol)]),
+        Some(0.0)
+    );
+    assert_eq!(tf.value("backup_r2_run_success", &[]), Some(0.0));
+    let first = puts.load(Ordering::SeqCst);
+    // The reader stops at the failure: at most the slots' worth of PUTs after it.
+    assert!(
+        (4..13).contains(&first),
+        "{first} object PUTs in the failed run"
+    );
+    let stored_before = s3.list("objects/").await.unwrap().len();
+    assert_eq!(
+        stored_before,
+        first - 1,
+        "every PUT but the refused one landed"
+    );
+
+    failing.store(false, Ordering::SeqCst);
+    run(&ctx, &j).await.unwrap();
+    assert_eq!(backup::complete_days(&s3).await.unwrap(), ["2026-12-10"]);
+    assert_referenced_objects_exist(&s3).await;
+    let tf = read_textfile(&ctx, "backup.prom");
+    assert_eq!(tf.value("backup_r2_run_success", &[]), Some(1.0));
+    let m = backup::load_manifest(&s3, "2026-12-10").await.unwrap();
+    let engine = Engine::connect().unwrap();
+    backup::restore_volume(
+        &engine,
+        Arc::new(s3),
+        None,
+        &m.sources[0],
+        &RestoreTarget {
+            volume: &restored,
+            image: IMAGE,
+            labels: BTreeMap::new(),
+        },
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(listing(&restored), listing(&vol));
 }
 
 fn job_at(endpoint: &str, bucket: &str, volumes: &[&str]) -> BackupJob {

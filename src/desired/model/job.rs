@@ -299,7 +299,10 @@ fn plausible_key_env() -> String {
 /// `backup_r2_last_success_timestamp_seconds`, `backup_r2_run_success`, per volume (label
 /// `source`, `volume/<name>`) `backup_r2_source_success`,
 /// `backup_r2_source_last_success_timestamp_seconds`, `backup_r2_source_bytes`,
-/// `backup_r2_source_objects`, `backup_r2_source_uploaded_bytes`; and
+/// `backup_r2_source_objects`, `backup_r2_source_uploaded_bytes`,
+/// `backup_r2_source_duration_seconds`, `backup_r2_source_stage_seconds` (label `stage`:
+/// `read` waiting on the engine, `hash`, `compress`, `upload` the PUTs' summed time,
+/// `upload_wait` reading held up by the uploads); and
 /// `backup_r2_bucket_usage_bytes`, `backup_r2_days_complete`,
 /// `backup_r2_objects_uploaded`, `backup_r2_retention_refused_deletes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -6,8 +6,9 @@
 //! volume mounted read-only at `/data`; the engine's archive endpoint
 //! (`GET /containers/{id}/archive`) is the tar stream, read on a blocking thread
 //! ([`volume::read_volume`]) and cut into content-addressed, zstd-compressed objects
-//! ([`store`]), each one PUT with `If-None-Match: *` ([`s3`]). Nothing touches the disk;
-//! memory is one segment ([`store::SEGMENT`]) and its compressed copy. The day's
+//! ([`store`]), each one PUT with `If-None-Match: *` ([`s3`]); reading, compression and
+//! PUTs overlap. Nothing touches the disk; memory is a few segments
+//! ([`store::SEGMENT`], [`store::PUT_SLOTS`]) whatever the volume size. The day's
 //! manifest ([`manifest`]) is written last; a day without one is incomplete and the next
 //! run finishes it.
 //!
@@ -226,6 +227,8 @@ pub struct Outcome {
     pub failed: Vec<String>,
     /// Non-volume sources ([`sources`]).
     pub exports: Vec<sources::Report>,
+    /// Where each volume's time went, volumes backed up by this run only.
+    pub timings: Vec<(String, store::Timings)>,
 }
 
 /// One run against `docker` (the engine, or a test's).
@@ -366,6 +369,26 @@ pub async fn run_with<D: Docker + Clone>(
                 &[("source", src), ("kind", "volume")],
                 s.objects().collect::<BTreeSet<_>>().len() as f64,
             );
+        }
+        let timings = result.as_ref().ok().and_then(|(o, _, _)| {
+            o.timings
+                .iter()
+                .find(|(name, _)| name == src)
+                .map(|(_, t)| t)
+        });
+        if let Some(t) = timings {
+            tf.gauge(
+                "backup_r2_source_duration_seconds",
+                "Wall time of the source's backup in the last run.",
+            )
+            .sample(&[("source", src), ("kind", "volume")], t.wall.as_secs_f64());
+            for (stage, secs) in t.stages() {
+                tf.gauge(
+                    "backup_r2_source_stage_seconds",
+                    "Time of the source's last backup by stage: read (waiting on the engine's archive stream), hash, compress (zstd and age), upload (sum of the PUTs, which overlap), upload_wait (reading stopped for a free upload slot).",
+                )
+                .sample(&[("source", src), ("kind", "volume"), ("stage", stage)], secs);
+            }
         }
         if let Some(t) = state.source_last_success.get(src) {
             tf.gauge(
@@ -549,6 +572,7 @@ async fn backup_day<D: Docker + Clone>(
         }
         let q = job.quiesce.get(v).copied().unwrap_or_default();
         let t0 = ctx.clock.now();
+        let wall = std::time::Instant::now();
         let r = match docker_volume(docker, v).await {
             Ok(dv) => backup_volume(docker, store.clone(), &dv, q)
                 .await
@@ -559,12 +583,27 @@ async fn backup_day<D: Docker + Clone>(
                 }),
             Err(e) => Err(e),
         };
+        let mut t = store.take_timings();
+        t.wall = wall.elapsed();
         match r {
             Ok(mut s) => {
                 s.quiesce = q.as_str().into();
                 s.started_at = t0;
                 s.finished_at = ctx.clock.now();
-                info!(volume = %v, bytes = s.bytes, stored = s.stored_bytes, "volume backed up");
+                let [read, hash, compress, upload, upload_wait] = t.stages().map(|(_, x)| x);
+                info!(
+                    volume = %v,
+                    bytes = s.bytes,
+                    stored = s.stored_bytes,
+                    seconds = t.wall.as_secs_f64(),
+                    read,
+                    hash,
+                    compress,
+                    upload,
+                    upload_wait,
+                    "volume backed up"
+                );
+                outcome.timings.push((v.clone(), t));
                 sources.push((v.clone(), Some(s)));
             }
             Err(e) => {
@@ -724,16 +763,81 @@ fn helper_container(
 type ArchiveStream = std::pin::Pin<
     Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static>,
 >;
-type ArchiveReader =
-    tokio_util::io::SyncIoBridge<tokio_util::io::StreamReader<ArchiveStream, bytes::Bytes>>;
+
+/// Bytes of the archive stream read ahead of the tar reader: [`PUMP_DEPTH`] buffers of
+/// up to [`PUMP_BUF`] bytes.
+const PUMP_BUF: usize = 256 << 10;
+const PUMP_DEPTH: usize = 4;
 
 /// The volume under a helper container as a blocking tar reader (for the
-/// `spawn_blocking` readers of [`volume`]).
+/// `spawn_blocking` readers of [`volume`]). A task on the runtime keeps reading the
+/// engine's stream into a few buffers while the reader hashes and compresses, so the
+/// engine is never left waiting on obsd's CPU work.
 fn archive_reader<D: Docker>(docker: &D, helper: &str) -> ArchiveReader {
-    let stream: ArchiveStream = Box::pin(
+    let mut stream: ArchiveStream = Box::pin(
         docker
             .download_archive(helper, &format!("/{}", volume::ROOT))
             .map_err(|e| std::io::Error::other(e.to_string())),
     );
-    tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream))
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(PUMP_DEPTH);
+    tokio::spawn(async move {
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            match stream.try_next().await {
+                Ok(Some(b)) => {
+                    if buf.is_empty() && b.len() >= PUMP_BUF {
+                        if tx.send(Ok(b)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    buf.extend_from_slice(&b);
+                    if buf.len() >= PUMP_BUF && tx.send(Ok(buf.split().freeze())).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    if !buf.is_empty() {
+                        let _ = tx.send(Ok(buf.split().freeze())).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    ArchiveReader {
+        rx,
+        cur: bytes::Bytes::new(),
+        done: false,
+    }
+}
+
+/// The blocking end of [`archive_reader`].
+struct ArchiveReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    cur: bytes::Bytes,
+    done: bool,
+}
+
+impl std::io::Read for ArchiveReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => self.done = true,
+            }
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur[..n]);
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
+    }
 }

@@ -32,6 +32,7 @@ pub async fn restore_volume<D: Docker + Clone>(
     target: &RestoreTarget<'_>,
     create_volume: bool,
 ) -> Result<u64, String> {
+    super::store::return_freed_buffers();
     let rt = tokio::runtime::Handle::current();
     let (s3c, srcc, rtc, idc) = (s3.clone(), src.clone(), rt.clone(), identity.cloned());
     tokio::task::spawn_blocking(move || {

@@ -11,10 +11,13 @@ use super::manifest::{list_digest, FileEntry, Source};
 use super::s3::S3;
 use super::store::{fetch, Store, LARGE_FILE, SEGMENT};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
 /// The first path component of the engine's archive (the helper's mount point).
 pub const ROOT: &str = "data";
@@ -24,30 +27,49 @@ struct Segments<'a> {
     store: &'a Store,
     buf: Vec<u8>,
     keys: Vec<String>,
-    stored: u64,
 }
 
 impl Segments<'_> {
-    fn flush_segment(&mut self, n: usize) -> io::Result<()> {
-        let rest = self.buf.split_off(n);
-        let (key, size) = self.store.put(&self.buf).map_err(io::Error::other)?;
+    /// Hands the buffer over as one object (compressed and PUT behind) and starts a new
+    /// one.
+    fn flush_segment(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(SEGMENT));
+        let key = self.store.put(full).map_err(io::Error::other)?;
         self.keys.push(key);
-        self.stored += size;
-        self.buf = rest;
         Ok(())
     }
 }
 
 impl Write for Segments<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        while self.buf.len() >= SEGMENT {
-            self.flush_segment(SEGMENT)?;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = (SEGMENT - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.buf.len() == SEGMENT {
+                self.flush_segment()?;
+            }
         }
         Ok(data.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Counts the time spent inside `read` (waiting on the engine's archive stream).
+struct TimedRead<'a, R> {
+    inner: R,
+    store: &'a Store,
+}
+
+impl<R: Read> Read for TimedRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let t = Instant::now();
+        let r = self.inner.read(buf);
+        self.store.note_read(t.elapsed());
+        r
     }
 }
 
@@ -108,19 +130,31 @@ fn io_err(what: &str) -> impl Fn(io::Error) -> String + '_ {
 }
 
 /// Reads one volume's tar stream (as the engine's archive endpoint sends it, rooted at
-/// `data/`) into stored objects; returns the manifest entry (times set by the caller).
+/// `data/`) into stored objects; returns the manifest entry (times set by the caller)
+/// once every object's PUT has finished. The time split is left in the store
+/// ([`Store::take_timings`]).
 pub fn read_volume<R: Read>(tar_stream: R, store: &Store) -> Result<Source, String> {
-    let mut input = tar::Archive::new(tar_stream);
+    let read = read_entries(tar_stream, store);
+    // Whatever happened, no PUT of this volume is left running behind the caller.
+    let flushed = store.flush();
+    let mut src = read?;
+    src.stored_bytes = flushed.map_err(|e| format!("storing the volume: {e}"))?;
+    Ok(src)
+}
+
+fn read_entries<R: Read>(tar_stream: R, store: &Store) -> Result<Source, String> {
+    let mut input = tar::Archive::new(TimedRead {
+        inner: tar_stream,
+        store,
+    });
     let mut out = tar::Builder::new(Segments {
         store,
         buf: Vec::with_capacity(SEGMENT),
         keys: Vec::new(),
-        stored: 0,
     });
     out.mode(tar::HeaderMode::Complete);
     let mut files = Vec::new();
     let mut bytes = 0u64;
-    let mut chunk_stored = 0u64;
     for entry in input.entries().map_err(io_err("reading the archive"))? {
         let mut e = entry.map_err(io_err("reading the archive"))?;
         let raw = e.path().map_err(io_err("entry path"))?.into_owned();
@@ -147,23 +181,27 @@ pub fn read_volume<R: Read>(tar_stream: R, store: &Store) -> Result<Source, Stri
                 bytes += size;
                 let mut hasher = Sha256::new();
                 if size > LARGE_FILE {
-                    let mut buf = vec![0u8; SEGMENT];
                     loop {
-                        let n = read_full(&mut e, &mut buf)
+                        // A new buffer per chunk: the store owns it until compressed.
+                        let mut chunk = vec![0u8; SEGMENT];
+                        let n = read_full(&mut e, &mut chunk)
                             .map_err(io_err(&format!("reading {rel}")))?;
                         if n == 0 {
                             break;
                         }
-                        hasher.update(&buf[..n]);
-                        let (key, stored) = store.put(&buf[..n])?;
-                        chunk_stored += stored;
-                        fe.chunks.push(key);
+                        chunk.truncate(n);
+                        let t = Instant::now();
+                        hasher.update(&chunk);
+                        store.note_hash(t.elapsed());
+                        fe.chunks.push(store.put(chunk)?);
                     }
                 } else {
                     let mut data = Vec::with_capacity(size as usize);
                     e.read_to_end(&mut data)
                         .map_err(io_err(&format!("reading {rel}")))?;
+                    let t = Instant::now();
                     hasher.update(&data);
+                    store.note_hash(t.elapsed());
                     out.append_data(&mut h, &name, data.as_slice())
                         .map_err(io_err("writing the archive"))?;
                 }
@@ -186,9 +224,7 @@ pub fn read_volume<R: Read>(tar_stream: R, store: &Store) -> Result<Source, Stri
     }
     let mut seg = out.into_inner().map_err(io_err("writing the archive"))?;
     if !seg.buf.is_empty() {
-        let n = seg.buf.len();
-        seg.flush_segment(n)
-            .map_err(io_err("storing the archive"))?;
+        seg.flush_segment().map_err(io_err("storing the archive"))?;
     }
     let now = chrono::Utc::now();
     Ok(Source {
@@ -199,7 +235,7 @@ pub fn read_volume<R: Read>(tar_stream: R, store: &Store) -> Result<Source, Stri
         started_at: now,
         finished_at: now,
         bytes,
-        stored_bytes: seg.stored + chunk_stored,
+        stored_bytes: 0,
         sha256: list_digest(&files),
         archive: seg.keys,
         files,
@@ -219,23 +255,73 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Concatenated, verified plain content of a list of objects.
+/// Objects fetched (downloaded, decompressed, verified) ahead of the one being read.
+pub const FETCH_AHEAD: usize = 2;
+
+/// Concatenated, verified plain content of a list of objects, the next
+/// [`FETCH_AHEAD`] fetched while the current one is read.
 struct Objects<'a> {
-    s3: &'a S3,
+    s3: &'a Arc<S3>,
     rt: &'a Handle,
     identity: Option<&'a age::x25519::Identity>,
     keys: std::slice::Iter<'a, String>,
+    ahead: VecDeque<JoinHandle<Result<Vec<u8>, String>>>,
     cur: Vec<u8>,
     pos: usize,
+}
+
+impl<'a> Objects<'a> {
+    fn new(
+        s3: &'a Arc<S3>,
+        rt: &'a Handle,
+        identity: Option<&'a age::x25519::Identity>,
+        keys: &'a [String],
+    ) -> Objects<'a> {
+        Objects {
+            s3,
+            rt,
+            identity,
+            keys: keys.iter(),
+            ahead: VecDeque::new(),
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    fn fetch_ahead(&mut self) {
+        while self.ahead.len() < FETCH_AHEAD {
+            let Some(key) = self.keys.next() else { return };
+            let (s3, key, id) = (self.s3.clone(), key.clone(), self.identity.cloned());
+            self.ahead.push_back(
+                self.rt
+                    .spawn(async move { fetch(&s3, &key, id.as_ref()).await }),
+            );
+        }
+    }
+}
+
+impl Drop for Objects<'_> {
+    fn drop(&mut self) {
+        for t in &self.ahead {
+            t.abort();
+        }
+    }
 }
 
 impl Read for Objects<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos >= self.cur.len() {
-            let Some(key) = self.keys.next() else {
+            self.fetch_ahead();
+            let Some(next) = self.ahead.pop_front() else {
                 return Ok(0);
             };
-            self.cur = fetch(self.s3, self.rt, key, self.identity).map_err(io::Error::other)?;
+            self.cur = Vec::new();
+            self.fetch_ahead();
+            self.cur = self
+                .rt
+                .block_on(next)
+                .map_err(|e| io::Error::other(format!("fetch task: {e}")))?
+                .map_err(io::Error::other)?;
             self.pos = 0;
         }
         let n = out.len().min(self.cur.len() - self.pos);
@@ -250,7 +336,7 @@ impl Read for Objects<'_> {
 /// hash, and that nothing is missing or extra. With `sink`, also writes the volume as a
 /// tar stream rooted at `data/` (the restore). Returns the number of bytes checked.
 pub fn replay<W: Write>(
-    s3: &S3,
+    s3: &Arc<S3>,
     rt: &Handle,
     identity: Option<&age::x25519::Identity>,
     src: &Source,
@@ -260,14 +346,7 @@ pub fn replay<W: Write>(
         src.files.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut sink = sink;
     let mut checked = 0u64;
-    let archive = Objects {
-        s3,
-        rt,
-        identity,
-        keys: src.archive.iter(),
-        cur: Vec::new(),
-        pos: 0,
-    };
+    let archive = Objects::new(s3, rt, identity, &src.archive);
     let mut input = tar::Archive::new(archive);
     for entry in input.entries().map_err(io_err("reading the archive"))? {
         let mut e = entry.map_err(io_err("reading the archive"))?;
@@ -341,14 +420,7 @@ pub fn replay<W: Write>(
             ));
         }
         let mut reader = HashingReader {
-            inner: Objects {
-                s3,
-                rt,
-                identity,
-                keys: f.chunks.iter(),
-                cur: Vec::new(),
-                pos: 0,
-            },
+            inner: Objects::new(s3, rt, identity, &f.chunks),
             hasher: Sha256::new(),
             n: 0,
         };

@@ -262,22 +262,30 @@ async fn store_docs(
     let (kind, name) = (kind.to_string(), name.to_string());
     tokio::task::spawn_blocking(move || {
         let mut docs = Vec::new();
-        let (mut bytes, mut stored) = (0u64, 0u64);
+        let mut bytes = 0u64;
         let mut list = Sha256::new();
         for (path, value) in &c.docs {
             let plain = serde_json::to_vec_pretty(value).expect("JSON values serialise");
             let sha = hex::encode(Sha256::digest(&plain));
-            let (object, size) = store.put(&plain).map_err(|e| format!("{path}: {e}"))?;
-            list.update(format!("{path}\0{}\0{sha}\n", plain.len()).as_bytes());
-            bytes += plain.len() as u64;
-            stored += size;
+            let size = plain.len() as u64;
+            let object = match store.put(plain) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = store.flush();
+                    return Err(format!("{path}: {e}"));
+                }
+            };
+            list.update(format!("{path}\0{size}\0{sha}\n").as_bytes());
+            bytes += size;
             docs.push(Document {
                 path: path.clone(),
-                size: plain.len() as u64,
+                size,
                 sha256: sha,
                 object,
             });
         }
+        // Every document's PUT has finished before the export enters the manifest.
+        let stored = store.flush()?;
         Ok(Export {
             kind,
             name,
