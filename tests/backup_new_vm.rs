@@ -8,10 +8,11 @@
 //! 2. the VM dies: the daemon stopped, the project's containers, volumes and networks
 //!    removed with the docker CLI, the state directory gone — only the desired-state
 //!    directory and its `.env` are kept (git and the password manager);
-//! 3. the README's steps 2–5 as written: `obsctl apply --desired-state DIR`,
-//!    `docker stop $(docker ps -q --filter label=…)`, `obsctl backup list`,
-//!    `obsctl restore volume NAME --overwrite` per volume, the daemon started,
-//!    `obsctl status` waited for;
+//! 3. the README's steps 2–5 as written: `obsctl apply --desired-state DIR` (whose
+//!    first starts write into the fresh volumes), `docker rm -f` of the containers and
+//!    `docker volume rm` of those volumes, `obsctl backup list`, `obsctl restore volume
+//!    NAME --into <project>_NAME` per volume, the daemon started, `obsctl status`
+//!    waited for;
 //! 4. every file back byte for byte with its mode, owner and link target, the services
 //!    running, and no value of `.env` in any object of the bucket.
 //!
@@ -109,6 +110,9 @@ async fn the_readme_restores_the_whole_stack_on_a_new_vm() {
     st.service(
         "app",
         service(json!({
+            // Like a real service, its first start on an empty volume writes there (a
+            // new database, a new WAL): a marker named after the container.
+            "command": ["sh", "-c", format!("ls /data/.started-* >/dev/null 2>&1 || hostname > /data/.started-$(hostname); {LOOP}")],
             "volumes": [{"volume": "files", "target": "/data"}],
             "secretEnv": {"APP_PASSWORD": "APP_PASSWORD"},
         })),
@@ -257,27 +261,31 @@ async fn the_readme_restores_the_whole_stack_on_a_new_vm() {
     std::fs::create_dir(textfiles.path()).unwrap();
 
     // ---------------------------------------------------------------- the new VM
-    // Step 2: converge without the daemon, then stop what writes to the volumes.
+    // Step 2: converge without the daemon (it pulls the images), then remove the
+    // containers and the fresh volumes their first start wrote into.
     obsctl(cwd.path(), &["apply", "--desired-state", &ds]).expect(0, "new VM: apply");
     assert!(st.state_dir.is_dir(), "apply creates the state directory");
-    for v in [&vfiles, &vblob] {
-        let l = listing(v);
-        assert_eq!(l.lines().count(), 1, "{v} is new and empty:\n{l}");
-    }
+    poll(
+        Duration::from_secs(20),
+        "the app's first-start marker",
+        || (listing(&vfiles).lines().count() == 3).then_some(()),
+    );
+    assert_eq!(listing(&vblob).lines().count(), 1, "blob is new and empty");
     let out = Command::new("sh")
         .args([
             "-c",
-            &format!("docker stop $(docker ps -q --filter label={STACK_LABEL}={project})"),
+            &format!(
+                "docker rm -f $(docker ps -aq --filter label={STACK_LABEL}={project}) && docker volume rm {vfiles} {vblob}"
+            ),
         ])
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "docker stop: {}",
+        "docker rm / volume rm: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(st.owned().len(), 3);
-    assert!(st.owned().iter().all(|c| !c.running), "{:?}", st.owned());
+    assert!(st.owned().is_empty(), "{:?}", st.owned());
 
     // Step 3: the complete day. Without `--desired-state` (run from anywhere but the
     // repository) it has no bucket to read: the README gives the flag.
@@ -319,28 +327,23 @@ async fn the_readme_restores_the_whole_stack_on_a_new_vm() {
         );
     }
 
-    // Step 4: each volume of the Job into the fresh live volume.
+    // Step 4: each volume of the Job into the stack's own name for it.
     for (n, v) in [("files", &vfiles), ("blob", &vblob)] {
         let r = obsctl(
             cwd.path(),
-            &[
-                "restore",
-                "volume",
-                n,
-                "--overwrite",
-                "--desired-state",
-                &ds,
-            ],
+            &["restore", "volume", n, "--into", v, "--desired-state", &ds],
         )
-        .expect(0, &format!("new VM: restore volume {n} --overwrite"));
+        .expect(0, &format!("new VM: restore volume {n} --into {v}"));
         assert!(
             r.stdout.contains(&format!("restored {n} ({day}, ")) && r.stdout.contains(v.as_str()),
             "{}",
             r.stdout
         );
+        let labels = volume_labels(v).expect("restored volume");
+        assert_eq!(labels.get(STACK_LABEL), Some(&json!(project)), "{labels:?}");
     }
 
-    // Step 5: the daemon starts the stopped containers and converges.
+    // Step 5: the daemon creates the containers again on the restored volumes.
     let daemon = st.spawn_daemon();
     poll(Duration::from_secs(120), "new VM: obsctl status 0", || {
         (obsctl(cwd.path(), &["--state-dir", &state_dir, "status"]).code == 0).then_some(())

@@ -210,16 +210,34 @@ pub fn restore_volume(a: RestoreArgs<'_>) -> anyhow::Result<ExitCode> {
             .into_iter()
             .filter(|c| c.label(backup::HELPER_LABEL).is_none())
             .collect();
-        let image = match users.iter().find(|c| !c.image_id.is_empty()) {
-            Some(c) => c.image_id.clone(),
-            None => docker
+        // The helper's image (never started, never pulled): a container's that mounts the
+        // volume, else a local image of a Service declared with it (a new VM where the
+        // first containers were removed again), else any container's.
+        let mut image = users
+            .iter()
+            .find(|c| !c.image_id.is_empty())
+            .map(|c| c.image_id.clone());
+        if image.is_none() {
+            for r in d.services.values() {
+                if r.spec.volumes.iter().any(|m| m.volume == a.name) {
+                    if let Some(id) = docker.image_id(&r.spec.image).await? {
+                        image = Some(id);
+                        break;
+                    }
+                }
+            }
+        }
+        if image.is_none() {
+            image = docker
                 .list_all_containers()
                 .await?
                 .into_iter()
                 .map(|c| c.image_id)
-                .find(|i| !i.is_empty())
-                .ok_or_else(|| anyhow!("no image is present locally for the restore helper (apply the desired state first)"))?,
-        };
+                .find(|i| !i.is_empty());
+        }
+        let image = image.ok_or_else(|| {
+            anyhow!("no image is present locally for the restore helper (apply the desired state first)")
+        })?;
         let vols = docker.list_volumes().await?;
         if a.overwrite {
             if a.into.is_some() {
@@ -270,6 +288,17 @@ pub fn restore_volume(a: RestoreArgs<'_>) -> anyhow::Result<ExitCode> {
         if vols.iter().any(|v| v.name == target) {
             bail!("volume {target} already exists: choose another with --into (a restore never writes into an existing volume without --overwrite)");
         }
+        // Into the stack's own name for the volume (a new VM, before obsd starts): the
+        // volume gets the labels obsd gives the volumes it creates, so it is the stack's.
+        let mut labels = BTreeMap::new();
+        if d.volumes.contains_key(a.name) && target == live {
+            labels.insert(
+                obsd::docker::labels::STACK.to_string(),
+                d.stack.spec.project.clone(),
+            );
+            labels.insert(obsd::docker::labels::KIND.into(), "Volume".into());
+            labels.insert(obsd::docker::labels::NAME.into(), a.name.to_string());
+        }
         let n = backup::restore_volume(
             &docker,
             s3.clone(),
@@ -278,7 +307,7 @@ pub fn restore_volume(a: RestoreArgs<'_>) -> anyhow::Result<ExitCode> {
             &RestoreTarget {
                 volume: &target,
                 image: &image,
-                labels: BTreeMap::new(),
+                labels,
             },
             true,
         )
