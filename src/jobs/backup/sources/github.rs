@@ -159,18 +159,7 @@ pub async fn bundle(
         });
     }
     Ok((
-        Export {
-            kind: "github".into(),
-            name: "github".into(),
-            started_at: started,
-            finished_at: ctx.clock.now(),
-            bytes: total,
-            stored_bytes: total,
-            sha256: hex::encode(list.finalize()),
-            documents: docs,
-            truncated: Vec::new(),
-            removed: Vec::new(),
-        },
+        Export::of_copies("github", started, ctx.clock.now(), total, list, docs),
         uploaded,
         uploaded_bytes,
     ))

@@ -70,6 +70,31 @@ impl Export {
     pub fn objects(&self) -> impl Iterator<Item = &String> {
         self.documents.iter().map(|d| &d.object)
     }
+
+    /// An export of stored copies (the mirror's objects, the bundles): nothing redacted
+    /// or cut, stored as they are (`stored_bytes` = `bytes`).
+    pub(super) fn of_copies(
+        kind: &str,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+        bytes: u64,
+        list: sha2::Sha256,
+        documents: Vec<Document>,
+    ) -> Export {
+        use sha2::Digest;
+        Export {
+            kind: kind.into(),
+            name: kind.into(),
+            started_at,
+            finished_at,
+            bytes,
+            stored_bytes: bytes,
+            sha256: hex::encode(list.finalize()),
+            documents,
+            truncated: Vec::new(),
+            removed: Vec::new(),
+        }
+    }
 }
 
 /// What a source collected: documents already redacted.

@@ -128,18 +128,7 @@ pub async fn mirror(
         });
     }
     Ok((
-        Export {
-            kind: "s3-mirror".into(),
-            name: "s3-mirror".into(),
-            started_at: started,
-            finished_at: ctx.clock.now(),
-            bytes: total,
-            stored_bytes: total,
-            sha256: hex::encode(list.finalize()),
-            documents: docs,
-            truncated: Vec::new(),
-            removed: Vec::new(),
-        },
+        Export::of_copies("s3-mirror", started, ctx.clock.now(), total, list, docs),
         copied,
         copied_bytes,
     ))
