@@ -78,21 +78,6 @@ fn volume_with(name: &str, user: &str, script: &str) {
     ]);
 }
 
-/// Every entry's name, mode, owner, size, type and link target, and every file's
-/// SHA-256, sorted: two volumes with the same listing hold the same bytes.
-fn listing(volume: &str) -> String {
-    docker_ok(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{volume}:/d:ro"),
-        IMAGE,
-        "sh",
-        "-c",
-        "cd /d && find . -exec stat -c '%n %a %u %g %s %F %N' {} \\; | sort && find . -type f -exec sha256sum {} \\; | sort",
-    ])
-}
-
 fn job(moto: &Moto, bucket: &str, volumes: &[&str], extra: serde_json::Value) -> BackupJob {
     let mut v = json!({
         "bucket": bucket,
@@ -197,7 +182,7 @@ async fn full_backup_restores_byte_identical_and_a_rerun_uploads_nothing() {
          ln small-4.txt hard; head -c 6000000 /dev/urandom > medium.bin;\
          head -c 200000000 /dev/urandom > big.bin; chmod 640 big.bin; chown 1000:1000 big.bin",
     );
-    let before = listing(&vol);
+    let before = volume_listing(&vol);
     let moto = moto("bk-full").await;
     let dir = tempfile::tempdir().unwrap();
     let ctx = ctx_at(dir.path(), 6, &[]);
@@ -287,7 +272,7 @@ async fn full_backup_restores_byte_identical_and_a_rerun_uploads_nothing() {
     .await
     .unwrap();
     assert!(n > 200_000_000);
-    let after = listing(&restored);
+    let after = volume_listing(&restored);
     assert_eq!(before, after);
 }
 
@@ -466,7 +451,7 @@ async fn one_volume_failing_alone_then_list_and_restore_through_obsctl() {
     // bkb restores into a new volume, identical.
     st.obsctl(&["restore", "volume", "bkb", "--desired-state", &dirs])
         .expect(0, "restore bkb");
-    assert_eq!(listing(&restored[1]), listing(&vb));
+    assert_eq!(volume_listing(&restored[1]), volume_listing(&vb));
     // A second restore never writes into the existing volume.
     let r = st
         .obsctl(&["restore", "volume", "bkb", "--desired-state", &dirs])
@@ -681,7 +666,7 @@ async fn kill_9_mid_upload_then_the_next_run_completes_the_day() {
     assert_eq!(state(&st.cname("sk")), "running");
     st.obsctl(&["restore", "volume", "bkk", "--desired-state", &dirs])
         .expect(0, "restore");
-    assert_eq!(listing(&restored), listing(&vk));
+    assert_eq!(volume_listing(&restored), volume_listing(&vk));
 }
 
 /// Write-once against the real server: a second PUT of a key is refused with 412 and
@@ -702,29 +687,30 @@ async fn a_second_put_of_a_key_is_refused_and_changes_nothing() {
     assert_eq!(&s3.get("k").await.unwrap().unwrap()[..], b"first");
 }
 
-/// In front of moto: answers every DELETE with R2's lock refusal (403
-/// `ObjectLockedByBucketPolicy`) and records its key; forwards everything else.
-async fn locking_proxy(upstream: String) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+/// A proxy in front of `upstream` (moto): `intercept(method, path)` may answer a request
+/// itself; everything else is forwarded as it came and answered as moto answered.
+async fn proxy<F>(upstream: String, intercept: F) -> String
+where
+    F: Fn(&axum::http::Method, &str) -> Option<axum::response::Response>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     use axum::body::{to_bytes, Body};
     use axum::extract::Request;
     use axum::response::Response;
-    let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = refused.clone();
     let http = reqwest::Client::new();
     let app = axum::Router::new().fallback(move |req: Request| {
-        let (http, upstream, seen) = (http.clone(), upstream.clone(), seen.clone());
+        let (http, upstream, intercept) = (http.clone(), upstream.clone(), intercept.clone());
         async move {
             let path = req
                 .uri()
                 .path_and_query()
                 .map(|p| p.to_string())
                 .unwrap_or_default();
-            if req.method() == axum::http::Method::DELETE {
-                seen.lock().unwrap().push(path);
-                return Response::builder()
-                    .status(403)
-                    .body(Body::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>ObjectLockedByBucketPolicy</Code><Message>Object is locked by a bucket lock rule</Message></Error>"))
-                    .unwrap();
+            if let Some(r) = intercept(req.method(), &path) {
+                return r;
             }
             let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
             let mut fwd = http.request(method, format!("{upstream}{path}"));
@@ -745,6 +731,35 @@ async fn locking_proxy(upstream: String) -> (String, Arc<std::sync::Mutex<Vec<St
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    url
+}
+
+/// An S3 error answer: `status` with the XML body S3 and R2 send.
+fn s3_error(status: u16, code: &str, message: &str) -> axum::response::Response {
+    axum::response::Response::builder()
+        .status(status)
+        .body(axum::body::Body::from(format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        )))
+        .unwrap()
+}
+
+/// In front of moto: answers every DELETE with R2's lock refusal (403
+/// `ObjectLockedByBucketPolicy`) and records its key; forwards everything else.
+async fn locking_proxy(upstream: String) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = refused.clone();
+    let url = proxy(upstream, move |method, path| {
+        (method == axum::http::Method::DELETE).then(|| {
+            seen.lock().unwrap().push(path.to_string());
+            s3_error(
+                403,
+                "ObjectLockedByBucketPolicy",
+                "Object is locked by a bucket lock rule",
+            )
+        })
+    })
+    .await;
     (url, refused)
 }
 
@@ -847,50 +862,18 @@ async fn failing_put_proxy(
     fail_at: usize,
     failing: Arc<std::sync::atomic::AtomicBool>,
 ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    use axum::body::{to_bytes, Body};
-    use axum::extract::Request;
-    use axum::response::Response;
     use std::sync::atomic::Ordering;
     let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = puts.clone();
-    let http = reqwest::Client::new();
-    let app = axum::Router::new().fallback(move |req: Request| {
-        let (http, upstream, seen, failing) =
-            (http.clone(), upstream.clone(), seen.clone(), failing.clone());
-        async move {
-            let path = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default();
-            if req.method() == axum::http::Method::PUT && path.contains("/objects/") {
-                let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
-                if n == fail_at && failing.load(Ordering::SeqCst) {
-                    return Response::builder()
-                        .status(403)
-                        .body(Body::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"))
-                        .unwrap();
-                }
-            }
-            let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
-            let mut fwd = http.request(method, format!("{upstream}{path}"));
-            for (k, v) in req.headers() {
-                if k != "host" {
-                    fwd = fwd.header(k.as_str(), v.as_bytes());
-                }
-            }
-            let body = to_bytes(req.into_body(), usize::MAX).await.unwrap();
-            let r = fwd.body(body).send().await.unwrap();
-            let mut out = Response::builder().status(r.status().as_u16());
-            for (k, v) in r.headers() {
-                out = out.header(k.as_str(), v.as_bytes());
-            }
-            out.body(Body::from(r.bytes().await.unwrap())).unwrap()
+    let url = proxy(upstream, move |method, path| {
+        if method != axum::http::Method::PUT || !path.contains("/objects/") {
+            return None;
         }
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        (n == fail_at && failing.load(Ordering::SeqCst))
+            .then(|| s3_error(403, "AccessDenied", "Access Denied"))
+    })
+    .await;
     (url, puts)
 }
 
@@ -971,7 +954,7 @@ async fn a_put_failing_mid_volume_fails_it_and_the_next_run_completes_the_day() 
     )
     .await
     .unwrap();
-    assert_eq!(listing(&restored), listing(&vol));
+    assert_eq!(volume_listing(&restored), volume_listing(&vol));
 }
 
 fn job_at(endpoint: &str, bucket: &str, volumes: &[&str]) -> BackupJob {
@@ -1061,7 +1044,7 @@ async fn an_encrypted_backup_restores_only_with_its_identity() {
     backup::restore_volume(&engine, s3.clone(), Some(&identity), src, &target, true)
         .await
         .unwrap();
-    assert_eq!(listing(&restored), listing(&vol));
+    assert_eq!(volume_listing(&restored), volume_listing(&vol));
 }
 
 /// The bucket lock through a fake Cloudflare API on 127.0.0.1: read-modify-write keeps
@@ -1188,7 +1171,7 @@ async fn restore_overwrite_stops_restores_and_starts_the_live_service() {
         "run", "--rm", "-v", &format!("{vol}:/data"), IMAGE, "sh", "-c",
         "set -e; cd /data; mkdir -p sub/empty; echo one > sub/one; echo keep > keep; head -c 9000000 /dev/urandom > big; ln -s sub/one l; chown 7:8 sub/one; chmod 640 keep",
     ]);
-    let backed_up = listing(&vol);
+    let backed_up = volume_listing(&vol);
     let dir = tempfile::tempdir().unwrap();
     let j: BackupJob = serde_json::from_value(spec).unwrap();
     run(&ctx_at(dir.path(), 7, &[]), &j).await.unwrap();
@@ -1201,7 +1184,7 @@ async fn restore_overwrite_stops_restores_and_starts_the_live_service() {
         ]);
     };
     drift("added");
-    assert_ne!(listing(&vol), backed_up);
+    assert_ne!(volume_listing(&vol), backed_up);
     let dirs = st.dir.to_string_lossy().into_owned();
     let restore = [
         "restore",
@@ -1216,12 +1199,12 @@ async fn restore_overwrite_stops_restores_and_starts_the_live_service() {
     {
         let _d = st.spawn_daemon();
         let before = started_at(&svc);
-        let drifted = listing(&vol);
+        let drifted = volume_listing(&vol);
         let r = st.obsctl(&restore).expect(1, "overwrite while obsd runs");
         assert!(r.stderr.contains("stop obsd"), "{}", r.stderr);
         assert_eq!(state(&svc), "running");
         assert_eq!(started_at(&svc), before, "not stopped");
-        assert_eq!(listing(&vol), drifted, "nothing written");
+        assert_eq!(volume_listing(&vol), drifted, "nothing written");
     }
 
     // obsd stopped: the service is stopped, the volume restored, the service started.
@@ -1243,7 +1226,7 @@ async fn restore_overwrite_stops_restores_and_starts_the_live_service() {
     // Every backed-up entry is back, byte for byte. A file the backup does not hold
     // stays (documented: the overwrite writes the backup over the volume, it removes
     // nothing); once it is gone the volume equals the backup.
-    let restored = listing(&vol);
+    let restored = volume_listing(&vol);
     assert!(restored.contains("./added "), "{restored}");
     docker_ok(&[
         "run",
@@ -1254,12 +1237,12 @@ async fn restore_overwrite_stops_restores_and_starts_the_live_service() {
         "rm",
         "/data/added",
     ]);
-    assert_eq!(listing(&vol), backed_up);
+    assert_eq!(volume_listing(&vol), backed_up);
 
     // A corrupted object: the restore fails before writing anything, and the stopped
     // service runs again.
     drift("added-2");
-    let drifted = listing(&vol);
+    let drifted = volume_listing(&vol);
     let s3 = bucket(&moto, "bk-ow");
     let m = backup::load_manifest(&s3, "2026-12-07").await.unwrap();
     let victim = m.sources[0]
@@ -1282,5 +1265,5 @@ async fn restore_overwrite_stops_restores_and_starts_the_live_service() {
     );
     assert_eq!(state(&svc), "running", "started again after the failure");
     assert_ne!(started_at(&svc), before, "it was stopped and started");
-    assert_eq!(listing(&vol), drifted, "nothing written");
+    assert_eq!(volume_listing(&vol), drifted, "nothing written");
 }

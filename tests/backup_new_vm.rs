@@ -56,21 +56,6 @@ fn obsctl(cwd: &Path, args: &[&str]) -> Run {
     }
 }
 
-/// Every entry's name, mode, owner, size, type and link target, and every file's
-/// SHA-256, sorted: two volumes with the same listing hold the same bytes.
-fn listing(volume: &str) -> String {
-    docker_ok(&[
-        "run",
-        "--rm",
-        "-v",
-        &format!("{volume}:/d:ro"),
-        IMAGE,
-        "sh",
-        "-c",
-        "cd /d && find . -exec stat -c '%n %a %u %g %s %F %N' {} \\; | sort && find . -type f -exec sha256sum {} \\; | sort",
-    ])
-}
-
 fn doc(kind: &str, name: &str, spec: Value) -> Value {
     json!({"apiVersion": API, "kind": kind, "metadata": {"name": name}, "spec": spec})
 }
@@ -175,8 +160,8 @@ async fn the_readme_restores_the_whole_stack_on_a_new_vm() {
         "set -e; cd /data; mkdir -p chunks/01; head -c 40000000 /dev/urandom > chunks/01/block;\
          chmod 444 chunks/01/block; chown -R 65534:65534 chunks; echo wal-1 > wal",
     ]);
-    let before_files = listing(&vfiles);
-    let before_blob = listing(&vblob);
+    let before_files = volume_listing(&vfiles);
+    let before_blob = volume_listing(&vblob);
     assert!(before_files.contains("./empty 750 99 98"), "{before_files}");
     assert!(
         before_files.contains("'./current' -> 'lib/f-1.txt'"),
@@ -268,9 +253,13 @@ async fn the_readme_restores_the_whole_stack_on_a_new_vm() {
     poll(
         Duration::from_secs(20),
         "the app's first-start marker",
-        || (listing(&vfiles).lines().count() == 3).then_some(()),
+        || (volume_listing(&vfiles).lines().count() == 3).then_some(()),
     );
-    assert_eq!(listing(&vblob).lines().count(), 1, "blob is new and empty");
+    assert_eq!(
+        volume_listing(&vblob).lines().count(),
+        1,
+        "blob is new and empty"
+    );
     let out = Command::new("sh")
         .args([
             "-c",
@@ -350,8 +339,12 @@ async fn the_readme_restores_the_whole_stack_on_a_new_vm() {
     });
 
     // ---------------------------------------------------------------- the checks
-    assert_eq!(listing(&vfiles), before_files, "files: byte for byte");
-    assert_eq!(listing(&vblob), before_blob, "blob: byte for byte");
+    assert_eq!(
+        volume_listing(&vfiles),
+        before_files,
+        "files: byte for byte"
+    );
+    assert_eq!(volume_listing(&vblob), before_blob, "blob: byte for byte");
     let owned = st.owned();
     assert_eq!(owned.len(), 3, "{owned:?}");
     assert!(owned.iter().all(|c| c.running), "{owned:?}");

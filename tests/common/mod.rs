@@ -392,6 +392,22 @@ pub fn poll<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>)
     }
 }
 
+/// A volume read through a throwaway container: every entry's name, mode, owner, size,
+/// type and link target, and every file's SHA-256, sorted: two volumes with the same
+/// listing hold the same bytes.
+pub fn volume_listing(volume: &str) -> String {
+    docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{volume}:/d:ro"),
+        IMAGE,
+        "sh",
+        "-c",
+        "cd /d && find . -exec stat -c '%n %a %u %g %s %F %N' {} \\; | sort && find . -type f -exec sha256sum {} \\; | sort",
+    ])
+}
+
 // ------------------------------------------------------------------- status JSON reading
 
 /// The row of `kind`/`name` in `obsctl status -o json`.
