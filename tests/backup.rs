@@ -709,17 +709,21 @@ where
                 .path_and_query()
                 .map(|p| p.to_string())
                 .unwrap_or_default();
-            if let Some(r) = intercept(req.method(), &path) {
+            let (parts, body) = req.into_parts();
+            // The whole body first, also when the answer is made here: an answer sent
+            // while the client still sends can reach it as a broken connection, which
+            // it retries (a transient error) instead of reading the answer.
+            let body = to_bytes(body, usize::MAX).await.unwrap();
+            if let Some(r) = intercept(&parts.method, &path) {
                 return r;
             }
-            let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
+            let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap();
             let mut fwd = http.request(method, format!("{upstream}{path}"));
-            for (k, v) in req.headers() {
+            for (k, v) in &parts.headers {
                 if k != "host" {
                     fwd = fwd.header(k.as_str(), v.as_bytes());
                 }
             }
-            let body = to_bytes(req.into_body(), usize::MAX).await.unwrap();
             let r = fwd.body(body).send().await.unwrap();
             let mut out = Response::builder().status(r.status().as_u16());
             for (k, v) in r.headers() {
