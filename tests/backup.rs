@@ -283,21 +283,10 @@ async fn one_volume_failing_alone_then_list_and_restore_through_obsctl() {
     let mut st = Stack::new("bkcli");
     let hc = serve(|_| Reply::text(200, "OK")).await;
     let moto = moto("bk-cli").await;
-    let env_path = st.dir.join(".env");
-    std::fs::write(
-        &env_path,
-        format!(
-            "R2_ACCESS_KEY_ID={AKID}\nR2_SECRET_ACCESS_KEY={SECRET}\nHC_URL={}/ping/abc\n",
-            hc.base
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &env_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    st.stack_spec()["envFile"] = json!(env_path.to_string_lossy());
+    st.env_file(format!(
+        "R2_ACCESS_KEY_ID={AKID}\nR2_SECRET_ACCESS_KEY={SECRET}\nHC_URL={}/ping/abc\n",
+        hc.base
+    ));
     let tfdir = tempfile::tempdir().unwrap();
     st.stack_spec()["textfileDir"] = json!(tfdir.path().to_string_lossy());
     st.volume("bka").volume("bkb").volume("bkc");
@@ -558,18 +547,9 @@ async fn peak_memory_of_a_run_stays_under_64_mib() {
 async fn kill_9_mid_upload_then_the_next_run_completes_the_day() {
     let mut st = Stack::new("bkkill");
     let moto = moto("bk-kill").await;
-    let env_path = st.dir.join(".env");
-    std::fs::write(
-        &env_path,
-        format!("R2_ACCESS_KEY_ID={AKID}\nR2_SECRET_ACCESS_KEY={SECRET}\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &env_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    st.stack_spec()["envFile"] = json!(env_path.to_string_lossy());
+    st.env_file(format!(
+        "R2_ACCESS_KEY_ID={AKID}\nR2_SECRET_ACCESS_KEY={SECRET}\n"
+    ));
     st.volume("bkk");
     st.service(
         "sk",
@@ -1131,18 +1111,9 @@ fn started_at(name: &str) -> String {
 async fn restore_overwrite_stops_restores_and_starts_the_live_service() {
     let mut st = Stack::new("bkow");
     let moto = moto("bk-ow").await;
-    let env_path = st.dir.join(".env");
-    std::fs::write(
-        &env_path,
-        format!("R2_ACCESS_KEY_ID={AKID}\nR2_SECRET_ACCESS_KEY={SECRET}\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &env_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    st.stack_spec()["envFile"] = json!(env_path.to_string_lossy());
+    st.env_file(format!(
+        "R2_ACCESS_KEY_ID={AKID}\nR2_SECRET_ACCESS_KEY={SECRET}\n"
+    ));
     st.volume("bko");
     st.service(
         "so",

@@ -74,22 +74,11 @@ async fn the_readme_restores_the_whole_stack_on_a_new_vm() {
 
     // ---------------------------------------------------------------- the old VM
     // `.env` as a user writes it (mode 0600), named relatively like the shipped Stack.
-    let env_path = st.dir.join(".env");
-    std::fs::write(
-        &env_path,
-        format!(
-            "R2_ACCESS_KEY_ID={AKID}\nR2_SECRET_ACCESS_KEY={SECRET}\nCF_ACCOUNT_ID={CF_ACCOUNT}\n\
-             HEALTHCHECKS_BACKUP_URL={}/ping/{HC_TOKEN}\nAPP_PASSWORD={APP_PASSWORD}\n",
-            hc.base
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &env_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    st.stack_spec()["envFile"] = json!(".env");
+    st.env_file(format!(
+        "R2_ACCESS_KEY_ID={AKID}\nR2_SECRET_ACCESS_KEY={SECRET}\nCF_ACCOUNT_ID={CF_ACCOUNT}\n\
+         HEALTHCHECKS_BACKUP_URL={}/ping/{HC_TOKEN}\nAPP_PASSWORD={APP_PASSWORD}\n",
+        hc.base
+    ));
     st.stack_spec()["textfileDir"] = json!(textfiles.path().to_string_lossy());
     st.volume("files").volume("blob");
     st.service(

@@ -559,6 +559,16 @@ impl Stack {
         &mut d["spec"]
     }
 
+    /// Writes `.env` beside the documents as a user keeps it (mode 0600) and names it
+    /// in the Stack (`envFile: .env`).
+    pub fn env_file(&mut self, content: impl AsRef<str>) {
+        let path = self.dir.join(".env");
+        std::fs::write(&path, content.as_ref()).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        self.stack_spec()["envFile"] = json!(".env");
+    }
+
     /// The spec of a Service, to edit it.
     pub fn svc(&mut self, name: &str) -> &mut Value {
         self.spec("Service", name)
