@@ -57,6 +57,22 @@ fn drift(status: &Value, name: &str) -> Vec<String> {
     status_drift(status, "Service", name)
 }
 
+/// Polls `obsctl status` until the Service shows drift `reason`; returns its row.
+fn wait_drift(s: &Stack, svc: &str, reason: &str) -> Value {
+    poll(
+        DEADLINE,
+        &format!("{svc}: {reason} in obsctl status"),
+        || {
+            let (_, st) = s.status_json();
+            drift(&st, svc)
+                .iter()
+                .any(|d| d == reason)
+                .then(|| row(&st, svc).cloned())
+                .flatten()
+        },
+    )
+}
+
 /// Containers of the service: its name, `--next`, `--prev`.
 fn copies(s: &Stack, svc: &str) -> Vec<String> {
     container_names_with_prefix(&s.cname(svc))
@@ -81,14 +97,8 @@ fn failing_replacement_rolls_back_and_the_old_container_keeps_serving() {
     s.service("web", broken("v2"));
     s.write();
     let t0 = Instant::now();
-    let status = poll(DEADLINE, "rolled_back in obsctl status", || {
-        let (_, st) = s.status_json();
-        drift(&st, "web")
-            .contains(&"rolled_back".to_string())
-            .then_some(st)
-    });
+    let r = wait_drift(&s, "web", "rolled_back");
     println!("rolled back {:?} after the edit", t0.elapsed());
-    let r = row(&status, "web").expect("web row");
     let msg = r["message"].as_str().unwrap_or_default();
     assert!(
         msg.contains("rolled back: the new container"),
@@ -228,13 +238,7 @@ fn unhealthy_replacement_rolls_back_and_a_healthy_one_is_kept() {
     s.remove("Service", "web");
     s.service("web", spec);
     s.write();
-    let st = poll(DEADLINE, "rolled_back", || {
-        let (_, st) = s.status_json();
-        drift(&st, "web")
-            .contains(&"rolled_back".to_string())
-            .then_some(st)
-    });
-    let msg = row(&st, "web").unwrap()["message"]
+    let msg = wait_drift(&s, "web", "rolled_back")["message"]
         .as_str()
         .unwrap_or_default()
         .to_string();
@@ -448,13 +452,7 @@ fn failing_preflight_touches_nothing_and_says_why() {
 
     // An invalid edit: the check fails, the container is not restarted.
     s.file("config/web/index.html", "bad v2\n");
-    let st = poll(DEADLINE, "preflight_failed in obsctl status", || {
-        let (_, st) = s.status_json();
-        drift(&st, "web")
-            .contains(&"preflight_failed".to_string())
-            .then_some(st)
-    });
-    let r = row(&st, "web").unwrap();
+    let r = wait_drift(&s, "web", "preflight_failed");
     let msg = r["message"].as_str().unwrap_or_default();
     assert!(msg.contains("configCheck exited with code 3"), "{msg}");
     assert!(
@@ -560,13 +558,7 @@ fn caddy_invalid_caddyfile_is_refused_by_preflight_and_caddy_keeps_serving() {
     let load = rollout_support::Load::start(caddy_addr.clone(), "/".into());
 
     s.file("config/caddy/Caddyfile", CADDYFILE_BAD);
-    let st = poll(DEADLINE, "preflight_failed for caddy", || {
-        let (_, st) = s.status_json();
-        drift(&st, "caddy")
-            .contains(&"preflight_failed".to_string())
-            .then_some(st)
-    });
-    let r = row(&st, "caddy").unwrap();
+    let r = wait_drift(&s, "caddy", "preflight_failed");
     let tail = r["log_tail"].as_str().unwrap_or_default();
     println!("caddy validate said: {tail}");
     assert!(
@@ -758,13 +750,7 @@ fn prometheus_rules_edit_is_reloaded_over_http_and_a_broken_one_is_refused() {
 
     // A rule promtool refuses: nothing is sent to Prometheus.
     s.file("config/prometheus/rules.yml", &rules("job:one:v3", "sum(("));
-    let st = poll(DEADLINE, "preflight_failed", || {
-        let (_, st) = s.status_json();
-        drift(&st, "prometheus")
-            .contains(&"preflight_failed".to_string())
-            .then_some(st)
-    });
-    let tail = row(&st, "prometheus").unwrap()["log_tail"]
+    let tail = wait_drift(&s, "prometheus", "preflight_failed")["log_tail"]
         .as_str()
         .unwrap_or_default()
         .to_string();
@@ -888,13 +874,7 @@ fn shipped_alertmanager_config_check_and_reload_against_the_real_binaries() {
         "config/alertmanager/alertmanager.yml",
         &shipped_yml.replacen("receiver: slack", "receiver: nowhere", 1),
     );
-    let st = poll(DEADLINE, "preflight_failed", || {
-        let (_, st) = s.status_json();
-        drift(&st, "alertmanager")
-            .contains(&"preflight_failed".to_string())
-            .then_some(st)
-    });
-    let tail = row(&st, "alertmanager").unwrap()["log_tail"]
+    let tail = wait_drift(&s, "alertmanager", "preflight_failed")["log_tail"]
         .as_str()
         .unwrap_or_default()
         .to_string();
@@ -1131,13 +1111,7 @@ fn start_first_failing_new_container_leaves_the_old_one_untouched() {
     s.remove("Service", "web");
     s.service("web", bad);
     s.write();
-    let st = poll(DEADLINE, "rolled_back in obsctl status", || {
-        let (_, st) = s.status_json();
-        drift(&st, "web")
-            .contains(&"rolled_back".to_string())
-            .then_some(st)
-    });
-    let msg = row(&st, "web").unwrap()["message"]
+    let msg = wait_drift(&s, "web", "rolled_back")["message"]
         .as_str()
         .unwrap_or_default()
         .to_string();
