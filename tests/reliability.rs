@@ -144,6 +144,17 @@ fn wait_converged(s: &Stack, d: &Daemon, gen: &str, what: &str) {
     });
 }
 
+/// Writes the baseline into `s`, starts the bystanders and the daemon, and waits for
+/// the first converge.
+fn start_baseline(s: &mut Stack) -> (Bystanders, Daemon) {
+    baseline(s);
+    s.write();
+    let by = Bystanders::start(&s.project);
+    let d = s.spawn_daemon();
+    wait_converged(s, &d, "0", "initial converge");
+    (by, d)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -204,11 +215,7 @@ fn hostile_edits_are_located() {
 #[test]
 fn hostile_edits_on_running_daemon() {
     let mut s = Stack::new("relhost");
-    baseline(&mut s);
-    s.write();
-    let by = Bystanders::start(&s.project);
-    let d = s.spawn_daemon();
-    wait_converged(&s, &d, "0", "initial converge");
+    let (by, d) = start_baseline(&mut s);
     let base = s.render();
     let edits = hostile_edits(&base);
     let (rounds, every) = if long() { (3, 1) } else { (1, 10) };
@@ -308,11 +315,7 @@ fn hostile_input(case: &str) {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     let mut s = Stack::new(&format!("relp-{tag}"));
-    baseline(&mut s);
-    s.write();
-    let by = Bystanders::start(&s.project);
-    let d = s.spawn_daemon();
-    wait_converged(&s, &d, "0", "initial converge");
+    let (by, d) = start_baseline(&mut s);
     let h = hostile_inputs(&s.render())
         .into_iter()
         .find(|h| h.name == case)
@@ -393,11 +396,7 @@ fn input_fifo_document() {
 #[test]
 fn input_trailing_separator_is_valid() {
     let mut s = Stack::new("reltrail");
-    baseline(&mut s);
-    s.write();
-    let by = Bystanders::start(&s.project);
-    let d = s.spawn_daemon();
-    wait_converged(&s, &d, "0", "initial converge");
+    let (by, d) = start_baseline(&mut s);
     s.svc("canary")["env"]["GEN"] = json!("trailing");
     s.write_raw(&format!("{}---\n", s.render()));
     validate(&s, Duration::from_secs(20)).expect(0, "trailing --- is valid");
@@ -413,11 +412,7 @@ fn input_trailing_separator_is_valid() {
 fn input_unowned_events_do_not_wake_the_loop() {
     let mut s = Stack::new("relnoisy");
     s.stack_spec()["resyncPeriod"] = json!("1h");
-    baseline(&mut s);
-    s.write();
-    let by = Bystanders::start(&s.project);
-    let d = s.spawn_daemon();
-    wait_converged(&s, &d, "0", "initial converge");
+    let (by, d) = start_baseline(&mut s);
     // Let the start-up passes settle.
     std::thread::sleep(Duration::from_secs(2));
     let before = snapshot(&s);
@@ -444,11 +439,7 @@ fn input_unowned_events_do_not_wake_the_loop() {
 #[test]
 fn input_debounce_has_a_maximum_wait() {
     let mut s = Stack::new("reldebounce");
-    baseline(&mut s);
-    s.write();
-    let by = Bystanders::start(&s.project);
-    let d = s.spawn_daemon();
-    wait_converged(&s, &d, "0", "initial converge");
+    let (by, d) = start_baseline(&mut s);
     let gen0 = d.metric("obsd_desired_state_generation");
     let start = Instant::now();
     let mut k = 0;
