@@ -174,19 +174,12 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
 /// `Retry-After` (delta seconds or an HTTP date) as the Unix ms before which no request
 /// may be made; clamped to a day, and never in the past.
 pub fn parse_retry_after(value: Option<&str>, now_ms: i64) -> i64 {
-    let max = MAX_RETRY_AFTER.as_millis() as i64;
+    let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
     let wait = value
-        .map(str::trim)
-        .and_then(|v| {
-            if let Ok(secs) = v.parse::<u64>() {
-                return Some((secs.saturating_mul(1000)).min(max as u64) as i64);
-            }
-            chrono::DateTime::parse_from_rfc2822(v)
-                .ok()
-                .map(|t| (t.timestamp_millis() - now_ms).clamp(0, max))
-        })
-        .unwrap_or(DEFAULT_RETRY_AFTER.as_millis() as i64);
-    now_ms + wait
+        .and_then(|v| crate::jobs::http::parse_retry_after_at(v, now))
+        .unwrap_or(DEFAULT_RETRY_AFTER)
+        .min(MAX_RETRY_AFTER);
+    now_ms + wait.as_millis() as i64
 }
 
 /// Why a check found no digest.

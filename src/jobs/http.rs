@@ -132,16 +132,18 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// `retry-after`: delta-seconds or an HTTP date.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    parse_retry_after_at(v, Utc::now())
+}
+
+/// `retry-after` as seen at `now`: delta-seconds, or an HTTP date (a date before `now`
+/// is no wait at all). `None` when it is neither.
+pub fn parse_retry_after_at(v: &str, now: chrono::DateTime<Utc>) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let t = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    Some(
-        (t.with_timezone(&Utc) - Utc::now())
-            .to_std()
-            .unwrap_or_default(),
-    )
+    Some((t.with_timezone(&Utc) - now).to_std().unwrap_or_default())
 }
 
 /// Exponential backoff with "equal jitter" (half fixed, half random), capped; a
